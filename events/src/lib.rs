@@ -1,0 +1,36 @@
+//! The event vocabulary of vibehq and the log that stores it.
+//!
+//! Every change in the system (a task submitted, an instance found unhealthy, a model routed) is
+//! an [`Envelope`] appended to a NATS JetStream stream. The streams are the source of truth;
+//! everything else (the SQLite projections, the audit trail, live WebSocket feeds) is derived
+//! from them. This crate is the *only* place whose types are serialized onto NATS: changing one
+//! of them is a wire migration, so payloads are versioned ([`SCHEMA_VERSION`]) and decoding
+//! refuses what it does not understand instead of guessing.
+//!
+//! Each aggregate (one task, one container instance, one AI run) has its own subject
+//! ([`Subject`]), so its history is one subject filter away and its version is the stream
+//! sequence of its last event: the basis for optimistic concurrency with
+//! `Nats-Expected-Last-Subject-Sequence`.
+//!
+//! # Layout
+//! - [`envelope`]: the envelope every event travels in, and its wire encoding.
+//! - [`catalog`]: the one table mapping each [`EventKind`] to its wire name and payload type.
+//! - [`task`], [`container`], [`ai`]: the payloads, one module per domain.
+//! - [`subject`]: aggregates and the NATS subjects they live on.
+//! - [`stream`]: the JetStream streams and their configuration.
+//! - [`log`]: [`EventLog`], appending with deduplication and reading history back.
+
+pub mod ai;
+pub mod catalog;
+pub mod container;
+pub mod envelope;
+pub mod log;
+pub mod stream;
+pub mod subject;
+pub mod task;
+
+pub use catalog::{EventKind, Payload};
+pub use envelope::{DecodeError, Envelope, EventId, SCHEMA_VERSION};
+pub use log::{Appended, Error, EventLog, Expect, Recorded};
+pub use stream::StreamKind;
+pub use subject::{InvalidToken, Subject};

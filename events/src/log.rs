@@ -1,0 +1,312 @@
+//! [`EventLog`]: appending events to JetStream and reading them back.
+//!
+//! Appends wait for JetStream's ack, so an `Ok` means the event is stored (replicated, on a
+//! cluster). Every append carries the event id as `Nats-Msg-Id`: a retry after a lost ack is
+//! stored once and answered with the first append's sequence.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, consumer, context::PublishErrorKind, message::PublishMessage, stream,
+};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use time::OffsetDateTime;
+
+use crate::envelope::{DecodeError, Envelope};
+use crate::stream::StreamKind;
+use crate::subject::{InvalidToken, Subject};
+
+/// The header carrying the event's wire kind, so outside clients can filter without parsing.
+pub const KIND_HEADER: &str = "Vibehq-Event";
+
+/// What an append expects of its aggregate's current version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Append unconditionally.
+    Any,
+    /// The aggregate must have no events yet (creation).
+    New,
+    /// The aggregate's last event must be at this stream sequence.
+    Version(u64),
+}
+
+/// Where an appended event was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub stream: StreamKind,
+    /// The event's stream sequence: the aggregate's new version.
+    pub sequence: u64,
+    /// True when JetStream had already stored an event with this id (a retried append).
+    pub duplicate: bool,
+}
+
+/// An event as stored in a stream, not yet decoded.
+///
+/// Decoding is separate so a reader can record what it cannot decode instead of losing it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub stream: StreamKind,
+    pub sequence: u64,
+    pub subject: String,
+    /// When JetStream stored the event.
+    pub published: OffsetDateTime,
+    pub payload: Bytes,
+}
+
+impl Recorded {
+    /// Builds a record from a delivered JetStream message.
+    pub fn from_message(stream: StreamKind, message: &jetstream::Message) -> Result<Self, Error> {
+        let info = message.info().map_err(|source| Error::Nats {
+            op: "read message metadata",
+            source,
+        })?;
+        Ok(Self {
+            stream,
+            sequence: info.stream_sequence,
+            subject: message.subject.to_string(),
+            published: info.published,
+            payload: message.payload.clone(),
+        })
+    }
+
+    /// Decodes the stored bytes.
+    pub fn decode(&self) -> Result<Envelope, DecodeError> {
+        Envelope::decode(&self.payload)
+    }
+}
+
+/// Failures of the event log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The event's aggregate id cannot be a subject token.
+    #[error(transparent)]
+    InvalidSubject(#[from] InvalidToken),
+    /// Another event was appended to the aggregate since the version the command read.
+    #[error("{subject} changed since version {expected:?}")]
+    Conflict { subject: String, expected: Expect },
+    /// JetStream has no stream for the subject: run `vibehq up` (or `ensure_streams`) first.
+    #[error("no stream captures {subject}; the streams are created by `vibehq up`")]
+    NoStream { subject: String },
+    /// The server did not acknowledge in time; the append may or may not be stored, and is
+    /// safe to retry with the same event (same id).
+    #[error("no acknowledgement from JetStream for {subject} in time; retry with the same event")]
+    Timeout { subject: String },
+    /// Any other NATS failure, with the operation it interrupted.
+    #[error("NATS failed to {op}: {source}")]
+    Nats {
+        op: &'static str,
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+fn nats(op: &'static str) -> impl FnOnce(async_nats::Error) -> Error {
+    move |source| Error::Nats { op, source }
+}
+
+/// Appends events to, and reads them from, vibehq's streams.
+///
+/// Cheap to clone: clones share one NATS connection.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    js: jetstream::Context,
+}
+
+impl EventLog {
+    /// A log over the JetStream of `client`.
+    pub fn new(client: async_nats::Client) -> Self {
+        let mut js = jetstream::new(client);
+        js.set_timeout(Duration::from_secs(10));
+        Self { js }
+    }
+
+    /// The underlying JetStream context, for consumers built elsewhere.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Creates the streams, or updates their configuration; safe to call on every start.
+    pub async fn ensure_streams(&self, replicas: usize) -> Result<Vec<stream::Info>, Error> {
+        let mut infos = Vec::with_capacity(StreamKind::ALL.len());
+        for kind in StreamKind::ALL {
+            let info = self
+                .js
+                .create_or_update_stream(kind.config(replicas))
+                .await
+                .map_err(|e| nats("create or update a stream")(e.into()))?;
+            infos.push(info);
+        }
+        Ok(infos)
+    }
+
+    /// The current state of one stream.
+    pub async fn stream_info(&self, kind: StreamKind) -> Result<stream::Info, Error> {
+        let mut stream = self
+            .js
+            .get_stream(kind.name())
+            .await
+            .map_err(|e| nats("look up a stream")(e.into()))?;
+        stream
+            .info()
+            .await
+            .cloned()
+            .map_err(|e| nats("read stream info")(e.into()))
+    }
+
+    /// Appends one event and waits until JetStream has stored it.
+    ///
+    /// With [`Expect::New`] or [`Expect::Version`] the append is refused with
+    /// [`Error::Conflict`] if the aggregate has moved on: the caller re-reads and decides again.
+    pub async fn append(&self, event: &Envelope, expect: Expect) -> Result<Appended, Error> {
+        let subject = event.subject();
+        let ack = self.send(event, &subject, expect).await?;
+        finish(ack.await, &subject, expect)
+    }
+
+    /// Appends many events, pipelining the publishes, and waits for every acknowledgement.
+    ///
+    /// Order within one aggregate is preserved; results are in input order. This is the fast
+    /// path for bulk producers (it keeps many publishes in flight instead of one).
+    pub async fn append_all(&self, events: &[Envelope]) -> Result<Vec<Appended>, Error> {
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let subject = event.subject();
+            let ack = self.send(event, &subject, Expect::Any).await?;
+            pending.push((subject, ack));
+        }
+        let mut appended = Vec::with_capacity(pending.len());
+        for (subject, ack) in pending {
+            appended.push(finish(ack.await, &subject, Expect::Any)?);
+        }
+        Ok(appended)
+    }
+
+    async fn send(
+        &self,
+        event: &Envelope,
+        subject: &Subject,
+        expect: Expect,
+    ) -> Result<jetstream::context::PublishAckFuture, Error> {
+        subject.validate()?;
+        let mut publish = PublishMessage::build()
+            .payload(event.encode().into())
+            .message_id(event.id.to_string())
+            .header(KIND_HEADER, event.kind().as_str());
+        match expect {
+            Expect::Any => {}
+            Expect::New => publish = publish.expected_last_subject_sequence(0),
+            Expect::Version(v) => publish = publish.expected_last_subject_sequence(v),
+        }
+        self.js
+            .send_publish(subject.to_string(), publish)
+            .await
+            .map_err(|e| publish_error(e, subject, expect))
+    }
+
+    /// The full history of one aggregate, oldest first, read from its stream.
+    pub async fn history(&self, subject: &Subject) -> Result<Vec<Recorded>, Error> {
+        subject.validate()?;
+        let kind = subject.stream();
+        let stream = self
+            .js
+            .get_stream(kind.name())
+            .await
+            .map_err(|e| nats("look up a stream")(e.into()))?;
+        let subject_name = subject.to_string();
+        let last = match stream.get_last_raw_message_by_subject(&subject_name).await {
+            Ok(message) => message.sequence,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(nats("find an aggregate's last event")(e.into())),
+        };
+        self.read(kind, Some(subject_name), 1, last)
+            .await?
+            .try_collect()
+            .await
+    }
+
+    /// Reads `stream` from sequence `from` through `until` (inclusive), in order.
+    ///
+    /// `filter` narrows the read to one subject (or wildcard). The read uses an ordered
+    /// consumer: no state is left on the server, and a gap is healed by the client.
+    pub async fn read(
+        &self,
+        kind: StreamKind,
+        filter: Option<String>,
+        from: u64,
+        until: u64,
+    ) -> Result<impl Stream<Item = Result<Recorded, Error>> + Send + 'static + use<>, Error> {
+        let stream = self
+            .js
+            .get_stream(kind.name())
+            .await
+            .map_err(|e| nats("look up a stream")(e.into()))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter.unwrap_or_default(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats("create a reader")(e.into()))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| nats("start reading")(e.into()))?;
+        // Stop right after `until` without polling again: the ordered consumer would wait for
+        // events that do not exist yet.
+        let state = (messages, from > until);
+        let records = futures::stream::unfold(state, move |(mut messages, done)| async move {
+            if done {
+                return None;
+            }
+            let record = match messages.next().await? {
+                Ok(message) => Recorded::from_message(kind, &message),
+                Err(e) => Err(nats("read a message")(e.into())),
+            };
+            let done = record.as_ref().map_or(true, |r| r.sequence >= until);
+            Some((record, (messages, done)))
+        });
+        Ok(records)
+    }
+}
+
+fn publish_error(
+    error: jetstream::context::PublishError,
+    subject: &Subject,
+    expect: Expect,
+) -> Error {
+    let subject = subject.to_string();
+    match error.kind() {
+        PublishErrorKind::WrongLastSequence => Error::Conflict {
+            subject,
+            expected: expect,
+        },
+        PublishErrorKind::StreamNotFound => Error::NoStream { subject },
+        PublishErrorKind::TimedOut => Error::Timeout { subject },
+        _ => Error::Nats {
+            op: "append an event",
+            source: error.into(),
+        },
+    }
+}
+
+fn finish(
+    ack: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+    subject: &Subject,
+    expect: Expect,
+) -> Result<Appended, Error> {
+    let ack = ack.map_err(|e| publish_error(e, subject, expect))?;
+    let stream = StreamKind::from_name(&ack.stream).ok_or_else(|| Error::NoStream {
+        subject: subject.to_string(),
+    })?;
+    Ok(Appended {
+        stream,
+        sequence: ack.sequence,
+        duplicate: ack.duplicate,
+    })
+}

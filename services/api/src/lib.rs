@@ -1,0 +1,127 @@
+//! The HTTP API: queries over the projections, health, and the OpenAPI document.
+//!
+//! The API never writes a projection and never reads the streams' past to answer a query:
+//! reads go to SQLite, and a client that just appended an event passes its sequence as
+//! `min_seq` to read its own write. Every error is JSON naming the field at fault
+//! ([`error::ErrorBody`]); the whole surface is described at `/openapi.json`.
+//!
+//! # Layout
+//! - [`Options`] → [`Api::run`]: binds and serves until shutdown.
+//! - [`router`]: the routes, for tests and for composing with other services' routes.
+//! - [`tables`]: `GET /api/tables`, `/api/tables/{table}`, `/api/tables/{table}/{key}`.
+//! - [`health`]: `GET /health`.
+//! - [`error`]: the JSON error body.
+
+pub mod error;
+pub mod health;
+pub mod tables;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use vibehq_events::EventLog;
+use vibehq_projector::{Handle, Reader};
+
+/// The OpenAPI description of the API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "vibehq",
+        description = "Control plane for workers and containers: projections of the event log."
+    ),
+    paths(health::health, tables::index, tables::list, tables::get),
+    components(schemas(
+        error::ErrorBody,
+        error::ErrorDetail,
+        tables::TableInfo,
+        tables::RowsPage,
+        health::Health,
+        health::NatsHealth,
+        health::StreamHealth
+    ))
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+/// What the handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub reader: Reader,
+    pub projector: Handle,
+    pub log: EventLog,
+    /// The NATS URL reported by `/health`, for outside clients.
+    pub nats_url: String,
+}
+
+/// How the API serves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub addr: SocketAddr,
+}
+
+/// Why the API stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "cannot listen on {addr}: {source} (is another vibehq running? choose another --http-addr)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The HTTP API service.
+#[derive(Debug)]
+pub struct Api {
+    options: Options,
+    state: AppState,
+}
+
+impl Api {
+    pub fn new(options: Options, state: AppState) -> Self {
+        Self { options, state }
+    }
+
+    /// Binds, then serves until `shutdown`; in-flight requests finish first.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let addr = self.options.addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(Error::Serve)?;
+        tracing::info!(addr = %local, "HTTP API listening");
+        axum::serve(listener, router(self.state))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .map_err(Error::Serve)
+    }
+}
+
+/// The API's routes over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/openapi.json", get(openapi))
+        .route("/api/tables", get(tables::index))
+        .route("/api/tables/{table}", get(tables::list))
+        .route("/api/tables/{table}/{key}", get(tables::get))
+        .fallback(not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
+
+async fn not_found(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::not_found("path", format!("no route for {}", uri.path()))
+}

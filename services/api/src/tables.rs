@@ -1,0 +1,279 @@
+//! `GET /api/tables…`: list and get over every projection table.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+use vibehq_projector::Table;
+use vibehq_projector::query::{self, Filter, Page, TABLES};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+
+/// How long a query given `min_seq` waits for the projector to get there.
+const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
+
+/// A table and how it can be queried.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableInfo {
+    pub name: &'static str,
+    /// The column `GET /api/tables/{table}/{key}` looks up.
+    pub key: &'static str,
+    /// The status column and its values, where the table has one.
+    pub status_column: Option<&'static str>,
+    pub statuses: Vec<&'static str>,
+    /// The column `since`/`until` filter on (unix seconds).
+    pub time_column: &'static str,
+    /// Further columns accepted as equality filters.
+    pub filters: Vec<&'static str>,
+}
+
+/// One page of rows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowsPage {
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Map<String, Value>>,
+    /// Pass back as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+impl From<Page> for RowsPage {
+    fn from(page: Page) -> Self {
+        Self {
+            items: page.items,
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// The queryable tables.
+#[utoipa::path(get, path = "/api/tables", tag = "projections",
+    responses((status = 200, body = Vec<TableInfo>)))]
+pub async fn index() -> Json<Vec<TableInfo>> {
+    Json(
+        TABLES
+            .iter()
+            .map(|t| TableInfo {
+                name: t.name,
+                key: t.key,
+                status_column: t.status.map(|(c, _)| c),
+                statuses: t.status.map(|(_, v)| v.to_vec()).unwrap_or_default(),
+                time_column: t.time,
+                filters: t.filters.to_vec(),
+            })
+            .collect(),
+    )
+}
+
+/// Lists a table's rows, oldest first (or newest with `order=desc`), filtered and paginated.
+#[utoipa::path(get, path = "/api/tables/{table}", tag = "projections",
+    params(
+        ("table" = String, Path, description = "A table from `GET /api/tables`"),
+        ("worker_name" = Option<String>, Query, description = "Rows of this worker"),
+        ("container_name" = Option<String>, Query, description = "Rows of this container"),
+        ("status" = Option<String>, Query, description = "Rows in this status (tables with one)"),
+        ("since" = Option<String>, Query, description = "At or after: RFC 3339 or unix seconds"),
+        ("until" = Option<String>, Query, description = "At or before: RFC 3339 or unix seconds"),
+        ("order" = Option<String>, Query, description = "`asc` (default) or `desc`"),
+        ("cursor" = Option<i64>, Query, description = "`next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1-1000 (default 100)"),
+        ("min_seq" = Option<u64>, Query, description = "Wait (up to 5 s) until the projection has applied this stream sequence: read your own writes"),
+    ),
+    responses(
+        (status = 200, body = RowsPage),
+        (status = 400, body = ErrorBody, description = "A query parameter is invalid; `field` names it"),
+        (status = 404, body = ErrorBody, description = "No such table"),
+        (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` in time"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Path(table): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<RowsPage>, ApiError> {
+    let table = lookup(&table)?;
+    let (filter, min_seq) = parse_filter(table, params)?;
+    wait_for(&state, table, min_seq).await?;
+    let page = state
+        .reader
+        .read(move |conn| query::list(conn, table, &filter))
+        .await?;
+    Ok(Json(page.into()))
+}
+
+/// One row of a table, by the table's key column.
+#[utoipa::path(get, path = "/api/tables/{table}/{key}", tag = "projections",
+    params(
+        ("table" = String, Path, description = "A table from `GET /api/tables`"),
+        ("key" = String, Path, description = "The value of the table's key column"),
+        ("min_seq" = Option<u64>, Query, description = "Wait (up to 5 s) for this stream sequence first"),
+    ),
+    responses(
+        (status = 200, body = Object),
+        (status = 404, body = ErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path((table, key)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Map<String, Value>>, ApiError> {
+    let table = lookup(&table)?;
+    let mut min_seq = None;
+    for (name, value) in params {
+        match name.as_str() {
+            "min_seq" => min_seq = Some(parse_number(&name, &value)?),
+            _ => return Err(unknown_param(table, &name)),
+        }
+    }
+    wait_for(&state, table, min_seq).await?;
+    let lookup_key = key.clone();
+    let row = state
+        .reader
+        .read(move |conn| query::get(conn, table, &lookup_key))
+        .await?;
+    row.map(Json).ok_or_else(|| {
+        ApiError::not_found(
+            "key",
+            format!("{} has no row with {} = {key:?}", table.name, table.key),
+        )
+    })
+}
+
+fn lookup(name: &str) -> Result<&'static Table, ApiError> {
+    Table::named(name).ok_or_else(|| {
+        let names: Vec<_> = TABLES.iter().map(|t| t.name).collect();
+        ApiError::not_found(
+            "table",
+            format!("no table {name:?}; tables are {}", names.join(", ")),
+        )
+    })
+}
+
+async fn wait_for(state: &AppState, table: &Table, min_seq: Option<u64>) -> Result<(), ApiError> {
+    let (Some(sequence), Some(stream)) = (min_seq, table.stream) else {
+        return Ok(());
+    };
+    if state
+        .projector
+        .wait_for(stream, sequence, READ_YOUR_WRITES_WAIT)
+        .await
+    {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "not_yet_projected",
+            format!(
+                "the {stream} projection has not reached sequence {sequence} within {} s",
+                READ_YOUR_WRITES_WAIT.as_secs()
+            ),
+            Some("min_seq".into()),
+        ))
+    }
+}
+
+/// Parses list query parameters, naming the offending one on error. Unknown parameters are
+/// refused rather than ignored: a misspelt filter would otherwise silently return everything.
+fn parse_filter(
+    table: &'static Table,
+    params: HashMap<String, String>,
+) -> Result<(Filter, Option<u64>), ApiError> {
+    let mut filter = Filter {
+        limit: 100,
+        ..Filter::default()
+    };
+    let mut min_seq = None;
+    for (name, value) in params {
+        match name.as_str() {
+            "worker_name" if table.has_worker() => filter.worker_name = Some(value),
+            "container_name" if table.has_worker() => filter.container_name = Some(value),
+            "status" if table.status.is_some() => {
+                if !table.allows_status(&value) {
+                    let allowed = table.status.map(|(_, v)| v.join(", ")).unwrap_or_default();
+                    return Err(ApiError::invalid(
+                        "status",
+                        format!(
+                            "{value:?} is not a {} status; use one of {allowed}",
+                            table.name
+                        ),
+                    ));
+                }
+                filter.status = Some(value);
+            }
+            "since" => filter.since = Some(parse_time(&name, &value)?),
+            "until" => filter.until = Some(parse_time(&name, &value)?),
+            "order" => {
+                filter.descending = match value.as_str() {
+                    "asc" => false,
+                    "desc" => true,
+                    _ => return Err(ApiError::invalid("order", "order must be `asc` or `desc`")),
+                }
+            }
+            "cursor" => {
+                let cursor: u64 = parse_number(&name, &value)?;
+                filter.cursor = Some(i64::try_from(cursor).unwrap_or(i64::MAX));
+            }
+            "limit" => {
+                let limit: u32 = parse_number(&name, &value)?;
+                if !(1..=1000).contains(&limit) {
+                    return Err(ApiError::invalid(
+                        "limit",
+                        "limit must be between 1 and 1000",
+                    ));
+                }
+                filter.limit = limit;
+            }
+            "min_seq" => min_seq = Some(parse_number(&name, &value)?),
+            other => match table.filters.iter().find(|f| **f == other) {
+                Some(column) => filter.columns.push((column, value)),
+                None => return Err(unknown_param(table, other)),
+            },
+        }
+    }
+    if let (Some(since), Some(until)) = (filter.since, filter.until)
+        && since > until
+    {
+        return Err(ApiError::invalid("since", "since is after until"));
+    }
+    Ok((filter, min_seq))
+}
+
+fn unknown_param(table: &Table, name: &str) -> ApiError {
+    ApiError::invalid(
+        name,
+        format!(
+            "{name:?} is not a filter of {}; see GET /api/tables for what each table accepts",
+            table.name
+        ),
+    )
+}
+
+fn parse_number<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, ApiError> {
+    value.parse().map_err(|_| {
+        ApiError::invalid(
+            field,
+            format!("{field} must be a non-negative integer, not {value:?}"),
+        )
+    })
+}
+
+fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
+    if let Ok(seconds) = value.parse::<i64>() {
+        return Ok(seconds);
+    }
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| {
+            ApiError::invalid(
+                field,
+                format!(
+                    "{field} must be RFC 3339 (2026-11-26T10:00:00Z) or unix seconds, not {value:?}"
+                ),
+            )
+        })
+}

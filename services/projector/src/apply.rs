@@ -1,0 +1,401 @@
+//! Applying one event to the projection tables.
+//!
+//! Pure functions of (row state, event): no clock, no randomness, no I/O beyond the
+//! transaction, so a replay produces the same rows as the live run. Idempotence comes from the
+//! checkpoint (the caller skips sequences already applied); inserts also tolerate a repeat.
+
+use rusqlite::{Connection, params};
+use serde_json::Value;
+use vibehq_events::{Envelope, Payload, Recorded};
+
+use crate::db::Checkpoints;
+use crate::writer::Totals;
+
+/// Applies `records` in order inside `tx`, skipping every sequence at or below its stream's
+/// checkpoint and advancing the checkpoints past what it applies. Saving the checkpoints in the
+/// same transaction is the caller's part (see [`crate::db`]); together they make a repeated
+/// delivery change nothing.
+pub fn apply_batch(
+    tx: &mut rusqlite::Transaction<'_>,
+    checkpoints: &mut Checkpoints,
+    records: &[Recorded],
+    totals: &mut Totals,
+) -> rusqlite::Result<()> {
+    for record in records {
+        if record.sequence <= checkpoints.get(record.stream) {
+            totals.skipped += 1;
+            continue;
+        }
+        match apply_record(tx, record)? {
+            Outcome::Applied => totals.applied += 1,
+            Outcome::Rejected => totals.rejected += 1,
+        }
+        checkpoints.set(record.stream, record.sequence);
+    }
+    Ok(())
+}
+
+/// What became of one recorded message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// Recorded in `projector_rejected` instead.
+    Rejected,
+}
+
+/// Decodes and applies one record inside `tx`; anything that cannot be applied (undecodable,
+/// or refused by SQLite) is rolled back to a savepoint and kept in `projector_rejected`.
+pub fn apply_record(
+    tx: &mut rusqlite::Transaction<'_>,
+    record: &Recorded,
+) -> rusqlite::Result<Outcome> {
+    let reason = match record.decode() {
+        Err(e) => e.to_string(),
+        Ok(event) => {
+            let sp = tx.savepoint()?;
+            match apply(&sp, record.sequence, &event) {
+                Ok(()) => {
+                    sp.commit()?;
+                    return Ok(Outcome::Applied);
+                }
+                // Dropping the savepoint rolls the event's partial changes back.
+                Err(e) => format!("{} could not be applied: {e}", event.kind()),
+            }
+        }
+    };
+    tracing::warn!(
+        stream = %record.stream, sequence = record.sequence, subject = %record.subject,
+        %reason, "rejected a message"
+    );
+    tx.prepare_cached(
+        "INSERT INTO projector_rejected
+           (stream_name, stream_sequence, subject, reason, raw, published_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (stream_name, stream_sequence) DO NOTHING",
+    )?
+    .execute(params![
+        record.stream.name(),
+        record.sequence as i64,
+        record.subject,
+        reason,
+        record.payload.as_ref(),
+        record.published.unix_timestamp(),
+    ])?;
+    Ok(Outcome::Rejected)
+}
+
+fn json(value: &Value) -> String {
+    value.to_string()
+}
+
+fn json_opt<T: serde::Serialize>(value: &T) -> Option<String> {
+    serde_json::to_string(value).ok()
+}
+
+/// Applies one decoded event. `sequence` becomes the row's `version`.
+pub fn apply(db: &Connection, sequence: u64, event: &Envelope) -> rusqlite::Result<()> {
+    let at = event.occurred_at.unix_timestamp();
+    let version = sequence as i64;
+    let worker = event.worker_name.as_str();
+    let container = event.container_name.as_deref();
+    let actor = match container {
+        Some(c) => format!("{worker}:{c}"),
+        None => worker.to_owned(),
+    };
+    let exec = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<usize> {
+        db.prepare_cached(sql)?.execute(params)
+    };
+    match &event.payload {
+        Payload::TaskSubmitted(p) => exec(
+            "INSERT INTO container_tasks (task_id, worker_name, container_name, priority, status,
+               task_type, command, parameters, max_attempts, idempotency_key, version,
+               created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+             ON CONFLICT (task_id) DO NOTHING",
+            params![
+                p.task_id,
+                p.worker_name,
+                p.container_name,
+                p.priority,
+                p.task_type,
+                p.command,
+                p.parameters.as_ref().and_then(json_opt),
+                p.max_attempts,
+                p.idempotency_key,
+                version,
+                at
+            ],
+        ),
+        Payload::TaskAssigned(p) => exec(
+            "UPDATE container_tasks SET status = 'assigned', assigned_to = ?2, attempts = ?3,
+               assigned_at = ?4, started_at = NULL, version = ?5, updated_at = ?4
+             WHERE task_id = ?1",
+            params![p.task_id, actor, p.attempt, at, version],
+        ),
+        Payload::TaskStarted(p) => exec(
+            "UPDATE container_tasks SET status = 'running', started_at = ?2, version = ?3,
+               updated_at = ?2
+             WHERE task_id = ?1",
+            params![p.task_id, at, version],
+        ),
+        Payload::TaskCompleted(p) => exec(
+            "UPDATE container_tasks SET status = 'completed', output = ?2, error = NULL,
+               completed_at = ?3, version = ?4, updated_at = ?3
+             WHERE task_id = ?1",
+            params![p.task_id, p.output, at, version],
+        ),
+        Payload::TaskFailed(p) => exec(
+            "UPDATE container_tasks SET status = 'failed', error = ?2, completed_at = ?3,
+               version = ?4, updated_at = ?3
+             WHERE task_id = ?1",
+            params![p.task_id, p.error, at, version],
+        ),
+        Payload::TaskRequeued(p) => exec(
+            "UPDATE container_tasks SET status = 'pending', error = ?2, assigned_to = NULL,
+               attempts = ?3, version = ?4, updated_at = ?5
+             WHERE task_id = ?1",
+            params![p.task_id, p.reason, p.attempt, version, at],
+        ),
+        Payload::TaskCancelled(p) => exec(
+            "UPDATE container_tasks SET status = 'cancelled', error = ?2, completed_at = ?3,
+               version = ?4, updated_at = ?3
+             WHERE task_id = ?1",
+            params![p.task_id, p.reason, at, version],
+        ),
+        Payload::ContainerStarting(p) => exec(
+            "INSERT INTO container_instances (worker_name, container_name, instance_id, state,
+               port, version, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6, ?6)
+             ON CONFLICT (instance_id) DO UPDATE SET state = 'starting', port = excluded.port,
+               version = excluded.version, updated_at = excluded.updated_at",
+            params![worker, container, p.instance_id, p.port, version, at],
+        ),
+        Payload::ContainerRunning(p) => set_state(db, &p.instance_id, "running", None, version, at),
+        Payload::ContainerUnhealthy(p) => set_state(
+            db,
+            &p.instance_id,
+            "unhealthy",
+            Some(&p.reason),
+            version,
+            at,
+        ),
+        Payload::ContainerStopped(p) => set_state(
+            db,
+            &p.instance_id,
+            "stopped",
+            p.reason.as_deref(),
+            version,
+            at,
+        ),
+        Payload::ContainerFailed(p) => {
+            set_state(db, &p.instance_id, "failed", Some(&p.reason), version, at)
+        }
+        Payload::ContainerRestarted(p) => exec(
+            "UPDATE container_instances SET state = 'starting', restart_count = ?2,
+               last_error = ?3, version = ?4, updated_at = ?5
+             WHERE instance_id = ?1",
+            params![p.instance_id, p.restart_count, p.reason, version, at],
+        ),
+        Payload::ContainerHealthChecked(p) => {
+            exec(
+                "INSERT INTO container_health_checks (worker_name, container_name, instance_id,
+                   healthy, status_code, latency_ms, error, checked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    worker,
+                    container,
+                    p.instance_id,
+                    p.healthy,
+                    p.status_code,
+                    p.latency_ms,
+                    p.error,
+                    at
+                ],
+            )?;
+            // Probes live on their own subject, so they do not bump the instance's version.
+            exec(
+                "UPDATE container_instances SET last_health_check = ?2 WHERE instance_id = ?1",
+                params![p.instance_id, at],
+            )
+        }
+        Payload::AiTaskCreated(p) => exec(
+            "INSERT INTO ai_tasks (task_id, worker_name, container_name, plan_id, title,
+               description, status, requires_approval, command, version, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10, ?10)
+             ON CONFLICT (task_id) DO NOTHING",
+            params![
+                p.task_id,
+                worker,
+                container,
+                p.plan_id,
+                p.title,
+                p.description,
+                p.requires_approval,
+                p.command,
+                version,
+                at
+            ],
+        ),
+        Payload::AiTaskUpdated(p) => exec(
+            "UPDATE ai_tasks SET status = ?2, result = COALESCE(?3, result),
+               queue_task_id = COALESCE(?4, queue_task_id), version = ?5, updated_at = ?6
+             WHERE task_id = ?1",
+            params![p.task_id, p.status, p.result, p.queue_task_id, version, at],
+        ),
+        Payload::AiApprovalRequested(p) => {
+            exec(
+                "INSERT INTO ai_tasks_hitl (approval_id, task_id, worker_name, container_name,
+                   action, details, status, requested_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)
+                 ON CONFLICT (approval_id) DO NOTHING",
+                params![
+                    p.approval_id,
+                    p.task_id,
+                    worker,
+                    container,
+                    p.action,
+                    p.details.as_ref().map(json),
+                    at
+                ],
+            )?;
+            exec(
+                "UPDATE ai_tasks SET status = 'awaiting_approval', version = ?2, updated_at = ?3
+                 WHERE task_id = ?1",
+                params![p.task_id, version, at],
+            )
+        }
+        Payload::AiApprovalDecided(p) => {
+            let status = if p.approved { "approved" } else { "rejected" };
+            exec(
+                "UPDATE ai_tasks_hitl SET status = ?2, decided_by = ?3, comment = ?4,
+                   decided_at = ?5
+                 WHERE approval_id = ?1",
+                params![p.approval_id, status, p.decided_by, p.comment, at],
+            )?;
+            exec(
+                "UPDATE ai_tasks SET status = ?2, version = ?3, updated_at = ?4
+                 WHERE task_id = ?1",
+                params![p.task_id, status, version, at],
+            )
+        }
+        Payload::AiEvaluationRound(p) => exec(
+            "INSERT INTO ai_evaluations (evaluation_id, round, worker_name, container_name,
+               provider, model, prompt, criteria, output, score, feedback, passed, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (evaluation_id, round) DO NOTHING",
+            params![
+                p.evaluation_id,
+                p.round,
+                worker,
+                container,
+                p.provider,
+                p.model,
+                p.prompt,
+                p.criteria,
+                p.output,
+                p.score,
+                p.feedback,
+                p.passed,
+                at
+            ],
+        ),
+        Payload::AiRoutingDecided(p) => exec(
+            "INSERT INTO ai_routing_decisions (decision_id, worker_name, container_name, prompt,
+               complexity, tier, provider, model, reasons, features, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (decision_id) DO NOTHING",
+            params![
+                p.decision_id,
+                worker,
+                container,
+                p.prompt,
+                p.complexity,
+                p.tier,
+                p.provider,
+                p.model,
+                json_opt(&p.reasons),
+                p.features.as_ref().map(json),
+                at
+            ],
+        ),
+        Payload::AiStructuredOutput(p) => exec(
+            "INSERT INTO ai_structured_outputs (output_id, worker_name, container_name, provider,
+               model, prompt, schema, output, valid, attempts, errors, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (output_id) DO NOTHING",
+            params![
+                p.output_id,
+                worker,
+                container,
+                p.provider,
+                p.model,
+                p.prompt,
+                json(&p.schema),
+                p.output.as_ref().map(json),
+                p.valid,
+                p.attempts,
+                json_opt(&p.errors),
+                at
+            ],
+        ),
+        Payload::AiToolCalled(p) => exec(
+            "INSERT INTO ai_tool_calls (call_id, worker_name, container_name, run_id, step,
+               tool_name, arguments, result, error, duration_ms, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (call_id) DO NOTHING",
+            params![
+                p.call_id,
+                worker,
+                container,
+                p.run_id,
+                p.step,
+                p.tool_name,
+                json(&p.arguments),
+                p.result.as_ref().map(json),
+                p.error,
+                p.duration_ms,
+                at
+            ],
+        ),
+        Payload::AiToolCallStreamed(p) => exec(
+            "INSERT INTO ai_tool_call_streams (stream_id, worker_name, container_name, run_id,
+               provider, model, prompt, text, tool_calls, chunks, chunk_count, first_token_ms,
+               duration_ms, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             ON CONFLICT (stream_id) DO NOTHING",
+            params![
+                p.stream_id,
+                worker,
+                container,
+                p.run_id,
+                p.provider,
+                p.model,
+                p.prompt,
+                p.text,
+                json_opt(&p.tool_calls),
+                json_opt(&p.chunks),
+                p.chunks.len() as i64,
+                p.first_token_ms,
+                p.duration_ms,
+                at
+            ],
+        ),
+    }?;
+    Ok(())
+}
+
+fn set_state(
+    db: &Connection,
+    instance_id: &str,
+    state: &str,
+    error: Option<&str>,
+    version: i64,
+    at: i64,
+) -> rusqlite::Result<usize> {
+    db.prepare_cached(
+        "UPDATE container_instances SET state = ?2, last_error = COALESCE(?3, last_error),
+           version = ?4, updated_at = ?5
+         WHERE instance_id = ?1",
+    )?
+    .execute(params![instance_id, state, error, version, at])
+}

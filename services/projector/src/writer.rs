@@ -1,0 +1,102 @@
+//! The single writer: one thread owns the projection's write connection and applies batches in
+//! arrival order. Readers of every stream feed it through one channel, so there is never write
+//! contention, and each commit carries its rows and its checkpoints together.
+
+use std::thread::JoinHandle;
+
+use async_nats::jetstream;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, watch};
+use vibehq_events::{Recorded, StreamKind};
+
+use crate::Error;
+use crate::apply::apply_batch;
+use crate::db::{Checkpoints, save_checkpoint, sqlite};
+
+/// Consecutive records of one stream, in stream order, and the last message to acknowledge
+/// once they are committed (the consumers use ack-all).
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub records: Vec<Recorded>,
+    pub ack: Option<jetstream::Message>,
+}
+
+/// Counts of what the writer did, for progress and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub applied: u64,
+    pub rejected: u64,
+    /// Deliveries of sequences already applied (redeliveries, replays): skipped.
+    pub skipped: u64,
+}
+
+/// Most records folded into one transaction: big enough to amortise the commit, small enough
+/// to keep readers' view fresh.
+const MAX_RECORDS_PER_COMMIT: usize = 8192;
+
+pub(crate) struct Writer {
+    pub batches: mpsc::Sender<Batch>,
+    pub thread: JoinHandle<Result<Totals, Error>>,
+}
+
+/// Starts the writer thread over `conn`, resuming from `checkpoints`. Each commit's checkpoints
+/// are published on `progress`; committed batches' ack messages go to `acks` when given. The thread ends when every sender is dropped (after
+/// applying everything sent) or on the first SQLite failure.
+pub(crate) fn spawn(
+    conn: Connection,
+    checkpoints: Checkpoints,
+    progress: watch::Sender<Checkpoints>,
+    acks: Option<mpsc::UnboundedSender<jetstream::Message>>,
+) -> Result<Writer, Error> {
+    let (batches, rx) = mpsc::channel(16);
+    let thread = std::thread::Builder::new()
+        .name("projector-writer".into())
+        .spawn(move || run(conn, checkpoints, rx, progress, acks))
+        .map_err(|source| Error::Io {
+            path: "projector-writer thread".into(),
+            source,
+        })?;
+    Ok(Writer { batches, thread })
+}
+
+fn run(
+    mut conn: Connection,
+    mut checkpoints: Checkpoints,
+    mut rx: mpsc::Receiver<Batch>,
+    progress: watch::Sender<Checkpoints>,
+    acks: Option<mpsc::UnboundedSender<jetstream::Message>>,
+) -> Result<Totals, Error> {
+    let mut totals = Totals::default();
+    let mut pending_acks = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut tx = conn.transaction().map_err(sqlite("begin a batch"))?;
+        let before = checkpoints;
+        let mut count = 0;
+        let mut next = Some(first);
+        while let Some(batch) = next.take() {
+            apply_batch(&mut tx, &mut checkpoints, &batch.records, &mut totals)
+                .map_err(sqlite("apply an event"))?;
+            count += batch.records.len();
+            pending_acks.extend(batch.ack);
+            if count < MAX_RECORDS_PER_COMMIT {
+                next = rx.try_recv().ok();
+            }
+        }
+        for stream in StreamKind::ALL {
+            if checkpoints.get(stream) != before.get(stream) {
+                save_checkpoint(&tx, stream, checkpoints.get(stream))
+                    .map_err(sqlite("save a checkpoint"))?;
+            }
+        }
+        tx.commit().map_err(sqlite("commit a batch"))?;
+        progress.send_replace(checkpoints);
+        if let Some(acks) = &acks {
+            for message in pending_acks.drain(..) {
+                let _ = acks.send(message);
+            }
+        } else {
+            pending_acks.clear();
+        }
+    }
+    Ok(totals)
+}

@@ -1,0 +1,155 @@
+//! Settings from a TOML file, `VIBEHQ_*` environment variables and flags, in rising precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags shared by every command. Each also reads a `VIBEHQ_*` variable, and each may be set
+/// in the config file under the same name with underscores.
+#[derive(Debug, Clone, Args, Default)]
+pub struct Flags {
+    /// A TOML config file (keys as the flags, with underscores: `nats_url = "…"`).
+    #[arg(long, env = "VIBEHQ_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// NATS server or cluster to use. Without it, `vibehq up` runs its own nats-server in the
+    /// data folder, and the other commands use that one.
+    #[arg(long, env = "VIBEHQ_NATS_URL", global = true, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// Folder for the projection database and the embedded NATS store [default: .vibehq]
+    #[arg(long, env = "VIBEHQ_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:8080]
+    #[arg(long, env = "VIBEHQ_HTTP_ADDR", global = true, value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Port of the embedded nats-server, on loopback; 0 picks a free one [default: 14222]
+    #[arg(
+        long,
+        env = "VIBEHQ_EMBEDDED_NATS_PORT",
+        global = true,
+        value_name = "PORT"
+    )]
+    pub embedded_nats_port: Option<u16>,
+    /// The nats-server executable for the embedded default [default: nats-server]
+    #[arg(
+        long,
+        env = "VIBEHQ_NATS_SERVER_BIN",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub nats_server_bin: Option<PathBuf>,
+    /// Copies of each stream: 1 on a single server, 3 on a cluster [default: 1]
+    #[arg(long, env = "VIBEHQ_STREAM_REPLICAS", global = true, value_name = "N")]
+    pub stream_replicas: Option<usize>,
+}
+
+/// The config file's shape: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    nats_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    http_addr: Option<SocketAddr>,
+    embedded_nats_port: Option<u16>,
+    nats_server_bin: Option<PathBuf>,
+    stream_replicas: Option<usize>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub nats_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub embedded_nats_port: u16,
+    pub nats_server_bin: PathBuf,
+    pub stream_replicas: usize,
+}
+
+impl Settings {
+    /// Merges defaults, the config file (if any) and flags/environment.
+    pub fn resolve(flags: &Flags) -> Result<Self> {
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<File>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => File::default(),
+        };
+        let stream_replicas = flags.stream_replicas.or(file.stream_replicas).unwrap_or(1);
+        anyhow::ensure!(
+            matches!(stream_replicas, 1 | 3 | 5),
+            "stream_replicas must be 1, 3 or 5 (got {stream_replicas})"
+        );
+        Ok(Self {
+            nats_url: flags.nats_url.clone().or(file.nats_url),
+            data_dir: flags
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(".vibehq")),
+            http_addr: flags
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            embedded_nats_port: flags
+                .embedded_nats_port
+                .or(file.embedded_nats_port)
+                .unwrap_or(14222),
+            nats_server_bin: flags
+                .nats_server_bin
+                .clone()
+                .or(file.nats_server_bin)
+                .unwrap_or_else(|| PathBuf::from("nats-server")),
+            stream_replicas,
+        })
+    }
+
+    /// The live projection database.
+    pub fn projection_path(&self) -> PathBuf {
+        self.data_dir.join("projection.sqlite3")
+    }
+
+    /// Where a running `vibehq up` records the URL of its embedded NATS server.
+    pub fn embedded_url_file(&self) -> PathBuf {
+        self.data_dir.join("nats.url")
+    }
+
+    /// The NATS URL to use for commands other than `up`: the configured one, else the embedded
+    /// server of a `vibehq up` running on the same data folder.
+    pub fn client_nats_url(&self) -> Result<String> {
+        if let Some(url) = &self.nats_url {
+            return Ok(url.clone());
+        }
+        read_url(&self.embedded_url_file()).with_context(|| {
+            format!(
+                "no NATS URL configured and no `vibehq up` running with data folder {}: \
+                 pass --nats-url (or VIBEHQ_NATS_URL), or start `vibehq up` first",
+                self.data_dir.display()
+            )
+        })
+    }
+}
+
+fn read_url(path: &Path) -> Result<String> {
+    let url = std::fs::read_to_string(path)?;
+    Ok(url.trim().to_owned())
+}
+
+/// Connects to NATS, explaining what to do if it is unreachable.
+pub async fn connect(url: &str) -> Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name("vibehq")
+        .connect(url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach NATS at {url}: check the server is running and the URL \
+                 (--nats-url / VIBEHQ_NATS_URL), or omit it to use the embedded server"
+            )
+        })
+}

@@ -1,0 +1,104 @@
+//! `vibehq`: the control plane binary.
+//!
+//! `vibehq up` runs everything (embedded NATS unless `--nats-url` is given, the streams, the
+//! projector and the HTTP API); the other subcommands are tools over the same event log.
+
+mod audit;
+mod config;
+mod replay;
+mod up;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Control plane for a fleet of workers and containers, event-sourced on NATS JetStream.
+///
+/// Every change is an event in a JetStream stream; SQLite projections of the central
+/// (D1-compatible) schema are built from the streams and served over HTTP. Start with
+/// `vibehq up`, then open http://127.0.0.1:8080/health.
+///
+/// Settings come from flags, `VIBEHQ_*` environment variables and a TOML file (--config), in
+/// that order of precedence.
+#[derive(Debug, Parser)]
+#[command(name = "vibehq", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    flags: config::Flags,
+    /// Log format.
+    #[arg(
+        long,
+        env = "VIBEHQ_LOG_FORMAT",
+        global = true,
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane: NATS (embedded by default), streams, projector, HTTP API.
+    ///
+    /// Without --nats-url, a local nats-server with JetStream is started with its store in the
+    /// data folder, listening on loopback only. Stops cleanly on Ctrl-C or SIGTERM.
+    Up,
+    Replay(replay::ReplayArgs),
+    Audit(audit::AuditArgs),
+    /// Apply the schema migrations to a SQLite file (creating it), e.g. to inspect the schema.
+    Migrate {
+        /// The database file.
+        #[arg(long, value_name = "FILE")]
+        database: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let settings = config::Settings::resolve(&cli.flags)?;
+    match cli.command {
+        Command::Up => up::run(settings).await,
+        Command::Replay(args) => replay::run(settings, args).await,
+        Command::Audit(args) => audit::run(settings, args).await,
+        Command::Migrate { database } => {
+            let mut conn = rusqlite::Connection::open(&database)?;
+            let applied = vibehq_schemas::migrate(&mut conn)?;
+            println!("{}: applied {applied:?}", database.display());
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("VIBEHQ_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

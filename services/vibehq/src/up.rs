@@ -1,0 +1,116 @@
+//! `vibehq up`: the whole control plane in one process.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+use vibehq_api::{Api, AppState};
+use vibehq_embedded_nats::EmbeddedNats;
+use vibehq_events::EventLog;
+use vibehq_projector::{Projector, Reader};
+
+use crate::config::{Settings, connect};
+
+/// Runs NATS (embedded unless configured), the streams, the projector and the HTTP API until
+/// SIGINT/SIGTERM, then shuts down in order: stop taking requests, finish the projector's
+/// batch, stop the embedded server.
+pub async fn run(settings: Settings) -> Result<()> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create the data folder {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+
+    let (embedded, url) = match &settings.nats_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let mut options = vibehq_embedded_nats::Options::new(settings.data_dir.join("nats"));
+            options.binary = settings.nats_server_bin.clone();
+            options.port = settings.embedded_nats_port;
+            let server = EmbeddedNats::start(options).await?;
+            let url = server.url();
+            std::fs::write(settings.embedded_url_file(), &url)
+                .context("cannot record the embedded NATS URL in the data folder")?;
+            (Some(server), url)
+        }
+    };
+    let result = serve(&settings, &url, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(server) = embedded {
+        let _ = std::fs::remove_file(settings.embedded_url_file());
+        server.shutdown(Duration::from_secs(10)).await;
+        tracing::info!("embedded nats-server stopped");
+    }
+    result
+}
+
+async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> Result<()> {
+    let client = connect(url).await?;
+    let log = EventLog::new(client);
+    let streams = log
+        .ensure_streams(settings.stream_replicas)
+        .await
+        .context("cannot create the event streams")?;
+    for info in &streams {
+        tracing::info!(
+            stream = %info.config.name, messages = info.state.messages,
+            replicas = info.config.num_replicas, "stream ready"
+        );
+    }
+    let database = settings.projection_path();
+    let (projector, handle) =
+        Projector::new(vibehq_projector::Options::new(&database), log.clone())?;
+    let api = Api::new(
+        vibehq_api::Options {
+            addr: settings.http_addr,
+        },
+        AppState {
+            reader: Reader::new(&database),
+            projector: handle,
+            log: log.clone(),
+            nats_url: url.to_owned(),
+        },
+    );
+    tracing::info!(nats = %url, http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
+
+    // Whichever stops first (shutdown, or a failure) stops the other.
+    let (projected, served) = tokio::join!(
+        async {
+            let result = projector.run(shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
+        async {
+            let result = api.run(shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
+    );
+    served?;
+    projected?;
+    Ok(())
+}
+
+async fn signal_shutdown(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("interrupted; shutting down"),
+        _ = term => tracing::info!("SIGTERM; shutting down"),
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}

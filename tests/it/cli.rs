@@ -1,0 +1,216 @@
+//! The `vibehq` binary as a user runs it.
+
+use nix::sys::signal::Signal;
+use vibehq_events::{Envelope, EventLog, Expect, task};
+use vibehq_test_support::{NatsServer, fixtures};
+
+use crate::common::{UpProcess, get_json, vibehq};
+
+#[tokio::test]
+async fn up_without_a_nats_url_runs_its_own_nats_and_serves_health() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut up = UpProcess::start(dir.path(), &["--embedded-nats-port", "0"]).await;
+    let url_file = dir.path().join("nats.url");
+    assert!(
+        url_file.exists(),
+        "the embedded NATS URL is recorded for other commands"
+    );
+
+    let (status, health) = get_json(&format!("{}/health", up.http)).await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["nats"]["connected"], true);
+    let names: Vec<_> = health["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(names, ["VIBEHQ_TASKS", "VIBEHQ_CONTAINERS", "VIBEHQ_AI"]);
+
+    // Outside clients can use the embedded server directly.
+    let nats_url = std::fs::read_to_string(&url_file).expect("url");
+    let log = EventLog::new(async_nats::connect(nats_url.trim()).await.expect("connect"));
+    let event = fixtures::every_kind("outside", "client", "cli").remove(0);
+    let seq = log
+        .append(&event, Expect::Any)
+        .await
+        .expect("append")
+        .sequence;
+    let (status, row) = get_json(&format!(
+        "{}/api/tables/container_tasks/task-cli?min_seq={seq}",
+        up.http
+    ))
+    .await;
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(row["status"], "pending");
+
+    up.signal(Signal::SIGTERM);
+    let exit = up.child.wait().await.expect("exit");
+    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+    assert!(
+        !url_file.exists(),
+        "the embedded server is gone, and so is its URL"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_nats_server_binary_is_explained() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = vibehq()
+        .args([
+            "up",
+            "--nats-server-bin",
+            "/nonexistent/nats-server",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("apt-get install -y nats-server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--nats-url"), "{stderr}");
+}
+
+#[tokio::test]
+async fn audit_prints_a_tasks_history_from_the_stream() {
+    let nats = NatsServer::start().await;
+    let log = EventLog::new(nats.connect().await);
+    log.ensure_streams(1).await.expect("streams");
+    let submit = fixtures::every_kind("orchestrator", "main", "audit").remove(0);
+    log.append(&submit, Expect::Any).await.expect("submit");
+    // Unrelated events on other tasks stay out of the history.
+    log.append_all(&fixtures::task_workload(20, "noise"))
+        .await
+        .expect("noise");
+    for (worker, attempt) in [("factory-a", 1), ("factory-b", 2)] {
+        let claim = Envelope::new(
+            worker,
+            task::Assigned {
+                task_id: "task-audit".into(),
+                attempt,
+                lease_ms: 1000,
+            },
+        )
+        .in_container("c1")
+        .caused_by(&submit);
+        log.append(&claim, Expect::Any).await.expect("claim");
+    }
+    let done = Envelope::new(
+        "factory-b",
+        task::Completed {
+            task_id: "task-audit".into(),
+            attempt: 2,
+            output: Some("ok".into()),
+        },
+    )
+    .in_container("c1");
+    log.append(&done, Expect::Any).await.expect("complete");
+
+    let output = vibehq()
+        .args(["audit", "task", "task-audit", "--nats-url", &nats.url()])
+        .output()
+        .await
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(lines[0].contains("task.submitted") && lines[0].contains("orchestrator:main"));
+    assert!(lines[1].contains("task.assigned") && lines[1].contains("factory-a:c1"));
+    assert!(lines[2].contains("task.assigned") && lines[2].contains("factory-b:c1"));
+    assert!(lines[3].contains("task.completed"));
+
+    let json = vibehq()
+        .args([
+            "audit",
+            "task",
+            "task-audit",
+            "--json",
+            "--nats-url",
+            &nats.url(),
+        ])
+        .output()
+        .await
+        .expect("run");
+    let first: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&json.stdout)
+            .lines()
+            .next()
+            .expect("line"),
+    )
+    .expect("json line");
+    assert_eq!(first["type"], "task.submitted");
+    assert_eq!(first["stream_sequence"], 1);
+
+    let missing = vibehq()
+        .args(["audit", "task", "no-such-task", "--nats-url", &nats.url()])
+        .output()
+        .await
+        .expect("run");
+    assert!(!missing.status.success());
+}
+
+#[tokio::test]
+async fn replay_command_rebuilds_a_projection_file() {
+    let nats = NatsServer::start().await;
+    let log = EventLog::new(nats.connect().await);
+    log.ensure_streams(1).await.expect("streams");
+    log.append_all(&fixtures::task_workload(400, "r"))
+        .await
+        .expect("append");
+    let into = nats.scratch().join("rebuilt.sqlite3");
+    let output = vibehq()
+        .args(["replay", "--nats-url", &nats.url(), "--into"])
+        .arg(&into)
+        .output()
+        .await
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("replayed 400 events"), "{stdout}");
+    let rows = crate::common::dump(&into);
+    assert_eq!(rows["container_tasks"].len(), 100);
+
+    let again = vibehq()
+        .args(["replay", "--nats-url", &nats.url(), "--into"])
+        .arg(&into)
+        .output()
+        .await
+        .expect("run");
+    assert!(
+        !again.status.success(),
+        "replay refuses to overwrite a projection"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
+
+#[tokio::test]
+async fn help_explains_every_command() {
+    let output = vibehq().arg("--help").output().await.expect("run");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for word in [
+        "up",
+        "replay",
+        "audit",
+        "migrate",
+        "--nats-url",
+        "VIBEHQ_NATS_URL",
+        "--config",
+    ] {
+        assert!(help.contains(word), "--help lacks {word}:\n{help}");
+    }
+}

@@ -1,0 +1,189 @@
+//! Shared helpers: a live projector over a test server, projection dumps, the `vibehq` binary.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+use vibehq_events::{Envelope, EventLog, Expect, StreamKind};
+use vibehq_projector::{Handle, Options, Projector, Reader, query};
+use vibehq_test_support::NatsServer;
+
+/// A test server with streams, and a projector running in this process.
+pub struct Live {
+    pub nats: NatsServer,
+    pub log: EventLog,
+    pub database: PathBuf,
+    pub handle: Handle,
+    stop: CancellationToken,
+    task:
+        Option<tokio::task::JoinHandle<Result<vibehq_projector::Totals, vibehq_projector::Error>>>,
+}
+
+impl Live {
+    pub async fn start() -> Self {
+        let nats = NatsServer::start().await;
+        let log = EventLog::new(nats.connect().await);
+        log.ensure_streams(1).await.expect("streams");
+        let database = nats.scratch().join("live.sqlite3");
+        let (projector, handle) =
+            Projector::new(Options::new(&database), log.clone()).expect("projector");
+        let stop = CancellationToken::new();
+        let task = Some(tokio::spawn(projector.run(stop.clone())));
+        Self {
+            nats,
+            log,
+            database,
+            handle,
+            stop,
+            task,
+        }
+    }
+
+    /// Appends `events` and waits until the projection has applied them all.
+    pub async fn append_and_project(&self, events: &[Envelope]) {
+        let appended = self.log.append_all(events).await.expect("append");
+        let mut last: BTreeMap<StreamKind, u64> = BTreeMap::new();
+        for a in appended {
+            let seq = last.entry(a.stream).or_default();
+            *seq = (*seq).max(a.sequence);
+        }
+        for (stream, seq) in last {
+            self.caught_up(stream, seq).await;
+        }
+    }
+
+    pub async fn caught_up(&self, stream: StreamKind, sequence: u64) {
+        assert!(
+            self.handle
+                .wait_for(stream, sequence, Duration::from_secs(20))
+                .await,
+            "projection did not reach {stream} #{sequence}; at {:?}",
+            self.handle.checkpoints()
+        );
+    }
+
+    pub fn reader(&self) -> Reader {
+        Reader::new(&self.database)
+    }
+
+    /// Stops the projector gracefully and returns what it did.
+    pub async fn stop(mut self) -> (vibehq_projector::Totals, Self) {
+        self.stop.cancel();
+        let totals = self
+            .task
+            .take()
+            .expect("running")
+            .await
+            .expect("join")
+            .expect("projector result");
+        (totals, self)
+    }
+}
+
+pub async fn append_one(log: &EventLog, event: &Envelope) -> u64 {
+    log.append(event, Expect::Any)
+        .await
+        .expect("append")
+        .sequence
+}
+
+/// Every row of every domain table, plus rejected messages keyed by stream position (their row
+/// ids depend on how streams interleaved, which a replay does not reproduce).
+pub type Dump = BTreeMap<&'static str, Vec<Map<String, Value>>>;
+
+pub fn dump(path: &Path) -> Dump {
+    let conn = vibehq_projector::db::open_reader(path).expect("open");
+    let mut out = BTreeMap::new();
+    for table in query::TABLES {
+        let mut rows = query::dump(&conn, table).expect("dump");
+        if table.name == "projector_rejected" {
+            for row in &mut rows {
+                row.remove("id");
+            }
+            rows.sort_by_key(|r| (r["stream_name"].to_string(), r["stream_sequence"].as_i64()));
+        }
+        out.insert(table.name, rows);
+    }
+    out
+}
+
+pub fn checkpoints(path: &Path) -> vibehq_projector::Checkpoints {
+    let conn = vibehq_projector::db::open_reader(path).expect("open");
+    vibehq_projector::db::load_checkpoints(&conn).expect("checkpoints")
+}
+
+/// The `vibehq` binary built for these tests.
+pub fn vibehq() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vibehq"));
+    cmd.env_remove("VIBEHQ_NATS_URL")
+        .env_remove("VIBEHQ_CONFIG")
+        .env("VIBEHQ_LOG", "info")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A running `vibehq up` process and the HTTP address it reported.
+pub struct UpProcess {
+    pub child: Child,
+    pub http: String,
+}
+
+impl UpProcess {
+    /// Starts `vibehq up` with JSON logs and `--http-addr 127.0.0.1:0`, and waits (on its log,
+    /// not by polling) until the HTTP API is listening.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = vibehq()
+            .args(["up", "--log-format", "json", "--http-addr", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vibehq up");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let http = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.push(line.clone());
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if entry["fields"]["message"] == "HTTP API listening" {
+                    return entry["fields"]["addr"].as_str().map(str::to_owned);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("vibehq up did not start; it logged:\n{}", seen.join("\n")));
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            http: format!("http://{http}"),
+        }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal");
+    }
+}
+
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url).await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}

@@ -1,0 +1,8 @@
+//! Integration tests against a real `nats-server` (started per test by `vibehq-test-support`)
+//! and real SQLite files. Each module is one area of the system, written as its specification.
+
+mod api;
+mod cli;
+mod common;
+mod crash;
+mod projection;

@@ -1,0 +1,259 @@
+//! Events for tests and benchmarks: one of every kind, and realistic workloads.
+
+use serde_json::json;
+use vibehq_events::{Envelope, EventKind, ai, container, task};
+
+/// One event of every [`EventKind`], in an order that projects cleanly (creations before
+/// updates), all recorded by `worker`/`container`. Ids are suffixed with `tag` so several sets
+/// can share a stream.
+pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
+    let task_id = format!("task-{tag}");
+    let instance = format!("inst-{tag}");
+    let ai_task = format!("ai-task-{tag}");
+    let approval = format!("approval-{tag}");
+    let e =
+        |payload: vibehq_events::Payload| Envelope::new(worker, payload).in_container(container);
+    let events = vec![
+        e(task::Submitted {
+            task_id: task_id.clone(),
+            task_type: "health_audit".into(),
+            command: "audit".into(),
+            parameters: json!({"target": "api-worker"}).as_object().cloned(),
+            priority: 5,
+            worker_name: Some(worker.into()),
+            container_name: Some(container.into()),
+            max_attempts: 3,
+            idempotency_key: Some(format!("key-{tag}")),
+        }
+        .into()),
+        e(task::Assigned {
+            task_id: task_id.clone(),
+            attempt: 1,
+            lease_ms: 30_000,
+        }
+        .into()),
+        e(task::Started {
+            task_id: task_id.clone(),
+            attempt: 1,
+        }
+        .into()),
+        e(task::Requeued {
+            task_id: task_id.clone(),
+            attempt: 1,
+            reason: "lease expired".into(),
+            backoff_ms: 100,
+        }
+        .into()),
+        e(task::Completed {
+            task_id: task_id.clone(),
+            attempt: 2,
+            output: Some("ok".into()),
+        }
+        .into()),
+        e(task::Failed {
+            task_id: task_id.clone(),
+            attempt: 2,
+            error: "late failure".into(),
+        }
+        .into()),
+        e(task::Cancelled {
+            task_id,
+            reason: Some("superseded".into()),
+        }
+        .into()),
+        e(container::Starting {
+            instance_id: instance.clone(),
+            port: 9001,
+        }
+        .into()),
+        e(container::Running {
+            instance_id: instance.clone(),
+        }
+        .into()),
+        e(container::HealthChecked {
+            instance_id: instance.clone(),
+            healthy: true,
+            status_code: Some(200),
+            latency_ms: 1.5,
+            error: None,
+        }
+        .into()),
+        e(container::Unhealthy {
+            instance_id: instance.clone(),
+            reason: "3 failed probes".into(),
+        }
+        .into()),
+        e(container::Restarted {
+            instance_id: instance.clone(),
+            restart_count: 1,
+            reason: "unhealthy".into(),
+        }
+        .into()),
+        e(container::Failed {
+            instance_id: instance.clone(),
+            reason: "crash loop".into(),
+        }
+        .into()),
+        e(container::Stopped {
+            instance_id: instance,
+            reason: Some("scaled down".into()),
+        }
+        .into()),
+        e(ai::TaskCreated {
+            task_id: ai_task.clone(),
+            plan_id: format!("plan-{tag}"),
+            title: "Fix the failing deploy".into(),
+            description: Some("Roll back the last release".into()),
+            requires_approval: true,
+            command: Some("rollback".into()),
+        }
+        .into()),
+        e(ai::ApprovalRequested {
+            approval_id: approval.clone(),
+            task_id: ai_task.clone(),
+            action: "run rollback on api-worker".into(),
+            details: Some(json!({"release": "v42"})),
+        }
+        .into()),
+        e(ai::ApprovalDecided {
+            approval_id: approval,
+            task_id: ai_task.clone(),
+            approved: true,
+            decided_by: "alice".into(),
+            comment: Some("go".into()),
+        }
+        .into()),
+        e(ai::TaskUpdated {
+            task_id: ai_task,
+            status: "completed".into(),
+            result: Some("rolled back".into()),
+            queue_task_id: Some(format!("task-{tag}")),
+        }
+        .into()),
+        e(ai::EvaluationRound {
+            evaluation_id: format!("eval-{tag}"),
+            round: 1,
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+            prompt: "Summarise".into(),
+            criteria: Some("concise".into()),
+            output: "A summary".into(),
+            score: 0.9,
+            feedback: Some("good".into()),
+            passed: true,
+        }
+        .into()),
+        e(ai::RoutingDecided {
+            decision_id: format!("route-{tag}"),
+            prompt: "hi".into(),
+            complexity: 0.1,
+            tier: "small".into(),
+            provider: "ollama".into(),
+            model: "llama3".into(),
+            reasons: vec!["short prompt".into()],
+            features: Some(json!({"tokens": 1})),
+        }
+        .into()),
+        e(ai::StructuredOutput {
+            output_id: format!("out-{tag}"),
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            prompt: "Extract".into(),
+            schema: json!({"type": "object"}),
+            output: Some(json!({"name": "x"})),
+            valid: true,
+            attempts: 2,
+            errors: vec!["missing name".into()],
+        }
+        .into()),
+        e(ai::ToolCalled {
+            call_id: format!("call-{tag}"),
+            run_id: Some(format!("run-{tag}")),
+            step: Some(1),
+            tool_name: "get_task_status".into(),
+            arguments: json!({"task_id": "t"}),
+            result: Some(json!({"status": "pending"})),
+            error: None,
+            duration_ms: 2.0,
+        }
+        .into()),
+        e(ai::ToolCallStreamed {
+            stream_id: format!("stream-{tag}"),
+            run_id: Some(format!("run-{tag}")),
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            prompt: "go".into(),
+            text: "done".into(),
+            tool_calls: vec![json!({"name": "get_task_status", "arguments": {"task_id": "t"}})],
+            chunks: vec![json!({"text": "do"}), json!({"text": "ne"})],
+            first_token_ms: Some(12.0),
+            duration_ms: 40.0,
+        }
+        .into()),
+    ];
+    debug_assert!(
+        EventKind::ALL
+            .iter()
+            .all(|k| events.iter().any(|e| e.kind() == *k))
+    );
+    events
+}
+
+/// A queue workload of `n` events: tasks submitted, assigned, started and completed (or
+/// failed), interleaved as a busy queue would see them, spread over five workers.
+pub fn task_workload(n: usize, tag: &str) -> Vec<Envelope> {
+    let mut events = Vec::with_capacity(n);
+    let mut i = 0;
+    while events.len() < n {
+        let task_id = format!("{tag}-{i}");
+        let worker = format!("worker-{}", i % 5);
+        let container = format!("c-{}", i % 3);
+        let steps: Vec<vibehq_events::Payload> = vec![
+            task::Submitted {
+                task_id: task_id.clone(),
+                task_type: "code_fix".into(),
+                command: "fix".into(),
+                parameters: json!({"n": i}).as_object().cloned(),
+                priority: (i % 10) as i64,
+                worker_name: (i % 2 == 0).then(|| worker.clone()),
+                container_name: None,
+                max_attempts: 3,
+                idempotency_key: None,
+            }
+            .into(),
+            task::Assigned {
+                task_id: task_id.clone(),
+                attempt: 1,
+                lease_ms: 30_000,
+            }
+            .into(),
+            task::Started {
+                task_id: task_id.clone(),
+                attempt: 1,
+            }
+            .into(),
+            if i % 7 == 0 {
+                task::Failed {
+                    task_id,
+                    attempt: 1,
+                    error: "exit 1".into(),
+                }
+                .into()
+            } else {
+                task::Completed {
+                    task_id,
+                    attempt: 1,
+                    output: Some(format!("done {i}")),
+                }
+                .into()
+            },
+        ];
+        for payload in steps {
+            if events.len() < n {
+                events.push(Envelope::new(&worker, payload).in_container(&container));
+            }
+        }
+        i += 1;
+    }
+    events
+}
