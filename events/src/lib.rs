@@ -31,6 +31,6 @@ pub mod task;
 
 pub use catalog::{EventKind, Payload};
 pub use envelope::{DecodeError, Envelope, EventId, SCHEMA_VERSION};
-pub use log::{Appended, Error, EventLog, Expect, Recorded};
+pub use log::{Appended, Error, EventLog, Expect, PIPELINE, Recorded};
 pub use stream::StreamKind;
 pub use subject::{InvalidToken, Subject};

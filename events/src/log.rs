@@ -20,6 +20,10 @@ use crate::subject::{InvalidToken, Subject};
 /// The header carrying the event's wire kind, so outside clients can filter without parsing.
 pub const KIND_HEADER: &str = "Vibehq-Event";
 
+/// Most publishes [`EventLog::append_all`] keeps in flight; below async-nats's 5,000 ack
+/// permits, and enough to keep a loopback or LAN round trip busy.
+pub const PIPELINE: usize = 2048;
+
 /// What an append expects of its aggregate's current version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -127,12 +131,32 @@ impl EventLog {
     }
 
     /// Creates the streams, or updates their configuration; safe to call on every start.
+    ///
+    /// Replication is never lowered: a process started with fewer `replicas` than a stream
+    /// already has keeps the stream's copies (and logs that it did), so one misconfigured
+    /// member cannot quietly strip a cluster's redundancy.
     pub async fn ensure_streams(&self, replicas: usize) -> Result<Vec<stream::Info>, Error> {
         let mut infos = Vec::with_capacity(StreamKind::ALL.len());
         for kind in StreamKind::ALL {
+            let existing = match self.js.get_stream(kind.name()).await {
+                Ok(mut stream) => stream.info().await.ok().map(|i| i.config.num_replicas),
+                Err(_) => None,
+            };
+            let mut wanted = replicas;
+            if let Some(current) = existing
+                && current > replicas
+            {
+                tracing::warn!(
+                    stream = kind.name(),
+                    current,
+                    requested = replicas,
+                    "keeping the stream's replicas; lower them with the nats CLI if you mean it"
+                );
+                wanted = current;
+            }
             let info = self
                 .js
-                .create_or_update_stream(kind.config(replicas))
+                .create_or_update_stream(kind.config(wanted))
                 .await
                 .map_err(|e| nats("create or update a stream")(e.into()))?;
             infos.push(info);
@@ -166,17 +190,23 @@ impl EventLog {
 
     /// Appends many events, pipelining the publishes, and waits for every acknowledgement.
     ///
-    /// Order within one aggregate is preserved; results are in input order. This is the fast
-    /// path for bulk producers (it keeps many publishes in flight instead of one).
+    /// Up to [`PIPELINE`] publishes are in flight at once (more would exhaust the client's ack
+    /// permits and stall). Order within one aggregate is preserved; results are in input order.
+    /// This is the fast path for bulk producers.
     pub async fn append_all(&self, events: &[Envelope]) -> Result<Vec<Appended>, Error> {
-        let mut pending = Vec::with_capacity(events.len());
+        let mut in_flight = std::collections::VecDeque::with_capacity(PIPELINE);
+        let mut appended = Vec::with_capacity(events.len());
         for event in events {
+            if in_flight.len() == PIPELINE
+                && let Some((subject, ack)) = in_flight.pop_front()
+            {
+                appended.push(finish(ack.await, &subject, Expect::Any)?);
+            }
             let subject = event.subject();
             let ack = self.send(event, &subject, Expect::Any).await?;
-            pending.push((subject, ack));
+            in_flight.push_back((subject, ack));
         }
-        let mut appended = Vec::with_capacity(pending.len());
-        for (subject, ack) in pending {
+        for (subject, ack) in in_flight {
             appended.push(finish(ack.await, &subject, Expect::Any)?);
         }
         Ok(appended)

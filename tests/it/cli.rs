@@ -152,6 +152,19 @@ async fn audit_prints_a_tasks_history_from_the_stream() {
     assert_eq!(first["type"], "task.submitted");
     assert_eq!(first["stream_sequence"], 1);
 
+    // A list of servers works while the first one is down.
+    let listed = format!("nats://127.0.0.1:1,{}", nats.url());
+    let failover = vibehq()
+        .args(["audit", "task", "task-audit", "--nats-url", &listed])
+        .output()
+        .await
+        .expect("run");
+    assert!(
+        failover.status.success(),
+        "{}",
+        String::from_utf8_lossy(&failover.stderr)
+    );
+
     let missing = vibehq()
         .args(["audit", "task", "no-such-task", "--nats-url", &nats.url()])
         .output()

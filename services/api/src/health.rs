@@ -65,6 +65,9 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             error: None,
         };
         match state.log.stream_info(kind).await {
+            Ok(info) if info.cluster.as_ref().is_some_and(|c| c.leader.is_none()) => {
+                entry.error = Some("the stream has no leader (cluster quorum lost?)".into());
+            }
             Ok(info) => {
                 entry.messages = Some(info.state.messages);
                 entry.last_sequence = Some(info.state.last_sequence);

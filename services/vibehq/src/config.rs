@@ -14,7 +14,7 @@ pub struct Flags {
     /// A TOML config file (keys as the flags, with underscores: `nats_url = "…"`).
     #[arg(long, env = "VIBEHQ_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// NATS server or cluster to use. Without it, `vibehq up` runs its own nats-server in the
+    /// NATS server or cluster to use (several: comma-separated). Without it, `vibehq up` runs its own nats-server in the
     /// data folder, and the other commands use that one.
     #[arg(long, env = "VIBEHQ_NATS_URL", global = true, value_name = "URL")]
     pub nats_url: Option<String>,
@@ -141,10 +141,18 @@ fn read_url(path: &Path) -> Result<String> {
 }
 
 /// Connects to NATS, explaining what to do if it is unreachable.
+///
+/// `url` may list several servers separated by commas (`nats://n1:4222,nats://n2:4222`): the
+/// client starts with whichever answers, then learns the rest of the cluster from it.
 pub async fn connect(url: &str) -> Result<async_nats::Client> {
+    let servers = url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("invalid NATS URL {url:?} (expected nats://host:port[,…])"))?;
     async_nats::ConnectOptions::new()
         .name("vibehq")
-        .connect(url)
+        .connect(servers)
         .await
         .with_context(|| {
             format!(
