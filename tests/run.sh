@@ -16,8 +16,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
-  # nextest does not run doctests.
-  cargo test --workspace --locked --doc
 else
   cargo test --workspace --locked
 fi

@@ -81,6 +81,8 @@ catalog! {
     TaskRequeued(task::Requeued) = "task.requeued",
     /// The task was cancelled before it finished.
     TaskCancelled(task::Cancelled) = "task.cancelled",
+    /// A result from a claim that no longer held the task was refused (audit only).
+    TaskResultRefused(task::ResultRefused) = "task.result_refused",
 
     /// An instance is being started.
     ContainerStarting(container::Starting) = "container.starting",

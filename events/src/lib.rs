@@ -19,6 +19,7 @@
 //! - [`subject`]: aggregates and the NATS subjects they live on.
 //! - [`stream`]: the JetStream streams and their configuration.
 //! - [`log`]: [`EventLog`], appending with deduplication and reading history back.
+//! - [`work`]: the work queue's messages and subjects (pending work for containers to pull).
 
 pub mod ai;
 pub mod catalog;
@@ -28,6 +29,7 @@ pub mod log;
 pub mod stream;
 pub mod subject;
 pub mod task;
+pub mod work;
 
 pub use catalog::{EventKind, Payload};
 pub use envelope::{DecodeError, Envelope, EventId, SCHEMA_VERSION};

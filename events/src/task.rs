@@ -49,6 +49,10 @@ pub struct Assigned {
     pub attempt: u32,
     /// How long the claim holds without a heartbeat.
     pub lease_ms: u64,
+    /// The JetStream ack subject of the work message this claim holds. Acknowledging it ends
+    /// the lease; `+WPI` on it extends the lease; any process may do either.
+    #[serde(default)]
+    pub lease: Option<String>,
 }
 
 /// The claimer began running the task.
@@ -88,6 +92,19 @@ pub struct Requeued {
     pub backoff_ms: u64,
 }
 
+/// A result (completion or failure) was refused because it came from a claim that no longer
+/// holds the task: its lease expired and another attempt took over, or the task ended. Kept for
+/// audit; it changes no projection row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRefused {
+    pub task_id: String,
+    /// The attempt the refused result named.
+    pub attempt: u32,
+    /// `completed` or `failed`.
+    pub outcome: String,
+    pub reason: String,
+}
+
 /// The task was cancelled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cancelled {
@@ -107,5 +124,12 @@ macro_rules! task_subject {
     )+};
 }
 task_subject!(
-    Submitted, Assigned, Started, Completed, Failed, Requeued, Cancelled
+    Submitted,
+    Assigned,
+    Started,
+    Completed,
+    Failed,
+    Requeued,
+    ResultRefused,
+    Cancelled
 );

@@ -20,7 +20,7 @@ async fn serve() -> (Live, String) {
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    tokio::spawn(async move { axum::serve(listener, router(state, Vec::new())).await });
     (live, base)
 }
 

@@ -95,6 +95,7 @@ async fn audit_prints_a_tasks_history_from_the_stream() {
                 task_id: "task-audit".into(),
                 attempt,
                 lease_ms: 1000,
+                lease: None,
             },
         )
         .in_container("c1")

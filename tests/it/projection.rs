@@ -16,7 +16,9 @@ fn row_of(kind: EventKind, tag: &str) -> (&'static str, &'static str, String) {
     use EventKind::*;
     match kind {
         TaskSubmitted | TaskAssigned | TaskStarted | TaskCompleted | TaskFailed | TaskRequeued
-        | TaskCancelled => ("container_tasks", "task_id", format!("task-{tag}")),
+        | TaskCancelled | TaskResultRefused => {
+            ("container_tasks", "task_id", format!("task-{tag}"))
+        }
         ContainerStarting | ContainerRunning | ContainerUnhealthy | ContainerStopped
         | ContainerFailed | ContainerRestarted => {
             ("container_instances", "instance_id", format!("inst-{tag}"))
@@ -354,6 +356,7 @@ async fn an_append_expecting_a_stale_version_is_refused() {
                 task_id: "task-occ".into(),
                 attempt: 1,
                 lease_ms: 1000,
+                lease: None,
             },
         )
     };

@@ -79,15 +79,34 @@ pub enum Error {
 }
 
 /// The HTTP API service.
-#[derive(Debug)]
 pub struct Api {
     options: Options,
     state: AppState,
+    extensions: Vec<(Router, utoipa::openapi::OpenApi)>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("options", &self.options)
+            .field("extensions", &self.extensions.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Api {
     pub fn new(options: Options, state: AppState) -> Self {
-        Self { options, state }
+        Self {
+            options,
+            state,
+            extensions: Vec::new(),
+        }
+    }
+
+    /// Serves another service's routes too, and adds its part of the OpenAPI document.
+    pub fn extend(mut self, routes: Router, doc: utoipa::openapi::OpenApi) -> Self {
+        self.extensions.push((routes, doc));
+        self
     }
 
     /// Binds, then serves until `shutdown`; in-flight requests finish first.
@@ -98,28 +117,38 @@ impl Api {
             .map_err(|source| Error::Bind { addr, source })?;
         let local = listener.local_addr().map_err(Error::Serve)?;
         tracing::info!(addr = %local, "HTTP API listening");
-        axum::serve(listener, router(self.state))
+        axum::serve(listener, router(self.state, self.extensions))
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .map_err(Error::Serve)
     }
 }
 
-/// The API's routes over `state`.
-pub fn router(state: AppState) -> Router {
+/// The API's routes over `state`, with other services' routes and OpenAPI parts merged in.
+pub fn router(state: AppState, extensions: Vec<(Router, utoipa::openapi::OpenApi)>) -> Router {
+    let mut doc = ApiDoc::openapi();
+    let mut routes = Router::new();
+    for (extra_routes, extra_doc) in extensions {
+        doc.merge(extra_doc);
+        routes = routes.merge(extra_routes);
+    }
+    let doc = std::sync::Arc::new(doc);
     Router::new()
         .route("/health", get(health::health))
-        .route("/openapi.json", get(openapi))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
         .route("/api/tables", get(tables::index))
         .route("/api/tables/{table}", get(tables::list))
         .route("/api/tables/{table}/{key}", get(tables::get))
+        .with_state(state)
+        .merge(routes)
         .fallback(not_found)
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
-}
-
-async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

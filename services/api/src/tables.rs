@@ -98,7 +98,7 @@ pub async fn list(
 ) -> Result<Json<RowsPage>, ApiError> {
     let table = lookup(&table)?;
     let (filter, min_seq) = parse_filter(table, params)?;
-    wait_for(&state, table, min_seq).await?;
+    wait_for(&state.projector, table, min_seq).await?;
     let page = state
         .reader
         .read(move |conn| query::list(conn, table, &filter))
@@ -130,7 +130,7 @@ pub async fn get(
             _ => return Err(unknown_param(table, &name)),
         }
     }
-    wait_for(&state, table, min_seq).await?;
+    wait_for(&state.projector, table, min_seq).await?;
     let lookup_key = key.clone();
     let row = state
         .reader
@@ -154,12 +154,16 @@ fn lookup(name: &str) -> Result<&'static Table, ApiError> {
     })
 }
 
-async fn wait_for(state: &AppState, table: &Table, min_seq: Option<u64>) -> Result<(), ApiError> {
+/// Waits (up to 5 s) for `table`'s stream to be projected through `min_seq`, if given.
+pub async fn wait_for(
+    projector: &vibehq_projector::Handle,
+    table: &Table,
+    min_seq: Option<u64>,
+) -> Result<(), ApiError> {
     let (Some(sequence), Some(stream)) = (min_seq, table.stream) else {
         return Ok(());
     };
-    if state
-        .projector
+    if projector
         .wait_for(stream, sequence, READ_YOUR_WRITES_WAIT)
         .await
     {
@@ -179,7 +183,7 @@ async fn wait_for(state: &AppState, table: &Table, min_seq: Option<u64>) -> Resu
 
 /// Parses list query parameters, naming the offending one on error. Unknown parameters are
 /// refused rather than ignored: a misspelt filter would otherwise silently return everything.
-fn parse_filter(
+pub fn parse_filter(
     table: &'static Table,
     params: HashMap<String, String>,
 ) -> Result<(Filter, Option<u64>), ApiError> {

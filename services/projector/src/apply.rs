@@ -162,6 +162,8 @@ pub fn apply(db: &Connection, sequence: u64, event: &Envelope) -> rusqlite::Resu
              WHERE task_id = ?1",
             params![p.task_id, p.reason, at, version],
         ),
+        // Kept in the stream for audit; it changes no row.
+        Payload::TaskResultRefused(_) => Ok(0),
         Payload::ContainerStarting(p) => exec(
             "INSERT INTO container_instances (worker_name, container_name, instance_id, state,
                port, version, created_at, updated_at)

@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
 use vibehq_api::{Api, AppState};
 use vibehq_embedded_nats::EmbeddedNats;
 use vibehq_events::EventLog;
 use vibehq_projector::{Projector, Reader};
+use vibehq_queue::Queue;
+use vibehq_queue::http::QueueState;
 
 use crate::config::{Settings, connect};
 
@@ -63,6 +66,12 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     let database = settings.projection_path();
     let (projector, handle) =
         Projector::new(vibehq_projector::Options::new(&database), log.clone())?;
+    let queue = Queue::new(log.clone(), vibehq_queue::Options::default()).await?;
+    let queue_routes = vibehq_queue::http::router(QueueState {
+        queue,
+        reader: Reader::new(&database),
+        projector: handle.clone(),
+    });
     let api = Api::new(
         vibehq_api::Options {
             addr: settings.http_addr,
@@ -73,11 +82,12 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
             log: log.clone(),
             nats_url: url.to_owned(),
         },
-    );
+    )
+    .extend(queue_routes, vibehq_queue::http::QueueDoc::openapi());
     tracing::info!(nats = %url, http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
 
     // Whichever stops first (shutdown, or a failure) stops the other.
-    let (projected, served) = tokio::join!(
+    let (projected, served, dispatched) = tokio::join!(
         async {
             let result = projector.run(shutdown.clone()).await;
             shutdown.cancel();
@@ -88,8 +98,14 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
             shutdown.cancel();
             result
         },
+        async {
+            let result = vibehq_queue::dispatch::run(log.clone(), shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
     );
     served?;
+    dispatched?;
     projected?;
     Ok(())
 }

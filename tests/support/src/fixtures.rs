@@ -30,6 +30,14 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
             task_id: task_id.clone(),
             attempt: 1,
             lease_ms: 30_000,
+            lease: None,
+        }
+        .into()),
+        e(task::ResultRefused {
+            task_id: task_id.clone(),
+            attempt: 0,
+            outcome: "completed".into(),
+            reason: "stale attempt".into(),
         }
         .into()),
         e(task::Started {
@@ -225,6 +233,7 @@ pub fn task_workload(n: usize, tag: &str) -> Vec<Envelope> {
                 task_id: task_id.clone(),
                 attempt: 1,
                 lease_ms: 30_000,
+                lease: None,
             }
             .into(),
             task::Started {

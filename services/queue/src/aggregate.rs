@@ -1,0 +1,108 @@
+//! A task's current state, folded from its events in the stream.
+//!
+//! Commands decide on this, never on the projection (which may lag): the fold reads the
+//! task's subject with direct gets, and its `version` is the last event's stream sequence, which
+//! the command's append then expects.
+
+use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
+use vibehq_events::{Envelope, Payload, Subject, task};
+
+use crate::Error;
+use crate::fsm::TaskState;
+
+/// A task as its events say it is now.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// What was submitted (never changes).
+    pub submitted: task::Submitted,
+    /// Who submitted it.
+    pub submitted_by: String,
+    pub state: TaskState,
+    /// The current (or last) attempt; 0 before the first claim.
+    pub attempt: u32,
+    /// The work message's ack subject while a claim holds the task.
+    pub lease: Option<String>,
+    /// `worker:container` of the claim holding (or last holding) the task.
+    pub assigned_to: Option<String>,
+    /// The last error or requeue reason.
+    pub error: Option<String>,
+    /// The stream sequence of the task's last event.
+    pub version: u64,
+}
+
+/// Loads task `task_id` from the tasks stream; `None` if it has no events.
+pub async fn load(stream: &Stream, task_id: &str) -> Result<Option<Task>, Error> {
+    let subject = Subject::Task(task_id.to_owned()).to_string();
+    let last = match stream.direct_get_last_for_subject(subject.as_str()).await {
+        Ok(message) => message.sequence,
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::nats("read a task's last event", e)),
+    };
+    let mut task: Option<Task> = None;
+    let mut next = Some(1);
+    while let Some(from) = next {
+        let message = stream
+            .direct_get_next_for_subject(subject.as_str(), Some(from))
+            .await
+            .map_err(|e| Error::nats("read a task's events", e))?;
+        let event = Envelope::decode(&message.payload).map_err(|source| Error::Corrupt {
+            task_id: task_id.to_owned(),
+            sequence: message.sequence,
+            source,
+        })?;
+        fold(&mut task, &event, message.sequence);
+        next = (message.sequence < last).then_some(message.sequence + 1);
+    }
+    Ok(task)
+}
+
+fn fold(task: &mut Option<Task>, event: &Envelope, sequence: u64) {
+    if let Payload::TaskSubmitted(submitted) = &event.payload {
+        if task.is_none() {
+            *task = Some(Task {
+                submitted: submitted.clone(),
+                submitted_by: event.worker_name.clone(),
+                state: TaskState::Pending,
+                attempt: 0,
+                lease: None,
+                assigned_to: None,
+                error: None,
+                version: sequence,
+            });
+        }
+        return;
+    }
+    let Some(task) = task else { return };
+    task.version = sequence;
+    match &event.payload {
+        Payload::TaskAssigned(p) => {
+            task.state = TaskState::Assigned;
+            task.attempt = p.attempt;
+            task.lease = p.lease.clone();
+            task.assigned_to = Some(match &event.container_name {
+                Some(c) => format!("{}:{c}", event.worker_name),
+                None => event.worker_name.clone(),
+            });
+        }
+        Payload::TaskStarted(_) => task.state = TaskState::Running,
+        Payload::TaskCompleted(_) => {
+            task.state = TaskState::Completed;
+            task.lease = None;
+        }
+        Payload::TaskFailed(p) => {
+            task.state = TaskState::Failed;
+            task.error = Some(p.error.clone());
+            task.lease = None;
+        }
+        Payload::TaskRequeued(p) => {
+            task.state = TaskState::Pending;
+            task.attempt = p.attempt;
+            task.error = Some(p.reason.clone());
+            task.lease = None;
+        }
+        Payload::TaskCancelled(_) => {
+            task.state = TaskState::Cancelled;
+        }
+        _ => {}
+    }
+}
