@@ -7,3 +7,4 @@ mod common;
 mod crash;
 mod projection;
 mod queue;
+mod worker;

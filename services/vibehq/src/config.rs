@@ -1,5 +1,6 @@
 //! Settings from a TOML file, `VIBEHQ_*` environment variables and flags, in rising precedence.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +56,9 @@ struct File {
     embedded_nats_port: Option<u16>,
     nats_server_bin: Option<PathBuf>,
     stream_replicas: Option<usize>,
+    /// `vibehq worker`'s allow-list: `[commands.NAME]` tables.
+    #[serde(default)]
+    commands: BTreeMap<String, vibehq_worker::Command>,
 }
 
 /// Resolved settings.
@@ -66,6 +70,8 @@ pub struct Settings {
     pub embedded_nats_port: u16,
     pub nats_server_bin: PathBuf,
     pub stream_replicas: usize,
+    /// Commands `vibehq worker` may run, from the config file.
+    pub commands: BTreeMap<String, vibehq_worker::Command>,
 }
 
 impl Settings {
@@ -106,6 +112,7 @@ impl Settings {
                 .or(file.nats_server_bin)
                 .unwrap_or_else(|| PathBuf::from("nats-server")),
             stream_replicas,
+            commands: file.commands,
         })
     }
 

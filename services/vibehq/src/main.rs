@@ -7,6 +7,7 @@ mod audit;
 mod config;
 mod replay;
 mod up;
+mod worker;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -45,6 +46,7 @@ enum Command {
     /// Without --nats-url, a local nats-server with JetStream is started with its store in the
     /// data folder, listening on loopback only. Stops cleanly on Ctrl-C or SIGTERM.
     Up,
+    Worker(worker::WorkerArgs),
     Replay(replay::ReplayArgs),
     Audit(audit::AuditArgs),
     /// Apply the schema migrations to a SQLite file (creating it), e.g. to inspect the schema.
@@ -80,6 +82,7 @@ async fn run(cli: Cli) -> Result<()> {
     let settings = config::Settings::resolve(&cli.flags)?;
     match cli.command {
         Command::Up => up::run(settings).await,
+        Command::Worker(args) => worker::run(settings, args).await,
         Command::Replay(args) => replay::run(settings, args).await,
         Command::Audit(args) => audit::run(settings, args).await,
         Command::Migrate { database } => {

@@ -110,7 +110,7 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     Ok(())
 }
 
-async fn signal_shutdown(shutdown: CancellationToken) {
+pub(crate) async fn signal_shutdown(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {

@@ -1,0 +1,343 @@
+//! The worker agent: a container's loop that pulls tasks and runs them.
+//!
+//! It runs **only what its configuration allows**: a task names a command, and the worker maps
+//! that name to an executable and fixed arguments from its allow-list. A submitted task never
+//! supplies a shell line, so a queue cannot be turned into remote code execution; a task whose
+//! command is not allowed fails for good with that reason.
+//!
+//! For each task it claims, the worker starts the executable with the task's parameters as JSON
+//! on stdin and as `VIBEHQ_PARAM_<NAME>` environment variables, logs its output as it comes,
+//! heartbeats to keep the lease, kills it at the task's timeout, and reports the result of its
+//! attempt. A heartbeat refused with 409 means the lease moved on: the worker kills the process
+//! and drops the task. On shutdown it stops claiming, lets running tasks finish for a grace
+//! period, then hands the rest back for another container.
+//!
+//! # Layout
+//! Everything is in this file: [`Options`] (with [`Command`], the allow-list entries) →
+//! [`Worker::run`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use vibehq_queue::{Actor, Claim, Error as QueueError, Queue};
+
+/// Most bytes of a task's stdout kept as its output (and of stderr as its error).
+pub const MAX_OUTPUT: usize = 64 * 1024;
+
+/// An allowed command: the executable a task's command name maps to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// The executable (looked up on `PATH` unless it contains a slash).
+    pub program: PathBuf,
+    /// Fixed arguments, before nothing: tasks cannot add arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Kill the process after this long (overrides the worker's default).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub worker_name: String,
+    pub container_name: String,
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// The allow-list: command name → executable.
+    pub commands: BTreeMap<String, Command>,
+    /// Default per-task timeout.
+    pub timeout: Duration,
+    /// On shutdown, how long running tasks may take to finish before they are handed back.
+    pub grace: Duration,
+}
+
+/// Why the worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the worker has no allowed commands: configure at least one (`--allow NAME=PROGRAM`)")]
+    NothingAllowed,
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// The worker agent.
+#[derive(Debug)]
+pub struct Worker {
+    options: Options,
+    queue: Queue,
+}
+
+impl Worker {
+    pub fn new(options: Options, queue: Queue) -> Result<Self, Error> {
+        if options.commands.is_empty() {
+            return Err(Error::NothingAllowed);
+        }
+        Ok(Self { options, queue })
+    }
+
+    /// Claims and runs tasks until `shutdown`, then drains (see the crate docs).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let me = Actor::new(
+            &self.options.worker_name,
+            Some(self.options.container_name.clone()),
+        );
+        let hand_back = CancellationToken::new();
+        let mut slots = tokio::task::JoinSet::new();
+        for slot in 0..self.options.concurrency.max(1) {
+            let (queue, options, me) = (self.queue.clone(), self.options.clone(), me.clone());
+            let (stop, hand_back) = (shutdown.clone(), hand_back.clone());
+            let span = tracing::info_span!("slot", slot);
+            slots.spawn(
+                async move {
+                    while !stop.is_cancelled() {
+                        let claim = tokio::select! {
+                            _ = stop.cancelled() => break,
+                            claim = queue.claim(&me, Duration::from_secs(5)) => claim?,
+                        };
+                        if let Some(claim) = claim {
+                            run_task(&queue, &options, &me, claim, &hand_back).await?;
+                        }
+                    }
+                    Ok::<_, Error>(())
+                }
+                .instrument(span),
+            );
+        }
+        tracing::info!(
+            worker = %self.options.worker_name, container = %self.options.container_name,
+            concurrency = self.options.concurrency,
+            commands = ?self.options.commands.keys().collect::<Vec<_>>(), "worker running"
+        );
+        shutdown.cancelled().await;
+        tracing::info!(grace = ?self.options.grace, "stopping: no new claims; finishing running tasks");
+        let drained = tokio::time::timeout(self.options.grace, async {
+            while let Some(slot) = slots.join_next().await {
+                if let Ok(Err(error)) = slot {
+                    tracing::error!(%error, "a worker slot failed");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("grace period over: handing the remaining tasks back");
+            hand_back.cancel();
+            while slots.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+}
+
+/// How a task's process ended.
+enum Outcome {
+    Exited {
+        code: Option<i32>,
+        stdout: String,
+        stderr: String,
+    },
+    TimedOut(Duration),
+    LeaseLost,
+    HandedBack,
+}
+
+async fn run_task(
+    queue: &Queue,
+    options: &Options,
+    me: &Actor,
+    claim: Claim,
+    hand_back: &CancellationToken,
+) -> Result<(), Error> {
+    let span = tracing::info_span!("task", task_id = %claim.task_id, attempt = claim.attempt, command = %claim.command);
+    async {
+        let Some(command) = options.commands.get(&claim.command) else {
+            let allowed: Vec<_> = options.commands.keys().map(String::as_str).collect();
+            let error = format!(
+                "command {:?} is not allowed on {}:{} (allowed: {})",
+                claim.command,
+                options.worker_name,
+                options.container_name,
+                allowed.join(", ")
+            );
+            tracing::warn!(%error, "refused");
+            return report(
+                queue
+                    .fail(&claim.task_id, claim.attempt, me, error, false)
+                    .await,
+            );
+        };
+        if let Err(e) = queue.start(&claim.task_id, claim.attempt, me).await {
+            return report::<()>(Err(e));
+        }
+        let timeout = command
+            .timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(options.timeout);
+        tracing::info!(?timeout, "running");
+        let outcome = execute(queue, me, &claim, command, timeout, hand_back).await;
+        let (task_id, attempt) = (&claim.task_id, claim.attempt);
+        match outcome {
+            Ok(Outcome::Exited {
+                code: Some(0),
+                stdout,
+                ..
+            }) => {
+                tracing::info!("completed");
+                report(queue.complete(task_id, attempt, me, Some(stdout)).await)
+            }
+            Ok(Outcome::Exited { code, stderr, .. }) => {
+                let status = code.map_or("was killed by a signal".to_owned(), |c| {
+                    format!("exited with code {c}")
+                });
+                let error = if stderr.trim().is_empty() {
+                    status
+                } else {
+                    format!("{status}: {}", stderr.trim())
+                };
+                tracing::warn!(%error, "failed");
+                report(queue.fail(task_id, attempt, me, error, true).await)
+            }
+            Ok(Outcome::TimedOut(after)) => {
+                let error = format!("timed out after {} s", after.as_secs_f64());
+                tracing::warn!(%error, "failed");
+                report(queue.fail(task_id, attempt, me, error, true).await)
+            }
+            Ok(Outcome::LeaseLost) => {
+                tracing::warn!("lease lost to another container; dropped");
+                Ok(())
+            }
+            Ok(Outcome::HandedBack) => {
+                let error = "worker shut down before the task finished".to_owned();
+                report(queue.fail(task_id, attempt, me, error, true).await)
+            }
+            Err(error) => {
+                let error = format!("cannot start {}: {error}", command.program.display());
+                tracing::error!(%error, "failed");
+                report(queue.fail(task_id, attempt, me, error, true).await)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// A stale claim is not the worker's failure: the task is someone else's now.
+fn report<T>(result: Result<T, QueueError>) -> Result<(), Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(QueueError::StaleClaim { reason, .. } | QueueError::Conflict { reason, .. }) => {
+            tracing::warn!(%reason, "result not accepted");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn execute(
+    queue: &Queue,
+    me: &Actor,
+    claim: &Claim,
+    command: &Command,
+    timeout: Duration,
+    hand_back: &CancellationToken,
+) -> std::io::Result<Outcome> {
+    let parameters = claim.parameters.clone().unwrap_or_default();
+    let mut process = tokio::process::Command::new(&command.program);
+    process
+        .args(&command.args)
+        .env("VIBEHQ_TASK_ID", &claim.task_id)
+        .env("VIBEHQ_TASK_TYPE", &claim.task_type)
+        .env("VIBEHQ_ATTEMPT", claim.attempt.to_string())
+        .env(
+            "VIBEHQ_PARAMETERS",
+            serde_json::Value::Object(parameters.clone()).to_string(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in &parameters {
+        let key: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let value = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        process.env(format!("VIBEHQ_PARAM_{key}"), value);
+    }
+    let mut child = process.spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let json = serde_json::Value::Object(parameters).to_string();
+        // A program that does not read stdin closes it; that is not an error.
+        let _ = stdin.write_all(json.as_bytes()).await;
+    }
+    let stdout = tokio::spawn(collect(child.stdout.take(), "stdout"));
+    let stderr = tokio::spawn(collect(child.stderr.take(), "stderr"));
+    let mut beat = tokio::time::interval(Duration::from_millis((claim.lease_ms / 3).max(100)));
+    beat.tick().await;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = &mut deadline => {
+                let _ = child.kill().await;
+                return Ok(Outcome::TimedOut(timeout));
+            }
+            _ = hand_back.cancelled() => {
+                let _ = child.kill().await;
+                return Ok(Outcome::HandedBack);
+            }
+            _ = beat.tick() => {
+                match queue.heartbeat(&claim.task_id, claim.attempt, me).await {
+                    Ok(()) => {}
+                    Err(QueueError::StaleClaim { .. } | QueueError::Conflict { .. }) => {
+                        let _ = child.kill().await;
+                        return Ok(Outcome::LeaseLost);
+                    }
+                    Err(error) => tracing::warn!(%error, "heartbeat failed; retrying"),
+                }
+            }
+        }
+    };
+    let stdout = stdout.await.unwrap_or_default();
+    let stderr = stderr.await.unwrap_or_default();
+    Ok(Outcome::Exited {
+        code: status.code(),
+        stdout,
+        stderr,
+    })
+}
+
+/// Logs a stream line by line as it arrives and keeps the first [`MAX_OUTPUT`] bytes.
+async fn collect(stream: Option<impl AsyncRead + Unpin>, name: &'static str) -> String {
+    let Some(stream) = stream else {
+        return String::new();
+    };
+    let mut lines = BufReader::new(stream).lines();
+    let mut kept = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(stream = name, "{line}");
+        if kept.len() + line.len() < MAX_OUTPUT {
+            if !kept.is_empty() {
+                kept.push('\n');
+            }
+            kept.push_str(&line);
+        }
+    }
+    kept
+}

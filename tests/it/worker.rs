@@ -1,0 +1,326 @@
+//! `vibehq worker` as a process: it runs only allowed commands, and a killed worker's task goes
+//! to another worker after its lease.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::StreamExt;
+use nix::sys::signal::Signal;
+use tokio::process::Child;
+use tokio_util::sync::CancellationToken;
+use vibehq_events::{Envelope, EventKind, EventLog, Payload, Subject};
+use vibehq_queue::{Actor, NewTask, Options, Queue};
+use vibehq_test_support::NatsServer;
+
+use crate::common::vibehq;
+
+/// A server with streams, the dispatcher, and a queue to submit through.
+struct Setup {
+    nats: NatsServer,
+    log: EventLog,
+    queue: Queue,
+    stop: CancellationToken,
+}
+
+impl Setup {
+    async fn start() -> Self {
+        let nats = NatsServer::start().await;
+        let log = EventLog::new(nats.connect().await);
+        log.ensure_streams(1).await.expect("streams");
+        let queue = Queue::new(log.clone(), Options::default())
+            .await
+            .expect("queue");
+        let stop = CancellationToken::new();
+        tokio::spawn(vibehq_queue::dispatch::run(log.clone(), stop.clone()));
+        Self {
+            nats,
+            log,
+            queue,
+            stop,
+        }
+    }
+
+    async fn submit(&self, command: &str, parameters: serde_json::Value) -> String {
+        let task = NewTask {
+            task_type: "job".into(),
+            command: command.into(),
+            parameters: parameters.as_object().cloned(),
+            max_attempts: 3,
+            ..Default::default()
+        };
+        self.queue
+            .submit(&Actor::new("orchestrator", None), task)
+            .await
+            .expect("submit")
+            .task_id
+    }
+
+    /// Starts `vibehq worker` with these allow-list entries.
+    fn worker(&self, container: &str, allow: &[String], lease_secs: u64) -> Child {
+        let mut cmd = vibehq();
+        cmd.args([
+            "worker",
+            "--nats-url",
+            &self.nats.url(),
+            "--worker-name",
+            "factory",
+        ])
+        .args([
+            "--container-name",
+            container,
+            "--lease-secs",
+            &lease_secs.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        for entry in allow {
+            cmd.args(["--allow", entry]);
+        }
+        cmd.spawn().expect("spawn worker")
+    }
+
+    /// Waits (on the task's subject, not by polling) for an event of one of `kinds`.
+    async fn until(&self, events: &mut async_nats::Subscriber, kinds: &[EventKind]) -> Envelope {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(message) = events.next().await {
+                let event = Envelope::decode(&message.payload).expect("event");
+                if kinds.contains(&event.kind()) {
+                    return event;
+                }
+            }
+            panic!("subscription ended");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {kinds:?} within 30 s"))
+    }
+
+    async fn watch(&self, task_id: &str) -> async_nats::Subscriber {
+        self.log
+            .jetstream()
+            .client()
+            .subscribe(Subject::Task(task_id.to_owned()).to_string())
+            .await
+            .expect("subscribe")
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn a_worker_runs_allowed_commands_and_refuses_the_rest() {
+    let setup = Setup::start().await;
+    let echo = script(
+        setup.nats.scratch(),
+        "echo-params.sh",
+        r#"cat; echo; echo "greeting=$VIBEHQ_PARAM_GREETING attempt=$VIBEHQ_ATTEMPT""#,
+    );
+    let failing = script(
+        setup.nats.scratch(),
+        "fail.sh",
+        "echo 'disk full' >&2; exit 3",
+    );
+
+    let allowed = setup
+        .submit("echo-params", serde_json::json!({"greeting": "hello"}))
+        .await;
+    let refused = setup.submit("rm-rf", serde_json::json!({})).await;
+    let broken = setup.submit("fails", serde_json::json!({})).await;
+    let (mut allowed_events, mut refused_events, mut broken_events) = (
+        setup.watch(&allowed).await,
+        setup.watch(&refused).await,
+        setup.watch(&broken).await,
+    );
+    let mut worker = setup.worker(
+        "c1",
+        &[format!("echo-params={echo}"), format!("fails={failing}")],
+        30,
+    );
+
+    let done = setup
+        .until(
+            &mut allowed_events,
+            &[EventKind::TaskCompleted, EventKind::TaskFailed],
+        )
+        .await;
+    let Payload::TaskCompleted(completed) = done.payload else {
+        panic!("not completed: {done:?}")
+    };
+    let output = completed.output.expect("output");
+    assert!(
+        output.contains(r#"{"greeting":"hello"}"#),
+        "parameters on stdin: {output}"
+    );
+    assert!(
+        output.contains("greeting=hello attempt=1"),
+        "parameters in env: {output}"
+    );
+    assert_eq!(done.worker_name, "factory");
+    assert_eq!(done.container_name.as_deref(), Some("c1"));
+
+    let done = setup
+        .until(
+            &mut refused_events,
+            &[EventKind::TaskCompleted, EventKind::TaskFailed],
+        )
+        .await;
+    let Payload::TaskFailed(failed) = done.payload else {
+        panic!("not failed: {done:?}")
+    };
+    assert!(
+        failed.error.contains("\"rm-rf\" is not allowed"),
+        "{}",
+        failed.error
+    );
+    assert_eq!(failed.attempt, 1, "a refused command is not retried");
+
+    let done = setup
+        .until(&mut broken_events, &[EventKind::TaskRequeued])
+        .await;
+    let Payload::TaskRequeued(requeued) = done.payload else {
+        panic!("{done:?}")
+    };
+    assert!(
+        requeued.reason.contains("exited with code 3: disk full"),
+        "{}",
+        requeued.reason
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.id().expect("pid") as i32),
+        Signal::SIGTERM,
+    )
+    .expect("term");
+    let exit = tokio::time::timeout(Duration::from_secs(20), worker.wait())
+        .await
+        .expect("stops")
+        .expect("exit");
+    assert!(exit.success(), "graceful stop: {exit:?}");
+}
+
+#[tokio::test]
+async fn a_killed_workers_task_goes_to_another_worker_after_the_lease() {
+    let setup = Setup::start().await;
+    let task = setup.submit("job", serde_json::json!({})).await;
+    let mut events = setup.watch(&task).await;
+    let mut first = setup.worker("a", &["job=sleep 60".to_owned()], 2);
+    let started = setup.until(&mut events, &[EventKind::TaskStarted]).await;
+    assert_eq!(started.container_name.as_deref(), Some("a"));
+    first.start_kill().expect("kill -9");
+    first.wait().await.expect("reaped");
+
+    let mut second = setup.worker("b", &["job=true".to_owned()], 2);
+    let done = setup.until(&mut events, &[EventKind::TaskCompleted]).await;
+    assert_eq!(done.container_name.as_deref(), Some("b"));
+    let Payload::TaskCompleted(completed) = done.payload else {
+        panic!("{done:?}")
+    };
+    assert_eq!(completed.attempt, 2);
+    second.start_kill().expect("stop");
+
+    let history = setup
+        .log
+        .history(&Subject::Task(task))
+        .await
+        .expect("history");
+    let attempts: Vec<(EventKind, Option<String>)> = history
+        .iter()
+        .map(|r| r.decode().expect("event"))
+        .filter(|e| {
+            matches!(
+                e.kind(),
+                EventKind::TaskAssigned | EventKind::TaskRequeued | EventKind::TaskCompleted
+            )
+        })
+        .map(|e| (e.kind(), e.container_name))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (EventKind::TaskAssigned, Some("a".to_owned())),
+            (EventKind::TaskRequeued, Some("b".to_owned())),
+            (EventKind::TaskAssigned, Some("b".to_owned())),
+            (EventKind::TaskCompleted, Some("b".to_owned())),
+        ],
+        "the audit shows both attempts"
+    );
+}
+
+#[tokio::test]
+async fn ten_thousand_tasks_with_workers_killed_at_random_complete_exactly_once() {
+    const TASKS: usize = 10_000;
+    let setup = Setup::start().await;
+    let client = setup.log.jetstream().client();
+    let mut events = client.subscribe("vibehq.tasks.>").await.expect("subscribe");
+    let mut submitted = std::collections::HashSet::new();
+    let by = Actor::new("orchestrator", None);
+    let batch: Vec<Envelope> = (0..TASKS)
+        .map(|i| {
+            let task_id = format!("stress-{i}");
+            submitted.insert(task_id.clone());
+            Envelope::new(
+                &by.worker_name,
+                vibehq_events::task::Submitted {
+                    task_id,
+                    task_type: "job".into(),
+                    command: "job".into(),
+                    parameters: None,
+                    priority: (i % 10) as i64,
+                    worker_name: None,
+                    container_name: None,
+                    max_attempts: 100,
+                    idempotency_key: None,
+                },
+            )
+        })
+        .collect();
+    setup.log.append_all(&batch).await.expect("submit");
+
+    let allow = ["job=true".to_owned()];
+    let mut workers: Vec<Child> = (0..3)
+        .map(|i| setup.worker(&format!("w{i}"), &allow, 2))
+        .collect();
+    let mut completed: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut kills = 0;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    while completed.len() < TASKS {
+        let next = tokio::time::timeout_at(deadline, events.next()).await;
+        let message = next.expect("all tasks completed in time").expect("events");
+        let event = Envelope::decode(&message.payload).expect("event");
+        if let Payload::TaskCompleted(done) = event.payload {
+            *completed.entry(done.task_id).or_default() += 1;
+            // Every 1,500 completions, kill -9 a random worker and start a new one.
+            if completed.len().is_multiple_of(1_500) && kills < 4 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let victim = (rng % workers.len() as u64) as usize;
+                workers[victim].start_kill().expect("kill -9");
+                workers[victim].wait().await.expect("reaped");
+                workers[victim] = setup.worker(&format!("w{}-{kills}", victim), &allow, 2);
+                kills += 1;
+            }
+        }
+    }
+    for mut worker in workers {
+        let _ = worker.start_kill();
+    }
+    assert_eq!(kills, 4);
+    let keys: std::collections::HashSet<String> = completed.keys().cloned().collect();
+    assert_eq!(keys, submitted, "no task lost");
+    let twice: Vec<_> = completed.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "completed more than once: {twice:?}");
+}
