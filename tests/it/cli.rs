@@ -228,3 +228,81 @@ async fn help_explains_every_command() {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
 }
+
+#[tokio::test]
+async fn api_tokens_guard_every_route_but_health() {
+    let dir = tempfile::tempdir().expect("dir");
+    let token = "s3cret-token-0123456789";
+    let mut up = UpProcess::start(
+        dir.path(),
+        &["--embedded-nats-port", "0", "--api-token", token],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let tables = format!("{}/api/tables", up.http);
+
+    let anonymous = client.get(&tables).send().await.expect("GET");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let body: serde_json::Value = anonymous.json().await.expect("json");
+    assert_eq!(body["error"]["field"], "authorization");
+    let wrong = client
+        .get(&tables)
+        .bearer_auth("s3cret-token-0123456780")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(wrong.status().as_u16(), 401);
+    let right = client
+        .get(&tables)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(right.status().as_u16(), 200);
+    let submit = client
+        .post(format!("{}/api/tasks", up.http))
+        .json(&serde_json::json!({"task_type": "t", "command": "c"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(submit.status().as_u16(), 401, "writes are guarded too");
+    let health = client
+        .get(format!("{}/health", up.http))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        health.status().as_u16(),
+        200,
+        "load balancers probe /health without a token"
+    );
+
+    up.signal(Signal::SIGTERM);
+    up.child.wait().await.expect("exit");
+}
+
+#[tokio::test]
+async fn serving_beyond_loopback_without_tokens_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = vibehq()
+        .args([
+            "up",
+            "--http-addr",
+            "0.0.0.0:0",
+            "--embedded-nats-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("VIBEHQ_API_TOKENS"), "{stderr}");
+    assert!(
+        !dir.path().join("nats.url").exists(),
+        "the embedded server was stopped"
+    );
+}

@@ -1,16 +1,20 @@
-//! Shared helpers: a live projector over a test server, projection dumps, the `vibehq` binary.
+//! Shared helpers: a live projector over a test server, a queue with its dispatcher and its HTTP
+//! routes, projection dumps, the `vibehq` binary.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use vibehq_events::{Envelope, EventLog, Expect, StreamKind};
 use vibehq_projector::{Handle, Options, Projector, Reader, query};
+use vibehq_queue::http::QueueState;
+use vibehq_queue::{Actor, NewTask, Queue};
 use vibehq_test_support::NatsServer;
 
 /// A test server with streams, and a projector running in this process.
@@ -186,4 +190,115 @@ pub async fn get_json(url: &str) -> (u16, Value) {
     let response = reqwest::get(url).await.expect("GET");
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON body"))
+}
+
+/// A queue over a test server, with its dispatcher running.
+pub struct Harness {
+    _nats: Option<NatsServer>,
+    pub log: EventLog,
+    pub queue: Queue,
+    work: async_nats::Subscriber,
+    stop: CancellationToken,
+}
+
+impl Harness {
+    pub async fn start(options: vibehq_queue::Options) -> Self {
+        let nats = NatsServer::start().await;
+        let log = EventLog::new(nats.connect().await);
+        log.ensure_streams(1).await.expect("streams");
+        Self::on(Some(nats), log, options).await
+    }
+
+    pub async fn on(
+        nats: Option<NatsServer>,
+        log: EventLog,
+        options: vibehq_queue::Options,
+    ) -> Self {
+        let queue = Queue::new(log.clone(), options).await.expect("queue");
+        let work = log
+            .jetstream()
+            .client()
+            .subscribe("vibehq.work.>")
+            .await
+            .expect("watch work");
+        let stop = CancellationToken::new();
+        tokio::spawn(vibehq_queue::dispatch::run(log.clone(), stop.clone()));
+        Self {
+            _nats: nats,
+            log,
+            queue,
+            work,
+            stop,
+        }
+    }
+
+    /// Submits `tasks` and waits until the dispatcher has made all of them claimable.
+    pub async fn submit_all(&mut self, tasks: Vec<NewTask>) -> Vec<String> {
+        let by = Actor::new("orchestrator", None);
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(self.queue.submit(&by, task).await.expect("submit").task_id);
+        }
+        self.dispatched(ids.len()).await;
+        ids
+    }
+
+    /// Waits until the dispatcher has queued `count` more pieces of work (submitted any way).
+    pub async fn dispatched(&mut self, count: usize) {
+        for _ in 0..count {
+            tokio::time::timeout(Duration::from_secs(10), self.work.next())
+                .await
+                .expect("dispatched in time")
+                .expect("work");
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The REST API over a live projector and queue.
+pub async fn serve() -> (Live, Harness, String) {
+    let live = Live::start().await;
+    let harness = Harness::on(None, live.log.clone(), vibehq_queue::Options::default()).await;
+    let state = vibehq_api::AppState {
+        reader: live.reader(),
+        projector: live.handle.clone(),
+        log: live.log.clone(),
+        nats_url: live.nats.url(),
+    };
+    let queue_routes = vibehq_queue::http::router(queue_state(&live, &harness));
+    let doc = <vibehq_queue::http::QueueDoc as utoipa::OpenApi>::openapi();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = vibehq_api::router(state, vec![(queue_routes, doc)]);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (live, harness, base)
+}
+
+/// What the queue's REST routes and RPC service share, over `live`'s projection.
+pub fn queue_state(live: &Live, harness: &Harness) -> QueueState {
+    QueueState {
+        queue: harness.queue.clone(),
+        reader: live.reader(),
+        projector: live.handle.clone(),
+    }
+}
+
+/// POSTs `body` as JSON; the status, and the answer as JSON (null if it is not).
+pub async fn post(url: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }

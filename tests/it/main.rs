@@ -7,4 +7,5 @@ mod common;
 mod crash;
 mod projection;
 mod queue;
+mod queue_live;
 mod worker;

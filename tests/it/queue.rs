@@ -3,73 +3,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-use vibehq_events::{EventKind, EventLog, Subject};
-use vibehq_queue::{Actor, Error, NewTask, Options, Queue};
-use vibehq_test_support::NatsServer;
+use vibehq_events::{EventKind, Subject};
+use vibehq_queue::{Actor, Error, NewTask, Options};
 
-use crate::common::Live;
-
-/// A queue over a test server, with its dispatcher running.
-struct Harness {
-    _nats: Option<NatsServer>,
-    log: EventLog,
-    queue: Queue,
-    work: async_nats::Subscriber,
-    stop: CancellationToken,
-}
-
-impl Harness {
-    async fn start(options: Options) -> Self {
-        let nats = NatsServer::start().await;
-        let log = EventLog::new(nats.connect().await);
-        log.ensure_streams(1).await.expect("streams");
-        Self::on(Some(nats), log, options).await
-    }
-
-    async fn on(nats: Option<NatsServer>, log: EventLog, options: Options) -> Self {
-        let queue = Queue::new(log.clone(), options).await.expect("queue");
-        let work = log
-            .jetstream()
-            .client()
-            .subscribe("vibehq.work.>")
-            .await
-            .expect("watch work");
-        let stop = CancellationToken::new();
-        tokio::spawn(vibehq_queue::dispatch::run(log.clone(), stop.clone()));
-        Self {
-            _nats: nats,
-            log,
-            queue,
-            work,
-            stop,
-        }
-    }
-
-    /// Submits `tasks` and waits until the dispatcher has made all of them claimable.
-    async fn submit_all(&mut self, tasks: Vec<NewTask>) -> Vec<String> {
-        let by = Actor::new("orchestrator", None);
-        let mut ids = Vec::new();
-        for task in tasks {
-            ids.push(self.queue.submit(&by, task).await.expect("submit").task_id);
-        }
-        for _ in 0..ids.len() {
-            tokio::time::timeout(Duration::from_secs(10), self.work.next())
-                .await
-                .expect("dispatched in time")
-                .expect("work");
-        }
-        ids
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+use crate::common::{Harness, post, serve};
 
 fn task(priority: i64) -> NewTask {
     NewTask {
@@ -435,43 +373,6 @@ async fn racing_containers_complete_every_task_exactly_once() {
     assert_eq!(unique, ids, "no task lost");
 }
 
-/// The REST API over a live projector and queue.
-async fn serve() -> (Live, Harness, String) {
-    let live = Live::start().await;
-    let harness = Harness::on(None, live.log.clone(), Options::default()).await;
-    let state = vibehq_api::AppState {
-        reader: live.reader(),
-        projector: live.handle.clone(),
-        log: live.log.clone(),
-        nats_url: live.nats.url(),
-    };
-    let queue_routes = vibehq_queue::http::router(vibehq_queue::http::QueueState {
-        queue: harness.queue.clone(),
-        reader: live.reader(),
-        projector: live.handle.clone(),
-    });
-    let doc = <vibehq_queue::http::QueueDoc as utoipa::OpenApi>::openapi();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = vibehq_api::router(state, vec![(queue_routes, doc)]);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (live, harness, base)
-}
-
-async fn post(url: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("POST");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn the_rest_api_runs_a_task_from_submission_to_completion() {
     let (_live, _h, base) = serve().await;
@@ -544,7 +445,7 @@ async fn the_rest_api_runs_a_task_from_submission_to_completion() {
 
 #[tokio::test]
 async fn the_rest_api_claims_a_named_task_and_lists_dead_letters() {
-    let (_live, _h, base) = serve().await;
+    let (_live, mut h, base) = serve().await;
     let mut ids = Vec::new();
     for priority in [1, 2] {
         let (_, s) = post(
@@ -554,21 +455,14 @@ async fn the_rest_api_claims_a_named_task_and_lists_dead_letters() {
         .await;
         ids.push(s["task_id"].as_str().expect("id").to_owned());
     }
-    // Claim the lower-priority one by name (once the dispatcher has queued it).
-    let mut claim = Value::Null;
-    for _ in 0..50 {
-        let (status, body) = post(
-            &format!("{base}/api/tasks/{}/claim", ids[0]),
-            json!({"worker_name": "w"}),
-        )
-        .await;
-        if status == 200 {
-            claim = body;
-            break;
-        }
-        assert_eq!(status, 409, "{body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Claim the lower-priority one by name, once the dispatcher has queued both.
+    h.dispatched(2).await;
+    let (status, claim) = post(
+        &format!("{base}/api/tasks/{}/claim", ids[0]),
+        json!({"worker_name": "w"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{claim}");
     assert_eq!(claim["task_id"], ids[0].as_str());
     let (status, outcome) = post(
         &format!("{base}/api/tasks/{}/fail", ids[0]),

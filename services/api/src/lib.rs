@@ -10,8 +10,10 @@
 //! - [`router`]: the routes, for tests and for composing with other services' routes.
 //! - [`tables`]: `GET /api/tables`, `/api/tables/{table}`, `/api/tables/{table}/{key}`.
 //! - [`health`]: `GET /health`.
+//! - [`auth`]: bearer tokens (required beyond loopback).
 //! - [`error`]: the JSON error body.
 
+pub mod auth;
 pub mod error;
 pub mod health;
 pub mod tables;
@@ -61,11 +63,19 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub addr: SocketAddr,
+    /// Bearer tokens accepted; required when `addr` is not loopback. Empty: no authentication.
+    pub tokens: Vec<auth::Token>,
 }
 
 /// Why the API stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(
+        "refusing to serve on {addr} without API tokens: beyond loopback the API needs \
+         authentication. Set VIBEHQ_API_TOKENS (comma-separated) or api_tokens in the config \
+         file, or listen on 127.0.0.1"
+    )]
+    Unprotected { addr: SocketAddr },
     #[error(
         "cannot listen on {addr}: {source} (is another vibehq running? choose another --http-addr)"
     )]
@@ -112,12 +122,20 @@ impl Api {
     /// Binds, then serves until `shutdown`; in-flight requests finish first.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let addr = self.options.addr;
+        if !addr.ip().is_loopback() && self.options.tokens.is_empty() {
+            return Err(Error::Unprotected { addr });
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
         let local = listener.local_addr().map_err(Error::Serve)?;
         tracing::info!(addr = %local, "HTTP API listening");
-        axum::serve(listener, router(self.state, self.extensions))
+        let mut app = router(self.state, self.extensions);
+        if !self.options.tokens.is_empty() {
+            let tokens = std::sync::Arc::new(self.options.tokens);
+            app = app.layer(axum::middleware::from_fn_with_state(tokens, auth::require));
+        }
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .map_err(Error::Serve)

@@ -31,15 +31,26 @@ pub struct Task {
 }
 
 /// Loads task `task_id` from the tasks stream; `None` if it has no events.
-pub async fn load(stream: &Stream, task_id: &str) -> Result<Option<Task>, Error> {
+///
+/// `known` is an earlier state of the same task (from a cache): only the events after its
+/// version are read, so a task this process has just handled costs one request.
+pub async fn load(
+    stream: &Stream,
+    task_id: &str,
+    known: Option<Task>,
+) -> Result<Option<Task>, Error> {
     let subject = Subject::Task(task_id.to_owned()).to_string();
     let last = match stream.direct_get_last_for_subject(subject.as_str()).await {
         Ok(message) => message.sequence,
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::nats("read a task's last event", e)),
     };
-    let mut task: Option<Task> = None;
-    let mut next = Some(1);
+    let from = known.as_ref().map_or(1, |t| t.version + 1);
+    let mut task = known.filter(|t| t.version <= last);
+    if task.as_ref().is_some_and(|t| t.version == last) {
+        return Ok(task);
+    }
+    let mut next = Some(if task.is_some() { from } else { 1 });
     while let Some(from) = next {
         let message = stream
             .direct_get_next_for_subject(subject.as_str(), Some(from))
@@ -56,7 +67,8 @@ pub async fn load(stream: &Stream, task_id: &str) -> Result<Option<Task>, Error>
     Ok(task)
 }
 
-fn fold(task: &mut Option<Task>, event: &Envelope, sequence: u64) {
+/// Applies one event (at stream `sequence`) to the task's state.
+pub(crate) fn fold(task: &mut Option<Task>, event: &Envelope, sequence: u64) {
     if let Payload::TaskSubmitted(submitted) = &event.payload {
         if task.is_none() {
             *task = Some(Task {

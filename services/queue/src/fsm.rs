@@ -47,6 +47,21 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in the order of a task's life.
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Pending,
+        TaskState::Assigned,
+        TaskState::Running,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    /// The state with this API name (see [`TaskState::as_str`]), if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The state's name in the API and the `container_tasks.status` column.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -137,6 +152,15 @@ mod tests {
                 assert_eq!(TASKS.next(from, on).ok(), expected, "{from:?} on {on:?}");
             }
         }
+    }
+
+    #[test]
+    fn every_state_is_found_by_its_api_name_and_nothing_else_is() {
+        for state in TaskState::ALL {
+            assert_eq!(TaskState::from_name(state.as_str()), Some(state));
+        }
+        assert_eq!(TaskState::from_name("bogus"), None);
+        assert_eq!(TaskState::from_name("Completed"), None);
     }
 
     #[test]

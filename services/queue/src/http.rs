@@ -1,10 +1,11 @@
-//! The task queue's REST API: `/api/tasks…`.
+//! The task queue's REST API: `/api/tasks…`, and the routing of `/ws/tasks` (see [`crate::ws`]).
 //!
 //! Bodies are parsed by hand from JSON objects so every error names its field; unknown fields
-//! are refused. Writes answer with the sequence of the event they appended, which a client
-//! passes as `min_seq` to read its own write.
+//! are refused. The parsing and validation live in the crate's `body` module, shared with the
+//! RPC service, so both refuse the same input the same way. Writes answer with the sequence of
+//! the event they appended, which a client passes as `min_seq` to read its own write.
 
-use std::time::Duration;
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -17,19 +18,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use vibehq_api::error::{ApiError, ErrorBody};
 use vibehq_api::tables::{RowsPage, parse_filter, wait_for};
-use vibehq_events::subject::validate_id;
-use vibehq_events::work::MAX_PRIORITY;
 use vibehq_projector::query::{self, Table};
 use vibehq_projector::{Handle, Reader};
 
-use crate::queue::{Actor, Claim, FailOutcome, NewTask, Submitted};
+pub use crate::body::MAX_BODY;
+use crate::body::{self, Body, task_path, too_large};
+use crate::queue::{Actor, Claim, FailOutcome, Submitted};
 use crate::{Error, Queue};
-
-/// Largest request body accepted (413 beyond).
-pub const MAX_BODY: usize = 256 * 1024;
-
-/// Longest a claim request may wait for work.
-const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
 
 /// What the queue's handlers share.
 #[derive(Debug, Clone)]
@@ -51,11 +46,13 @@ pub fn router(state: QueueState) -> axum::Router {
         .route("/api/tasks/{task_id}/complete", post(complete))
         .route("/api/tasks/{task_id}/fail", post(fail))
         .route("/api/tasks/{task_id}/cancel", post(cancel))
+        .route("/ws/tasks", get(crate::ws::tasks))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-fn tasks_table() -> &'static Table {
+/// The projection table behind `/api/tasks`.
+pub(crate) fn tasks_table() -> &'static Table {
     // The table list is static and contains container_tasks.
     Table::named("container_tasks").unwrap_or(&query::TABLES[0])
 }
@@ -87,137 +84,16 @@ impl From<Error> for ApiError {
     }
 }
 
-/// A JSON object body, with errors naming what is wrong.
-struct Body(Map<String, Value>);
-
-impl Body {
-    fn parse(body: Result<Bytes, BytesRejection>) -> Result<Self, ApiError> {
-        let bytes = body.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the body is larger than {MAX_BODY} bytes"),
-                    Some("body".into()),
-                )
-            } else {
-                ApiError::invalid("body", rejection.body_text())
-            }
-        })?;
-        if bytes.is_empty() {
-            return Ok(Self(Map::new()));
+/// Reads a REST body: axum's rejections (too large, unreadable) become errors naming `body`.
+fn parse(body: Result<Bytes, BytesRejection>) -> Result<Body, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::invalid("body", rejection.body_text())
         }
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(ApiError::invalid("body", "the body must be a JSON object")),
-            Err(e) => Err(ApiError::invalid(
-                "body",
-                format!("the body is not valid JSON: {e}"),
-            )),
-        }
-    }
-
-    fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
-        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(unknown) => Err(unprocessable(
-                unknown,
-                format!("unknown field {unknown:?}; allowed: {}", allowed.join(", ")),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    fn string(&self, field: &str) -> Result<Option<String>, ApiError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(unprocessable(field, format!("{field} must be a string"))),
-        }
-    }
-
-    fn required_string(&self, field: &str, max: usize) -> Result<String, ApiError> {
-        let value = self
-            .string(field)?
-            .ok_or_else(|| unprocessable(field, format!("{field} is required")))?;
-        if value.trim().is_empty() || value.len() > max {
-            return Err(unprocessable(
-                field,
-                format!("{field} must be 1-{max} characters"),
-            ));
-        }
-        Ok(value)
-    }
-
-    fn name(&self, field: &str) -> Result<Option<String>, ApiError> {
-        match self.string(field)? {
-            Some(name) => {
-                validate_id(&name).map_err(|e| unprocessable(field, e.to_string()))?;
-                Ok(Some(name))
-            }
-            None => Ok(None),
-        }
-    }
-
-    fn integer(
-        &self,
-        field: &str,
-        range: std::ops::RangeInclusive<i64>,
-    ) -> Result<Option<i64>, ApiError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(i) if range.contains(&i) => Ok(Some(i)),
-                _ => Err(unprocessable(
-                    field,
-                    format!(
-                        "{field} must be an integer from {} to {}",
-                        range.start(),
-                        range.end()
-                    ),
-                )),
-            },
-            Some(_) => Err(unprocessable(field, format!("{field} must be an integer"))),
-        }
-    }
-
-    fn boolean(&self, field: &str) -> Result<Option<bool>, ApiError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(unprocessable(
-                field,
-                format!("{field} must be true or false"),
-            )),
-        }
-    }
-
-    /// The acting worker and container (`worker_name` required).
-    fn actor(&self) -> Result<Actor, ApiError> {
-        let worker = self
-            .name("worker_name")?
-            .ok_or_else(|| unprocessable("worker_name", "worker_name is required"))?;
-        Ok(Actor::new(worker, self.name("container_name")?))
-    }
-
-    fn attempt(&self) -> Result<u32, ApiError> {
-        let attempt = self
-            .integer("attempt", 1..=i64::from(u32::MAX))?
-            .ok_or_else(|| unprocessable("attempt", "attempt is required (from the claim)"))?;
-        Ok(attempt as u32)
-    }
-}
-
-fn unprocessable(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_field",
-        message,
-        Some(field.to_owned()),
-    )
-}
-
-fn task_path(task_id: &str) -> Result<(), ApiError> {
-    validate_id(task_id).map_err(|e| ApiError::not_found("task_id", e.to_string()))
+    })?;
+    Body::from_json(&bytes)
 }
 
 /// A write's answer: the event's stream sequence.
@@ -240,69 +116,7 @@ pub async fn submit(
     State(state): State<QueueState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = Body::parse(body)?;
-    body.only(&[
-        "task_type",
-        "command",
-        "parameters",
-        "priority",
-        "worker_name",
-        "container_name",
-        "max_attempts",
-        "idempotency_key",
-        "submitted_by",
-    ])?;
-    let task_type = body.required_string("task_type", 128)?;
-    let command = body.required_string("command", 128)?;
-    if !command
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
-    {
-        return Err(unprocessable(
-            "command",
-            "command must be the name of a command a worker allows (letters, digits, _ - . : /), not a shell line; pass arguments in parameters",
-        ));
-    }
-    let parameters = match body.0.get("parameters") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(map)) => Some(map.clone()),
-        Some(_) => {
-            return Err(unprocessable(
-                "parameters",
-                "parameters must be a JSON object",
-            ));
-        }
-    };
-    let worker_name = body.name("worker_name")?;
-    let container_name = body.name("container_name")?;
-    if container_name.is_some() && worker_name.is_none() {
-        return Err(unprocessable(
-            "container_name",
-            "container_name needs worker_name: container names are only unique within a worker",
-        ));
-    }
-    let new = NewTask {
-        task_type,
-        command,
-        parameters,
-        priority: body.integer("priority", 0..=MAX_PRIORITY)?.unwrap_or(0),
-        worker_name,
-        container_name,
-        max_attempts: body.integer("max_attempts", 1..=100)?.unwrap_or(3) as u32,
-        idempotency_key: match body.string("idempotency_key")? {
-            Some(k) if k.is_empty() || k.len() > 200 => {
-                return Err(unprocessable(
-                    "idempotency_key",
-                    "idempotency_key must be 1-200 characters",
-                ));
-            }
-            key => key,
-        },
-    };
-    let by = Actor::new(
-        body.name("submitted_by")?.unwrap_or_else(|| "api".into()),
-        None,
-    );
+    let (by, new) = body::new_task(&parse(body)?)?;
     let submitted = state.queue.submit(&by, new).await?;
     let status = if submitted.created {
         StatusCode::CREATED
@@ -324,8 +138,17 @@ pub async fn submit(
     responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<QueueState>,
-    Query(params): Query<std::collections::HashMap<String, String>>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<RowsPage>, ApiError> {
+    Ok(Json(list_tasks(&state, params).await?))
+}
+
+/// Lists tasks from the projection with `GET /api/tasks`'s query parameters (the RPC's
+/// `getTasks` passes its body's filters through here too).
+pub(crate) async fn list_tasks(
+    state: &QueueState,
+    params: HashMap<String, String>,
+) -> Result<RowsPage, ApiError> {
     let table = tasks_table();
     let (filter, min_seq) = parse_filter(table, params)?;
     wait_for(&state.projector, table, min_seq).await?;
@@ -333,7 +156,7 @@ pub async fn list(
         .reader
         .read(move |conn| query::list(conn, table, &filter))
         .await?;
-    Ok(Json(page.into()))
+    Ok(page.into())
 }
 
 /// One task from the projection.
@@ -343,7 +166,7 @@ pub async fn list(
 pub async fn get_task(
     State(state): State<QueueState>,
     Path(task_id): Path<String>,
-    Query(params): Query<std::collections::HashMap<String, String>>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     task_path(&task_id)?;
     let table = tasks_table();
@@ -381,13 +204,7 @@ pub async fn claim_next(
     State(state): State<QueueState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = Body::parse(body)?;
-    body.only(&["worker_name", "container_name", "wait_ms"])?;
-    let claimer = body.actor()?;
-    let wait = Duration::from_millis(
-        body.integer("wait_ms", 0..=MAX_CLAIM_WAIT.as_millis() as i64)?
-            .unwrap_or(0) as u64,
-    );
+    let (claimer, wait) = body::claim_next(&parse(body)?)?;
     match state.queue.claim(&claimer, wait).await? {
         Some(claim) => Ok(Json(claim).into_response()),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -405,7 +222,7 @@ pub async fn claim_task(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Claim>, ApiError> {
     task_path(&task_id)?;
-    let body = Body::parse(body)?;
+    let body = parse(body)?;
     body.only(&["worker_name", "container_name"])?;
     Ok(Json(
         state.queue.claim_task(&task_id, &body.actor()?).await?,
@@ -423,7 +240,7 @@ pub async fn start(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Written>, ApiError> {
     task_path(&task_id)?;
-    let body = Body::parse(body)?;
+    let body = parse(body)?;
     body.only(&["worker_name", "container_name", "attempt"])?;
     let sequence = state
         .queue
@@ -443,7 +260,7 @@ pub async fn heartbeat(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     task_path(&task_id)?;
-    let body = Body::parse(body)?;
+    let body = parse(body)?;
     body.only(&["worker_name", "container_name", "attempt"])?;
     state
         .queue
@@ -463,16 +280,10 @@ pub async fn complete(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Written>, ApiError> {
     task_path(&task_id)?;
-    let body = Body::parse(body)?;
-    body.only(&["worker_name", "container_name", "attempt", "output"])?;
+    let done = body::completion(&parse(body)?)?;
     let sequence = state
         .queue
-        .complete(
-            &task_id,
-            body.attempt()?,
-            &body.actor()?,
-            body.string("output")?,
-        )
+        .complete(&task_id, done.attempt, &done.claimer, done.output)
         .await?;
     Ok(Json(Written { task_id, sequence }))
 }
@@ -488,17 +299,15 @@ pub async fn fail(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<FailOutcome>, ApiError> {
     task_path(&task_id)?;
-    let body = Body::parse(body)?;
-    body.only(&["worker_name", "container_name", "attempt", "error", "retry"])?;
-    let error = body.required_string("error", 64 * 1024)?;
+    let failed = body::failure(&parse(body)?)?;
     let outcome = state
         .queue
         .fail(
             &task_id,
-            body.attempt()?,
-            &body.actor()?,
-            error,
-            body.boolean("retry")?.unwrap_or(true),
+            failed.attempt,
+            &failed.claimer,
+            failed.error,
+            failed.retry,
         )
         .await?;
     Ok(Json(outcome))
@@ -515,7 +324,7 @@ pub async fn cancel(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Written>, ApiError> {
     task_path(&task_id)?;
-    let body = Body::parse(body)?;
+    let body = parse(body)?;
     body.only(&["reason", "cancelled_by"])?;
     let by = Actor::new(
         body.name("cancelled_by")?.unwrap_or_else(|| "api".into()),
@@ -532,8 +341,18 @@ pub async fn cancel(
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(
-        submit, list, get_task, claim_next, claim_task, start, heartbeat, complete, fail, cancel
+        submit,
+        list,
+        get_task,
+        claim_next,
+        claim_task,
+        start,
+        heartbeat,
+        complete,
+        fail,
+        cancel,
+        crate::ws::tasks
     ),
-    components(schemas(Submitted, Claim, FailOutcome, Written))
+    components(schemas(Submitted, Claim, FailOutcome, Written, crate::ws::FeedEvent))
 )]
 pub struct QueueDoc;

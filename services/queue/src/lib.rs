@@ -15,12 +15,18 @@
 //! - [`queue`]: [`Queue`], the commands.
 //! - [`dispatch`]: carries submitted tasks into the work stream.
 //! - [`http`]: the REST API (`/api/tasks…`).
+//! - [`ws`]: `GET /ws/tasks`, task events live over a WebSocket, resumable by stream sequence.
+//! - [`rpc`]: `ContainerTaskQueueOps`, the commands as a NATS micro service.
+//! - `body`: request bodies, parsed and validated once for REST and RPC alike.
 
 pub mod aggregate;
+mod body;
 pub mod dispatch;
 pub mod fsm;
 pub mod http;
 pub mod queue;
+pub mod rpc;
+pub mod ws;
 
 pub use queue::{Actor, Claim, FailOutcome, NewTask, Options, Queue, Submitted};
 

@@ -141,7 +141,12 @@ struct Inner {
     tasks: Stream,
     work: Stream,
     consumers: Mutex<HashMap<String, PullConsumer>>,
+    /// Tasks as last seen by this process, so a load reads only newer events.
+    known: std::sync::Mutex<HashMap<String, Task>>,
 }
+
+/// Most tasks [`Inner::known`] holds before it starts over.
+const KNOWN_TASKS: usize = 50_000;
 
 impl Queue {
     /// A queue over `log`'s streams; creates the work stream (with the tasks stream's
@@ -172,6 +177,7 @@ impl Queue {
                 tasks,
                 work,
                 consumers: Mutex::default(),
+                known: std::sync::Mutex::default(),
             }),
         })
     }
@@ -183,7 +189,26 @@ impl Queue {
 
     /// The task as its events say it is now.
     pub async fn load(&self, task_id: &str) -> Result<Option<Task>, Error> {
-        aggregate::load(&self.inner.tasks, task_id).await
+        let known = self
+            .inner
+            .known
+            .lock()
+            .ok()
+            .and_then(|k| k.get(task_id).cloned());
+        let task = aggregate::load(&self.inner.tasks, task_id, known).await?;
+        if let Some(task) = &task {
+            self.remember(task.clone());
+        }
+        Ok(task)
+    }
+
+    fn remember(&self, task: Task) {
+        if let Ok(mut known) = self.inner.known.lock() {
+            if known.len() >= KNOWN_TASKS {
+                known.clear();
+            }
+            known.insert(task.submitted.task_id.clone(), task);
+        }
     }
 
     async fn require(&self, task_id: &str) -> Result<Task, Error> {

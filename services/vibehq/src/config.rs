@@ -41,6 +41,9 @@ pub struct Flags {
         value_name = "PATH"
     )]
     pub nats_server_bin: Option<PathBuf>,
+    /// Bearer tokens the HTTP API accepts (comma-separated); required beyond loopback.
+    #[arg(long = "api-token", env = "VIBEHQ_API_TOKENS", global = true, value_delimiter = ',', value_name = "TOKEN", hide_env_values = true, value_parser = parse_token)]
+    pub api_tokens: Vec<vibehq_api::auth::Token>,
     /// Copies of each stream: 1 on a single server, 3 on a cluster [default: 1]
     #[arg(long, env = "VIBEHQ_STREAM_REPLICAS", global = true, value_name = "N")]
     pub stream_replicas: Option<usize>,
@@ -56,6 +59,8 @@ struct File {
     embedded_nats_port: Option<u16>,
     nats_server_bin: Option<PathBuf>,
     stream_replicas: Option<usize>,
+    #[serde(default)]
+    api_tokens: Vec<String>,
     /// `vibehq worker`'s allow-list: `[commands.NAME]` tables.
     #[serde(default)]
     commands: BTreeMap<String, vibehq_worker::Command>,
@@ -70,6 +75,8 @@ pub struct Settings {
     pub embedded_nats_port: u16,
     pub nats_server_bin: PathBuf,
     pub stream_replicas: usize,
+    /// Bearer tokens of the HTTP API (redacted in `Debug`).
+    pub api_tokens: Vec<vibehq_api::auth::Token>,
     /// Commands `vibehq worker` may run, from the config file.
     pub commands: BTreeMap<String, vibehq_worker::Command>,
 }
@@ -112,6 +119,14 @@ impl Settings {
                 .or(file.nats_server_bin)
                 .unwrap_or_else(|| PathBuf::from("nats-server")),
             stream_replicas,
+            api_tokens: if flags.api_tokens.is_empty() {
+                file.api_tokens
+                    .into_iter()
+                    .map(vibehq_api::auth::Token::new)
+                    .collect()
+            } else {
+                flags.api_tokens.clone()
+            },
             commands: file.commands,
         })
     }
@@ -140,6 +155,14 @@ impl Settings {
             )
         })
     }
+}
+
+fn parse_token(token: &str) -> Result<vibehq_api::auth::Token, String> {
+    let token = token.trim();
+    if token.len() < 16 {
+        return Err("API tokens must be at least 16 characters".into());
+    }
+    Ok(vibehq_api::auth::Token::new(token))
 }
 
 fn read_url(path: &Path) -> Result<String> {

@@ -14,7 +14,8 @@ use vibehq_queue::http::QueueState;
 
 use crate::config::{Settings, connect};
 
-/// Runs NATS (embedded unless configured), the streams, the projector and the HTTP API until
+/// Runs NATS (embedded unless configured), the streams, the projector, the HTTP API and the
+/// task queue's dispatcher and RPC service (`ContainerTaskQueueOps`) until
 /// SIGINT/SIGTERM, then shuts down in order: stop taking requests, finish the projector's
 /// batch, stop the embedded server.
 pub async fn run(settings: Settings) -> Result<()> {
@@ -67,14 +68,16 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     let (projector, handle) =
         Projector::new(vibehq_projector::Options::new(&database), log.clone())?;
     let queue = Queue::new(log.clone(), vibehq_queue::Options::default()).await?;
-    let queue_routes = vibehq_queue::http::router(QueueState {
+    let queue_state = QueueState {
         queue,
         reader: Reader::new(&database),
         projector: handle.clone(),
-    });
+    };
+    let queue_routes = vibehq_queue::http::router(queue_state.clone());
     let api = Api::new(
         vibehq_api::Options {
             addr: settings.http_addr,
+            tokens: settings.api_tokens.clone(),
         },
         AppState {
             reader: Reader::new(&database),
@@ -87,7 +90,7 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     tracing::info!(nats = %url, http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
 
     // Whichever stops first (shutdown, or a failure) stops the other.
-    let (projected, served, dispatched) = tokio::join!(
+    let (projected, served, dispatched, answered) = tokio::join!(
         async {
             let result = projector.run(shutdown.clone()).await;
             shutdown.cancel();
@@ -103,9 +106,16 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
             shutdown.cancel();
             result
         },
+        async {
+            let client = log.jetstream().client();
+            let result = vibehq_queue::rpc::run(queue_state, client, shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
     );
     served?;
     dispatched?;
+    answered?;
     projected?;
     Ok(())
 }
