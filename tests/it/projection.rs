@@ -159,8 +159,14 @@ async fn delivering_events_twice_to_the_projector_changes_the_projection_once() 
         .await
         .expect("records");
         let mut tx = conn.transaction().expect("tx");
-        vibehq_projector::apply::apply_batch(&mut tx, &mut checkpoints, &records, &mut totals)
-            .expect("apply");
+        vibehq_projector::apply::apply_batch(
+            &mut tx,
+            &mut checkpoints,
+            &records,
+            &mut totals,
+            false,
+        )
+        .expect("apply");
         tx.commit().expect("commit");
     }
     assert_eq!(totals.applied, 0);
@@ -407,4 +413,63 @@ async fn the_projector_resumes_where_it_stopped() {
     stop.cancel();
     let second_run = run.await.expect("join").expect("run");
     assert_eq!(second_run.applied, 50, "only the new events were applied");
+}
+
+#[tokio::test]
+async fn an_event_sqlite_refuses_is_kept_aside_and_the_rest_of_its_batch_applies() {
+    let nats = vibehq_test_support::NatsServer::start().await;
+    let log = EventLog::new(nats.connect().await);
+    log.ensure_streams(1).await.expect("streams");
+    let database = nats.scratch().join("refusing.sqlite3");
+    // A projection whose SQLite refuses one particular row (standing in for any row-level
+    // failure a future migration or a corrupt row could cause).
+    let conn = vibehq_projector::db::open_writer(&database).expect("open");
+    conn.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON container_instances
+         WHEN NEW.instance_id = 'explode' BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END;",
+    )
+    .expect("trigger");
+    drop(conn);
+    let starting = |id: &str| {
+        Envelope::new(
+            "w",
+            vibehq_events::container::Starting {
+                instance_id: id.into(),
+                port: 1,
+            },
+        )
+    };
+    log.append_all(&[starting("ok-1"), starting("explode"), starting("ok-2")])
+        .await
+        .expect("append");
+
+    let (projector, handle) =
+        vibehq_projector::Projector::new(vibehq_projector::Options::new(&database), log.clone())
+            .expect("projector");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(projector.run(stop.clone()));
+    assert!(
+        handle
+            .wait_for(StreamKind::Containers, 3, Duration::from_secs(20))
+            .await
+    );
+    stop.cancel();
+    let totals = run.await.expect("join").expect("run");
+    assert_eq!((totals.applied, totals.rejected), (2, 1));
+
+    let tables = dump(&database);
+    let ids: Vec<_> = tables["container_instances"]
+        .iter()
+        .map(|r| r["instance_id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("ok-1"), json!("ok-2")]);
+    let rejected = &tables["projector_rejected"];
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["stream_sequence"], 2);
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("refused by trigger")
+    );
 }

@@ -15,18 +15,24 @@ use crate::writer::Totals;
 /// checkpoint and advancing the checkpoints past what it applies. Saving the checkpoints in the
 /// same transaction is the caller's part (see [`crate::db`]); together they make a repeated
 /// delivery change nothing.
+///
+/// With `careful` false, events are applied without a savepoint each (the fast path); the
+/// first event SQLite refuses then fails the call with [`Refused`], and the caller rolls the
+/// transaction back and applies the batch again with `careful` true, where each event gets a
+/// savepoint and a refused one is kept in `projector_rejected`.
 pub fn apply_batch(
     tx: &mut rusqlite::Transaction<'_>,
     checkpoints: &mut Checkpoints,
     records: &[Recorded],
     totals: &mut Totals,
-) -> rusqlite::Result<()> {
+    careful: bool,
+) -> Result<(), Refused> {
     for record in records {
         if record.sequence <= checkpoints.get(record.stream) {
             totals.skipped += 1;
             continue;
         }
-        match apply_record(tx, record)? {
+        match apply_record(tx, record, careful)? {
             Outcome::Applied => totals.applied += 1,
             Outcome::Rejected => totals.rejected += 1,
         }
@@ -43,14 +49,33 @@ pub enum Outcome {
     Rejected,
 }
 
-/// Decodes and applies one record inside `tx`; anything that cannot be applied (undecodable,
-/// or refused by SQLite) is rolled back to a savepoint and kept in `projector_rejected`.
+/// Why a batch could not be applied as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// SQLite refused an event on the fast path: apply the batch again with `careful`.
+    #[error("an event was refused on the fast path; apply the batch carefully")]
+    RetryCarefully,
+    /// SQLite failed in a way that is not about one event (disk, corruption): stop.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Decodes and applies one record inside `tx`. Anything undecodable is kept in
+/// `projector_rejected`; an event SQLite refuses is too when `careful` (it is rolled back to
+/// its savepoint first), and fails with [`Refused::RetryCarefully`] otherwise.
 pub fn apply_record(
     tx: &mut rusqlite::Transaction<'_>,
     record: &Recorded,
-) -> rusqlite::Result<Outcome> {
+    careful: bool,
+) -> Result<Outcome, Refused> {
     let reason = match record.decode() {
         Err(e) => e.to_string(),
+        Ok(event) if !careful => {
+            return match apply(tx, record.sequence, &event) {
+                Ok(()) => Ok(Outcome::Applied),
+                Err(_) => Err(Refused::RetryCarefully),
+            };
+        }
         Ok(event) => {
             let sp = tx.savepoint()?;
             match apply(&sp, record.sequence, &event) {

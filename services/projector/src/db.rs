@@ -48,7 +48,9 @@ pub fn open_writer(path: &Path) -> Result<Connection, Error> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA busy_timeout = 5000;
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;",
     )
     .map_err(sqlite("configure the projection"))?;
     vibehq_schemas::migrate(&mut conn)?;

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use vibehq_events::{Recorded, StreamKind};
 
 use crate::Error;
-use crate::apply::apply_batch;
+use crate::apply::{Refused, apply_batch};
 use crate::db::{Checkpoints, save_checkpoint, sqlite};
 
 /// Consecutive records of one stream, in stream order, and the last message to acknowledge
@@ -67,35 +67,59 @@ fn run(
     acks: Option<mpsc::UnboundedSender<jetstream::Message>>,
 ) -> Result<Totals, Error> {
     let mut totals = Totals::default();
-    let mut pending_acks = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut tx = conn.transaction().map_err(sqlite("begin a batch"))?;
-        let before = checkpoints;
-        let mut count = 0;
-        let mut next = Some(first);
-        while let Some(batch) = next.take() {
-            apply_batch(&mut tx, &mut checkpoints, &batch.records, &mut totals)
-                .map_err(sqlite("apply an event"))?;
-            count += batch.records.len();
-            pending_acks.extend(batch.ack);
-            if count < MAX_RECORDS_PER_COMMIT {
-                next = rx.try_recv().ok();
+        // Gather what is already waiting, up to a commit's worth.
+        let mut batches = vec![first];
+        let mut count = batches[0].records.len();
+        while count < MAX_RECORDS_PER_COMMIT {
+            let Ok(next) = rx.try_recv() else { break };
+            count += next.records.len();
+            batches.push(next);
+        }
+        let before = (checkpoints, totals);
+        let mut careful = false;
+        loop {
+            let mut tx = conn.transaction().map_err(sqlite("begin a batch"))?;
+            let applied = batches.iter().try_for_each(|batch| {
+                apply_batch(
+                    &mut tx,
+                    &mut checkpoints,
+                    &batch.records,
+                    &mut totals,
+                    careful,
+                )
+            });
+            match applied {
+                Ok(()) => {
+                    for stream in StreamKind::ALL {
+                        if checkpoints.get(stream) != before.0.get(stream) {
+                            save_checkpoint(&tx, stream, checkpoints.get(stream))
+                                .map_err(sqlite("save a checkpoint"))?;
+                        }
+                    }
+                    tx.commit().map_err(sqlite("commit a batch"))?;
+                    break;
+                }
+                Err(Refused::RetryCarefully) if !careful => {
+                    // Dropping the transaction rolls it back; start over event by event.
+                    drop(tx);
+                    (checkpoints, totals) = before;
+                    careful = true;
+                }
+                Err(Refused::RetryCarefully) => return Err(Error::WriterGone),
+                Err(Refused::Sqlite(source)) => {
+                    return Err(Error::Sqlite {
+                        op: "apply an event",
+                        source,
+                    });
+                }
             }
         }
-        for stream in StreamKind::ALL {
-            if checkpoints.get(stream) != before.get(stream) {
-                save_checkpoint(&tx, stream, checkpoints.get(stream))
-                    .map_err(sqlite("save a checkpoint"))?;
-            }
-        }
-        tx.commit().map_err(sqlite("commit a batch"))?;
         progress.send_replace(checkpoints);
-        if let Some(acks) = &acks {
-            for message in pending_acks.drain(..) {
+        for batch in batches {
+            if let (Some(acks), Some(message)) = (&acks, batch.ack) {
                 let _ = acks.send(message);
             }
-        } else {
-            pending_acks.clear();
         }
     }
     Ok(totals)
