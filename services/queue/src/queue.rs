@@ -140,7 +140,7 @@ struct Inner {
     options: Options,
     tasks: Stream,
     work: Stream,
-    consumers: Mutex<HashMap<String, PullConsumer>>,
+    consumers: Mutex<HashMap<String, Puller>>,
     /// Tasks as last seen by this process, so a load reads only newer events.
     known: std::sync::Mutex<HashMap<String, Task>>,
 }
@@ -332,16 +332,9 @@ impl Queue {
         candidates: Vec<String>,
     ) -> Result<Option<Claim>, Error> {
         for subject in candidates {
-            let consumer = self.consumer(&subject).await?;
-            let mut batch = consumer
-                .fetch()
-                .max_messages(1)
-                .expires(FETCH_EXPIRES)
-                .messages()
-                .await
-                .map_err(|e| Error::nats("fetch work", e))?;
-            while let Some(message) = batch.next().await {
-                let message = message.map_err(|e| Error::nats("fetch work", e))?;
+            let puller = self.consumer(&subject).await?;
+            let fetched = puller.fetch(1).await?;
+            for message in fetched {
                 if let Some(claim) = self.take(claimer, message).await? {
                     return Ok(Some(claim));
                 }
@@ -375,11 +368,11 @@ impl Queue {
         Ok(candidates)
     }
 
-    async fn consumer(&self, subject: &str) -> Result<PullConsumer, Error> {
+    async fn consumer(&self, subject: &str) -> Result<Puller, Error> {
         let name = work::consumer_name(subject);
         let mut consumers = self.inner.consumers.lock().await;
-        if let Some(consumer) = consumers.get(&name) {
-            return Ok(consumer.clone());
+        if let Some(puller) = consumers.get(&name) {
+            return Ok(puller.clone());
         }
         let consumer = self
             .inner
@@ -398,8 +391,12 @@ impl Queue {
             )
             .await
             .map_err(|e| Error::nats("create a work consumer", e))?;
-        consumers.insert(name, consumer.clone());
-        Ok(consumer)
+        let puller = Puller {
+            consumer,
+            turn: Arc::default(),
+        };
+        consumers.insert(name, puller.clone());
+        Ok(puller)
     }
 
     /// Turns a delivered work message into a claim, or disposes of it (its task ended, or ran
@@ -524,18 +521,10 @@ impl Queue {
             });
         }
         let subject = work::subject(work::band(task.submitted.priority), &target);
-        let consumer = self.consumer(&subject).await?;
-        let mut batch = consumer
-            .fetch()
-            .max_messages(256)
-            .expires(FETCH_EXPIRES)
-            .messages()
-            .await
-            .map_err(|e| Error::nats("fetch work", e))?;
+        let fetched = self.consumer(&subject).await?.fetch(256).await?;
         let mut found = None;
         let mut others = Vec::new();
-        while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| Error::nats("fetch work", e))?;
+        for message in fetched {
             let mine = serde_json::from_slice::<WorkItem>(&message.payload)
                 .is_ok_and(|item| item.task_id == task_id);
             if mine && found.is_none() {
@@ -750,13 +739,44 @@ impl Queue {
     }
 }
 
-/// Bound on a no-wait fetch. When two claimers pull the last message of a subject at once,
-/// nats-server 2.9 queues both requests and the loser waits for a message until its expiry
-/// (forever without one), so losing a race costs at most this long.
+/// How long a pull waits for a message. A short waiting pull rather than a no-wait fetch: when
+/// two no-wait fetches race for a subject's last message, nats-server 2.9.10 sometimes never
+/// answers the loser, which then stalls for ~5 s (measured by benches/queue.rs); a waiting pull
+/// is always answered at its expiry. Fetches within a process also take turns ([`Puller`]).
 const FETCH_EXPIRES: Duration = Duration::from_millis(10);
 
 /// How many times a claim re-reads the candidates after losing every race for them.
 const CLAIM_ROUNDS: usize = 3;
+
+/// A work consumer and the turn its fetches take in this process.
+///
+/// Fetches of one subject go one at a time within a process, so a process's claimers never race
+/// each other for the same message (see [`FETCH_EXPIRES`]).
+#[derive(Debug, Clone)]
+struct Puller {
+    consumer: PullConsumer,
+    turn: Arc<Mutex<()>>,
+}
+
+impl Puller {
+    /// Pulls up to `max` messages, waiting at most [`FETCH_EXPIRES`] for them.
+    async fn fetch(&self, max: usize) -> Result<Vec<async_nats::jetstream::Message>, Error> {
+        let _turn = self.turn.lock().await;
+        let mut batch = self
+            .consumer
+            .batch()
+            .max_messages(max)
+            .expires(FETCH_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| Error::nats("fetch work", e))?;
+        let mut messages = Vec::new();
+        while let Some(message) = batch.next().await {
+            messages.push(message.map_err(|e| Error::nats("fetch work", e))?);
+        }
+        Ok(messages)
+    }
+}
 
 /// Namespace of task ids derived from idempotency keys.
 const IDEMPOTENCY_NAMESPACE: uuid::Uuid =

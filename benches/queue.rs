@@ -1,0 +1,1114 @@
+//! Task queue throughput and claim latency, against the raw JetStream round trip measured on
+//! the same server in the same run.
+//!
+//! For each worker count W (1, 4, 16), on a fresh nats-server:
+//! - **raw ceiling**: a producer publishes N work messages to a work-queue stream (pipelined);
+//!   W workers pull one message at a time from one shared durable consumer, ack it, and publish
+//!   a completion to a limits stream, awaiting its ack. This is the least any queue on
+//!   JetStream does per task. Also run with 16 messages per pull and pipelined completions, to
+//!   show what batching could reach.
+//! - **vibehq**: `Queue::submit` from concurrent submitters, the dispatcher, W loops of
+//!   `Queue::claim` → `Queue::complete`, and a live projector; timed from the first submit until
+//!   every task is completed and the projection has caught up with the tasks stream.
+//!
+//! Then W idle claimers take tasks submitted one at a time (latency and cost per task when
+//! claimers race), and one caller on an idle server times the NATS operations a claim and a
+//! completion are made of, to show where vibehq's time per task goes. CPU is read from `/proc`
+//! for this process and the nats-server, and NATS messages from the client's statistics.
+//!
+//! `cargo bench -p vibehq-benches --bench queue`; size: `VIBEHQ_BENCH_TASKS` (default 20,000
+//! per worker count).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use vibehq_benches::{Cpu, histogram, line, percentiles, rate, record, size};
+use vibehq_events::{
+    Envelope, EventKind, EventLog, Expect, PIPELINE, StreamKind, Subject, task, work,
+};
+use vibehq_projector::{Handle, Projector};
+use vibehq_queue::{Actor, NewTask, Queue};
+use vibehq_test_support::{NatsServer, fixtures};
+
+/// Concurrent claim → complete loops.
+const WORKERS: [usize; 3] = [1, 4, 16];
+/// Concurrent `Queue::submit` loops (each submit awaits its append).
+const SUBMITTERS: usize = 16;
+/// How long one `claim` call waits for work.
+const CLAIM_WAIT: Duration = Duration::from_millis(250);
+/// How long a raw pull waits for a message.
+const PULL_WAIT: Duration = Duration::from_millis(250);
+/// Messages per pull in the batched raw round trip.
+const RAW_BATCH: usize = 16;
+/// Tasks in the idle-claimers run, and the gap between their submissions.
+const TRICKLE_TASKS: usize = 500;
+const TRICKLE_EVERY: Duration = Duration::from_millis(5);
+/// Samples per operation in the profile.
+const PROFILE_SAMPLES: usize = 2_000;
+/// Longest wait for any phase before the benchmark gives up.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let tasks = size("VIBEHQ_BENCH_TASKS", 20_000);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "queue benchmark: {tasks} tasks per worker count W, nats-server on loopback, {cores} cores\n\
+         - vibehq: Queue::submit ({SUBMITTERS} concurrent submitters) → dispatcher → W × (Queue::claim → \
+         Queue::complete) → live projector;\n  tasks/s from the first submit until all are completed \
+         and projected; claim latency of the claims that returned a task\n\
+         - raw round trip (the ceiling, same server, same run): publish to a work-queue stream \
+         ({PIPELINE} in flight) → W × (pull 1 from\n  one durable consumer → ack → publish a completion \
+         to a limits stream, awaiting its ack); tasks/s from the first publish to the last completion\n\
+         - raw, {RAW_BATCH} per pull: the same, each (waiting) pull taking up to {RAW_BATCH} messages and \
+         their completions published pipelined\n"
+    );
+    let mut rows = Vec::new();
+    for workers in WORKERS {
+        let nats = NatsServer::start().await;
+        let raw = raw_round_trip(&nats, tasks, workers, 1).await;
+        let batched = raw_round_trip(&nats, tasks, workers, RAW_BATCH).await;
+        let vibehq = end_to_end(&nats, tasks, workers).await;
+        report(workers, tasks, &raw, &batched, &vibehq);
+        rows.push((workers, raw, batched, vibehq));
+    }
+
+    println!("\nsummary ({tasks} tasks per row)");
+    println!(
+        "{:>7} {:>14} {:>14} {:>7} {:>13} {:>13} {:>15} {:>15} {:>15}",
+        "workers",
+        "vibehq tasks/s",
+        "raw tasks/s",
+        "ratio",
+        "claim p50 ms",
+        "claim p99 ms",
+        "complete p50 ms",
+        "complete p99 ms",
+        format!("raw {RAW_BATCH}/pull t/s"),
+    );
+    for (workers, raw, batched, vibehq) in &rows {
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{workers:>7} {:>14.0} {:>14.0} {:>6.1}% {:>13.3} {:>13.3} {:>15.3} {:>15.3} {:>15.0}",
+            vibehq.rate,
+            raw.rate,
+            100.0 * vibehq.rate / raw.rate.max(1e-9),
+            ms(&vibehq.take, 0.5),
+            ms(&vibehq.take, 0.99),
+            ms(&vibehq.finish, 0.5),
+            ms(&vibehq.finish, 0.99),
+            batched.rate,
+        );
+    }
+
+    println!(
+        "\nidle claimers: {TRICKLE_TASKS} tasks submitted one at a time every {} ms, W claimers \
+         waiting in Queue::claim (no projector)",
+        TRICKLE_EVERY.as_millis()
+    );
+    for workers in WORKERS {
+        let run = trickle(workers).await;
+        println!(
+            "W = {workers:<2} submit → claimed {}",
+            percentiles(&run.take)
+        );
+        println!(
+            "{:<8}{:.1}% ≥ 10 ms; per task: {}; NATS messages {:.1} out + {:.1} in",
+            "",
+            100.0 * run.take.count_between(10_000, u64::MAX) as f64 / run.take.len().max(1) as f64,
+            run.cpu.per(TRICKLE_TASKS),
+            run.sent as f64 / TRICKLE_TASKS as f64,
+            run.received as f64 / TRICKLE_TASKS as f64,
+        );
+    }
+
+    let samples = tasks.min(PROFILE_SAMPLES);
+    let fresh = profile(samples, 0).await;
+    let grown = profile(samples, 3 * tasks).await;
+    println!(
+        "\nwhere a task's time goes: {samples} sequential calls of each (of the two complete rows, \
+         half each), one caller, idle server,\n{samples} tasks pending; round trips per call read \
+         off services/queue/src/{{queue,aggregate}}.rs; a fresh tasks stream vs one already\n\
+         holding {} other events (a run's end state); CPU in µs per call (idle: includes the \
+         broker's wake-up costs)",
+        3 * tasks
+    );
+    println!(
+        "{:<46} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}",
+        "operation (round trips)",
+        "p50 ms",
+        "p99 ms",
+        "server",
+        "in-proc",
+        "p50 ms",
+        "p99 ms",
+        "server",
+        "in-proc"
+    );
+    for ((name, a), (_, b)) in fresh.iter().zip(&grown) {
+        let cells = |op: &Op| {
+            let (bench, server) = op.cpu.micros_per(op.count);
+            format!(
+                "{:>9.3} {:>9.3} {:>9.0} {:>9.0}",
+                op.latency.value_at_quantile(0.5) as f64 / 1000.0,
+                op.latency.value_at_quantile(0.99) as f64 / 1000.0,
+                server,
+                bench
+            )
+        };
+        println!("{name:<46} {} | {}", cells(a), cells(b));
+    }
+}
+
+/// What one run measured.
+#[derive(Debug)]
+struct Run {
+    rate: f64,
+    /// From the start to the last completion.
+    completed_in: Duration,
+    /// From the last completion until the projection had caught up (vibehq only).
+    projection_lag: Duration,
+    /// `Queue::claim` calls that returned a task, or raw pulls that returned a message.
+    take: Histogram<u64>,
+    /// `Queue::complete`, or the raw ack + completion publish.
+    finish: Histogram<u64>,
+    /// `Queue::submit` (vibehq only).
+    submit: Histogram<u64>,
+    /// Claims (pulls) that returned nothing within their wait.
+    empty: usize,
+    cpu: Cpu,
+    /// NATS messages sent and received by the client connection.
+    sent: u64,
+    received: u64,
+}
+
+/// Counts completions and wakes the timer at the last one.
+#[derive(Debug)]
+struct Finish {
+    target: usize,
+    done: AtomicUsize,
+    last: Notify,
+}
+
+impl Finish {
+    fn new(target: usize) -> Arc<Self> {
+        Arc::new(Self {
+            target,
+            done: AtomicUsize::new(0),
+            last: Notify::new(),
+        })
+    }
+
+    fn pending(&self) -> bool {
+        self.done.load(Ordering::Acquire) < self.target
+    }
+
+    fn one(&self) {
+        if self.done.fetch_add(1, Ordering::AcqRel) + 1 == self.target {
+            self.last.notify_one();
+        }
+    }
+
+    async fn wait(&self, what: &str) {
+        if tokio::time::timeout(TIMEOUT, self.last.notified())
+            .await
+            .is_err()
+        {
+            panic!(
+                "{what}: only {} of {} tasks completed in {TIMEOUT:?}",
+                self.done.load(Ordering::Acquire),
+                self.target
+            );
+        }
+    }
+}
+
+/// Messages sent and received by `client` so far.
+fn messages(client: &async_nats::Client) -> (u64, u64) {
+    let stats = client.statistics();
+    (
+        stats.out_messages.load(Ordering::Relaxed),
+        stats.in_messages.load(Ordering::Relaxed),
+    )
+}
+
+/// The raw ceiling: publish → pull → ack → publish a completion, with no vibehq code.
+///
+/// With `batch` > 1 each worker's pull takes up to `batch` messages as they come, and the
+/// completions are published pipelined: what claiming many tasks at once could reach.
+async fn raw_round_trip(nats: &NatsServer, tasks: usize, workers: usize, batch: usize) -> Run {
+    let client = nats.connect().await;
+    let js = jetstream::new(client.clone());
+    let work = js
+        .create_stream(stream::Config {
+            name: "BENCH_WORK".into(),
+            subjects: vec!["bench.work.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("raw work stream: {e}"));
+    js.create_stream(stream::Config {
+        name: "BENCH_DONE".into(),
+        subjects: vec!["bench.done.>".into()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("raw completion stream: {e}"));
+    let consumer: consumer::PullConsumer = work
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("raw consumer: {e}"));
+    // A completion shaped like vibehq's.
+    let completion: bytes::Bytes = Envelope::new(
+        "bench",
+        task::Completed {
+            task_id: "0197a3c2-5b1e-7c4d-9e8f-0a1b2c3d4e5f".into(),
+            attempt: 1,
+            output: None,
+        },
+    )
+    .encode()
+    .into();
+
+    let finish = Finish::new(tasks);
+    let (sent, received) = messages(&client);
+    let cpu = Cpu::now();
+    let started = Instant::now();
+    let producer = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            let mut acks = VecDeque::with_capacity(PIPELINE);
+            for i in 0..tasks {
+                // A payload shaped like a `WorkItem`.
+                let item = format!(
+                    r#"{{"task_id":"0197a3c2-5b1e-7c4d-9e8f-{i:012x}","submitted_sequence":{i}}}"#
+                );
+                let message = PublishMessage::build()
+                    .payload(item.into())
+                    .message_id(format!("work-{i}"));
+                let ack = js
+                    .send_publish("bench.work.p0.any", message)
+                    .await
+                    .unwrap_or_else(|e| panic!("raw publish: {e}"));
+                acks.push_back(ack);
+                if acks.len() == PIPELINE
+                    && let Some(ack) = acks.pop_front()
+                {
+                    ack.await.unwrap_or_else(|e| panic!("raw publish ack: {e}"));
+                }
+            }
+            for ack in acks {
+                ack.await.unwrap_or_else(|e| panic!("raw publish ack: {e}"));
+            }
+        })
+    };
+    let pullers: Vec<_> = (0..workers)
+        .map(|_| {
+            let (js, consumer, completion, finish) = (
+                js.clone(),
+                consumer.clone(),
+                completion.clone(),
+                finish.clone(),
+            );
+            tokio::spawn(async move {
+                let (mut pulls, mut finishes, mut empty) = (histogram(), histogram(), 0);
+                if batch > 1 {
+                    // Completions are counted as their acks arrive, so a pull waiting out its
+                    // expiry at the end does not hold the count back. Each worker keeps a share
+                    // of the client's ack permits.
+                    let (acks, mut pending) = tokio::sync::mpsc::channel(PIPELINE / workers);
+                    let acker = {
+                        let finish = finish.clone();
+                        tokio::spawn(async move {
+                            while let Some(ack) = pending.recv().await {
+                                let ack: jetstream::context::PublishAckFuture = ack;
+                                ack.await
+                                    .unwrap_or_else(|e| panic!("raw completion ack: {e}"));
+                                finish.one();
+                            }
+                        })
+                    };
+                    while finish.pending() {
+                        // A waiting pull (no `no_wait` race): up to `batch` messages, as they come.
+                        let mut pulled = consumer
+                            .batch()
+                            .max_messages(batch)
+                            .expires(PULL_WAIT)
+                            .messages()
+                            .await
+                            .unwrap_or_else(|e| panic!("raw pull: {e}"));
+                        let mut got = 0;
+                        while let Some(message) = pulled.next().await {
+                            let message = message.unwrap_or_else(|e| panic!("raw pull: {e}"));
+                            let sequence = message
+                                .info()
+                                .unwrap_or_else(|e| panic!("raw metadata: {e}"))
+                                .stream_sequence;
+                            message
+                                .ack()
+                                .await
+                                .unwrap_or_else(|e| panic!("raw ack: {e}"));
+                            let done = PublishMessage::build()
+                                .payload(completion.clone())
+                                .message_id(format!("done-{sequence}"));
+                            let ack = js
+                                .send_publish(format!("bench.done.{sequence}"), done)
+                                .await
+                                .unwrap_or_else(|e| panic!("raw completion: {e}"));
+                            if acks.send(ack).await.is_err() {
+                                panic!("raw acker stopped");
+                            }
+                            got += 1;
+                        }
+                        if got == 0 {
+                            empty += 1;
+                        }
+                    }
+                    drop(acks);
+                    acker.await.unwrap_or_else(|e| panic!("raw acker: {e}"));
+                    return (pulls, finishes, empty);
+                }
+                while finish.pending() {
+                    let t = Instant::now();
+                    let mut batch = consumer
+                        .batch()
+                        .max_messages(1)
+                        .expires(PULL_WAIT)
+                        .messages()
+                        .await
+                        .unwrap_or_else(|e| panic!("raw pull: {e}"));
+                    let Some(message) = batch.next().await else {
+                        empty += 1;
+                        continue;
+                    };
+                    let message = message.unwrap_or_else(|e| panic!("raw pull: {e}"));
+                    record(&mut pulls, t.elapsed());
+                    let t = Instant::now();
+                    let sequence = message
+                        .info()
+                        .unwrap_or_else(|e| panic!("raw metadata: {e}"))
+                        .stream_sequence;
+                    message
+                        .ack()
+                        .await
+                        .unwrap_or_else(|e| panic!("raw ack: {e}"));
+                    let done = PublishMessage::build()
+                        .payload(completion.clone())
+                        .message_id(format!("done-{sequence}"));
+                    js.send_publish(format!("bench.done.{sequence}"), done)
+                        .await
+                        .unwrap_or_else(|e| panic!("raw completion: {e}"))
+                        .await
+                        .unwrap_or_else(|e| panic!("raw completion ack: {e}"));
+                    record(&mut finishes, t.elapsed());
+                    finish.one();
+                }
+                (pulls, finishes, empty)
+            })
+        })
+        .collect();
+    finish.wait("raw round trip").await;
+    let completed_in = started.elapsed();
+    let cpu = Cpu::now().since(&cpu);
+    let (sent_now, received_now) = messages(&client);
+    producer
+        .await
+        .unwrap_or_else(|e| panic!("raw producer: {e}"));
+    let (mut take, mut finishes, mut empty) = (histogram(), histogram(), 0);
+    for puller in pullers {
+        let (p, f, e) = puller.await.unwrap_or_else(|e| panic!("raw worker: {e}"));
+        add(&mut take, &p);
+        add(&mut finishes, &f);
+        empty += e;
+    }
+    let _ = js.delete_stream("BENCH_WORK").await;
+    let _ = js.delete_stream("BENCH_DONE").await;
+    Run {
+        rate: rate(tasks, completed_in),
+        completed_in,
+        projection_lag: Duration::ZERO,
+        take,
+        finish: finishes,
+        submit: histogram(),
+        empty,
+        cpu,
+        sent: sent_now - sent,
+        received: received_now - received,
+    }
+}
+
+fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    into.add(from)
+        .unwrap_or_else(|e| panic!("merge histograms: {e}"));
+}
+
+fn new_task() -> NewTask {
+    NewTask {
+        task_type: "health_audit".into(),
+        command: "audit".into(),
+        max_attempts: 3,
+        ..Default::default()
+    }
+}
+
+async fn caught_up(handle: &Handle, sequence: u64) {
+    if !handle.wait_for(StreamKind::Tasks, sequence, TIMEOUT).await {
+        panic!(
+            "projection did not reach tasks #{sequence}: {:?}",
+            handle.checkpoints()
+        );
+    }
+}
+
+/// vibehq end to end: submit → dispatch → claim → complete → projected.
+async fn end_to_end(nats: &NatsServer, tasks: usize, workers: usize) -> Run {
+    // One connection for the whole vibehq process, as `vibehq up` has.
+    let client = nats.connect().await;
+    let log = EventLog::new(client.clone());
+    log.ensure_streams(1)
+        .await
+        .unwrap_or_else(|e| panic!("streams: {e}"));
+    let queue = Queue::new(log.clone(), vibehq_queue::Options::default())
+        .await
+        .unwrap_or_else(|e| panic!("queue: {e}"));
+    let stop = CancellationToken::new();
+    let dispatcher = tokio::spawn(vibehq_queue::dispatch::run(log.clone(), stop.clone()));
+    let database = nats.scratch().join(format!("queue-{workers}.sqlite3"));
+    let (projector, handle) =
+        Projector::new(vibehq_projector::Options::new(&database), log.clone())
+            .unwrap_or_else(|e| panic!("projector: {e}"));
+    let projection = tokio::spawn(projector.run(stop.clone()));
+
+    // Warm up: one task through every step, so the work consumer exists before the clock runs.
+    let orchestrator = Actor::new("bench", None);
+    queue
+        .submit(&orchestrator, new_task())
+        .await
+        .unwrap_or_else(|e| panic!("warm-up submit: {e}"));
+    let warm = Actor::new("bench", Some("warm-up".into()));
+    let claim = queue
+        .claim(&warm, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("warm-up claim: {e}"))
+        .unwrap_or_else(|| panic!("warm-up task never became claimable"));
+    let sequence = queue
+        .complete(&claim.task_id, claim.attempt, &warm, None)
+        .await
+        .unwrap_or_else(|e| panic!("warm-up complete: {e}"));
+    caught_up(&handle, sequence).await;
+
+    let finish = Finish::new(tasks);
+    let (sent, received) = messages(&client);
+    let cpu = Cpu::now();
+    let started = Instant::now();
+    let submitters: Vec<_> = (0..SUBMITTERS)
+        .map(|s| {
+            let queue = queue.clone();
+            let count = tasks / SUBMITTERS + usize::from(s < tasks % SUBMITTERS);
+            tokio::spawn(async move {
+                let by = Actor::new("bench", None);
+                let mut latency = histogram();
+                for _ in 0..count {
+                    let t = Instant::now();
+                    queue
+                        .submit(&by, new_task())
+                        .await
+                        .unwrap_or_else(|e| panic!("submit: {e}"));
+                    record(&mut latency, t.elapsed());
+                }
+                latency
+            })
+        })
+        .collect();
+    let claimers: Vec<_> = (0..workers)
+        .map(|w| {
+            let (queue, finish) = (queue.clone(), finish.clone());
+            tokio::spawn(async move {
+                let me = Actor::new("bench", Some(format!("c{w}")));
+                let (mut claims, mut completes, mut empty) = (histogram(), histogram(), 0);
+                while finish.pending() {
+                    let t = Instant::now();
+                    let claim = queue
+                        .claim(&me, CLAIM_WAIT)
+                        .await
+                        .unwrap_or_else(|e| panic!("claim: {e}"));
+                    let Some(claim) = claim else {
+                        empty += 1;
+                        continue;
+                    };
+                    record(&mut claims, t.elapsed());
+                    let t = Instant::now();
+                    queue
+                        .complete(&claim.task_id, claim.attempt, &me, None)
+                        .await
+                        .unwrap_or_else(|e| panic!("complete: {e}"));
+                    record(&mut completes, t.elapsed());
+                    finish.one();
+                }
+                (claims, completes, empty)
+            })
+        })
+        .collect();
+    finish.wait("vibehq").await;
+    let completed_in = started.elapsed();
+    let last = log
+        .stream_info(StreamKind::Tasks)
+        .await
+        .unwrap_or_else(|e| panic!("tasks stream info: {e}"))
+        .state
+        .last_sequence;
+    caught_up(&handle, last).await;
+    let elapsed = started.elapsed();
+    let cpu = Cpu::now().since(&cpu);
+    let (sent_now, received_now) = messages(&client);
+
+    let mut submit = histogram();
+    for submitter in submitters {
+        add(
+            &mut submit,
+            &submitter.await.unwrap_or_else(|e| panic!("submitter: {e}")),
+        );
+    }
+    let (mut take, mut finishes, mut empty) = (histogram(), histogram(), 0);
+    for claimer in claimers {
+        let (c, f, e) = claimer.await.unwrap_or_else(|e| panic!("worker: {e}"));
+        add(&mut take, &c);
+        add(&mut finishes, &f);
+        empty += e;
+    }
+    stop.cancel();
+    let _ = dispatcher.await;
+    let _ = projection.await;
+    Run {
+        rate: rate(tasks, elapsed),
+        completed_in,
+        projection_lag: elapsed - completed_in,
+        take,
+        finish: finishes,
+        submit,
+        empty,
+        cpu,
+        sent: sent_now - sent,
+        received: received_now - received,
+    }
+}
+
+/// Idle claimers: W claimers wait in `Queue::claim` while tasks arrive one at a time, well
+/// below capacity; measures submit-to-claim latency and what each task costs when claimers
+/// race for it.
+async fn trickle(workers: usize) -> Run {
+    let nats = NatsServer::start().await;
+    let client = nats.connect().await;
+    let log = EventLog::new(client.clone());
+    log.ensure_streams(1)
+        .await
+        .unwrap_or_else(|e| panic!("streams: {e}"));
+    let queue = Queue::new(log.clone(), vibehq_queue::Options::default())
+        .await
+        .unwrap_or_else(|e| panic!("queue: {e}"));
+    let stop = CancellationToken::new();
+    let dispatcher = tokio::spawn(vibehq_queue::dispatch::run(log.clone(), stop.clone()));
+    let by = Actor::new("bench", None);
+    let warm = Actor::new("bench", Some("warm-up".into()));
+    queue
+        .submit(&by, new_task())
+        .await
+        .unwrap_or_else(|e| panic!("warm-up submit: {e}"));
+    let claim = queue
+        .claim(&warm, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("warm-up claim: {e}"))
+        .unwrap_or_else(|| panic!("warm-up task never became claimable"));
+    queue
+        .complete(&claim.task_id, claim.attempt, &warm, None)
+        .await
+        .unwrap_or_else(|e| panic!("warm-up complete: {e}"));
+
+    let submitted_at: Arc<Vec<std::sync::OnceLock<Instant>>> = Arc::new(
+        (0..TRICKLE_TASKS)
+            .map(|_| std::sync::OnceLock::new())
+            .collect(),
+    );
+    let finish = Finish::new(TRICKLE_TASKS);
+    let claimers: Vec<_> = (0..workers)
+        .map(|w| {
+            let (queue, finish, submitted_at) =
+                (queue.clone(), finish.clone(), submitted_at.clone());
+            tokio::spawn(async move {
+                let me = Actor::new("bench", Some(format!("c{w}")));
+                let (mut latency, mut empty) = (histogram(), 0);
+                while finish.pending() {
+                    let claim = queue
+                        .claim(&me, CLAIM_WAIT)
+                        .await
+                        .unwrap_or_else(|e| panic!("claim: {e}"));
+                    let Some(claim) = claim else {
+                        empty += 1;
+                        continue;
+                    };
+                    // The task's index travels in its type.
+                    let at = claim
+                        .task_type
+                        .strip_prefix("trickle-")
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .and_then(|i| submitted_at.get(i))
+                        .and_then(|at| at.get())
+                        .unwrap_or_else(|| panic!("claimed a task this run did not submit"));
+                    record(&mut latency, at.elapsed());
+                    queue
+                        .complete(&claim.task_id, claim.attempt, &me, None)
+                        .await
+                        .unwrap_or_else(|e| panic!("complete: {e}"));
+                    finish.one();
+                }
+                (latency, empty)
+            })
+        })
+        .collect();
+    // Let the claimers settle into waiting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (sent, received) = messages(&client);
+    let cpu = Cpu::now();
+    let mut every = tokio::time::interval(TRICKLE_EVERY);
+    for (i, at) in submitted_at.iter().enumerate() {
+        every.tick().await;
+        let _ = at.set(Instant::now());
+        queue
+            .submit(
+                &by,
+                NewTask {
+                    task_type: format!("trickle-{i}"),
+                    ..new_task()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("submit: {e}"));
+    }
+    finish.wait("idle claimers").await;
+    let cpu = Cpu::now().since(&cpu);
+    let (sent_now, received_now) = messages(&client);
+    let (mut take, mut empty) = (histogram(), 0);
+    for claimer in claimers {
+        let (l, e) = claimer.await.unwrap_or_else(|e| panic!("worker: {e}"));
+        add(&mut take, &l);
+        empty += e;
+    }
+    stop.cancel();
+    let _ = dispatcher.await;
+    Run {
+        rate: 0.0,
+        completed_in: Duration::ZERO,
+        projection_lag: Duration::ZERO,
+        take,
+        finish: histogram(),
+        submit: histogram(),
+        empty,
+        cpu,
+        sent: sent_now - sent,
+        received: received_now - received,
+    }
+}
+
+fn report(workers: usize, tasks: usize, raw: &Run, batched: &Run, vibehq: &Run) {
+    let per_task = |count: u64| count as f64 / tasks as f64;
+    let slow = |h: &Histogram<u64>| {
+        100.0 * h.count_between(10_000, u64::MAX) as f64 / h.len().max(1) as f64
+    };
+    println!("— W = {workers}");
+    line("raw JetStream round trip", raw.rate, "tasks/s", None);
+    line(
+        &format!("raw JetStream round trip, {RAW_BATCH} per pull"),
+        batched.rate,
+        "tasks/s",
+        None,
+    );
+    line(
+        "vibehq submit→claim→complete→projected",
+        vibehq.rate,
+        "tasks/s",
+        Some(("raw round trip", raw.rate)),
+    );
+    println!(
+        "{:<44} {}",
+        "  vibehq claim latency",
+        percentiles(&vibehq.take)
+    );
+    println!(
+        "{:<44} {}",
+        "  vibehq complete latency",
+        percentiles(&vibehq.finish)
+    );
+    println!(
+        "{:<44} {}",
+        "  vibehq submit latency",
+        percentiles(&vibehq.submit)
+    );
+    println!("{:<44} {}", "  raw pull latency", percentiles(&raw.take));
+    println!(
+        "{:<44} {}",
+        "  raw ack + completion latency",
+        percentiles(&raw.finish)
+    );
+    println!(
+        "{:<44} {:.1}% of claims ≥ 10 ms, {} ≥ 1 s; {} empty claims; last completion at {:.2} s, projected {:.0} ms later",
+        "  vibehq claim stalls",
+        slow(&vibehq.take),
+        vibehq.take.count_between(1_000_000, u64::MAX),
+        vibehq.empty,
+        vibehq.completed_in.as_secs_f64(),
+        vibehq.projection_lag.as_secs_f64() * 1000.0,
+    );
+    println!(
+        "{:<44} vibehq {}; raw {}; raw {RAW_BATCH}/pull {}",
+        "  CPU per task",
+        vibehq.cpu.per(tasks),
+        raw.cpu.per(tasks),
+        batched.cpu.per(tasks)
+    );
+    println!(
+        "{:<44} vibehq {:.1} out + {:.1} in; raw {:.1} out + {:.1} in",
+        "  NATS messages per task (client)",
+        per_task(vibehq.sent),
+        per_task(vibehq.received),
+        per_task(raw.sent),
+        per_task(raw.received),
+    );
+}
+
+/// One operation's figures in the profile.
+#[derive(Debug)]
+struct Op {
+    latency: Histogram<u64>,
+    cpu: Cpu,
+    count: usize,
+}
+
+/// Runs `op` `count` times, one after the other, timing each and the CPU all of them cost.
+async fn measure(count: usize, mut op: impl AsyncFnMut(usize)) -> Op {
+    let mut latency = histogram();
+    let cpu = Cpu::now();
+    for i in 0..count {
+        let t = Instant::now();
+        op(i).await;
+        record(&mut latency, t.elapsed());
+    }
+    Op {
+        latency,
+        cpu: Cpu::now().since(&cpu),
+        count,
+    }
+}
+
+/// Times the NATS operations that `Queue::claim` and `Queue::complete` are made of (read off
+/// services/queue/src/queue.rs and aggregate.rs), and the calls themselves: `samples` calls of
+/// each, one at a time, on an idle server with `samples` tasks pending and `filler` other task
+/// events already in the tasks stream.
+///
+/// `Queue` keeps the tasks it has loaded (`known`) and reads only newer events on the next
+/// load, so the folds are timed on a second `Queue` (`probe`) whose cache goes through the
+/// same states as the claiming queue's: empty before the claim, at the submission before the
+/// completion.
+async fn profile(samples: usize, filler: usize) -> Vec<(&'static str, Op)> {
+    let nats = NatsServer::start().await;
+    let client = nats.connect().await;
+    let log = EventLog::new(client.clone());
+    log.ensure_streams(1)
+        .await
+        .unwrap_or_else(|e| panic!("streams: {e}"));
+    for (i, start) in (0..filler).step_by(10_000).enumerate() {
+        let events: Vec<Envelope> =
+            fixtures::task_workload((filler - start).min(10_000), &format!("filler{i}"))
+                .into_iter()
+                .filter(|e| e.kind() != EventKind::TaskSubmitted)
+                .collect();
+        log.append_all(&events)
+            .await
+            .unwrap_or_else(|e| panic!("filler: {e}"));
+    }
+    let queue = Queue::new(log.clone(), vibehq_queue::Options::default())
+        .await
+        .unwrap_or_else(|e| panic!("queue: {e}"));
+    let probe = Queue::new(log.clone(), vibehq_queue::Options::default())
+        .await
+        .unwrap_or_else(|e| panic!("queue: {e}"));
+    let js = log.jetstream().clone();
+    let tasks_stream = js
+        .get_stream(StreamKind::Tasks.name())
+        .await
+        .unwrap_or_else(|e| panic!("tasks stream: {e}"));
+    let mut work_stream = js
+        .get_stream(work::STREAM)
+        .await
+        .unwrap_or_else(|e| panic!("work stream: {e}"));
+    let mut ops = Vec::new();
+
+    // Submit the backlog, let the dispatcher carry it into the work stream, then stop it so
+    // it does not take part in what follows.
+    let stop = CancellationToken::new();
+    let dispatcher = tokio::spawn(vibehq_queue::dispatch::run(log.clone(), stop.clone()));
+    let by = Actor::new("bench", None);
+    let mut submitted = Vec::with_capacity(samples);
+    let op = measure(samples, async |_| {
+        let s = queue
+            .submit(&by, new_task())
+            .await
+            .unwrap_or_else(|e| panic!("submit: {e}"));
+        submitted.push((Subject::Task(s.task_id.clone()).to_string(), s));
+    })
+    .await;
+    ops.push(("submit: append, expect new (1)", op));
+    let deadline = Instant::now() + TIMEOUT;
+    while work_stream
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("work stream info: {e}"))
+        .state
+        .messages
+        < samples as u64
+    {
+        assert!(Instant::now() < deadline, "dispatcher did not keep up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let _ = dispatcher.await;
+
+    // What a claim is made of, on pending tasks.
+    let watch = measure(samples, async |_| {
+        let mut subscriptions = Vec::new();
+        for subject in [
+            "vibehq.work.*.c.bench.c0",
+            "vibehq.work.*.w.bench",
+            "vibehq.work.*.any",
+        ] {
+            subscriptions.push(
+                client
+                    .subscribe(subject)
+                    .await
+                    .unwrap_or_else(|e| panic!("subscribe: {e}")),
+            );
+        }
+    })
+    .await;
+    let candidates = measure(samples, async |_| {
+        let mut pending = work_stream
+            .info_with_subjects("vibehq.work.>")
+            .await
+            .unwrap_or_else(|e| panic!("stream info: {e}"));
+        while let Some(entry) = pending.next().await {
+            entry.unwrap_or_else(|e| panic!("stream info: {e}"));
+        }
+    })
+    .await;
+    let fetch = fetch_and_ack(&js, samples).await;
+    let fold_pending = measure(samples, async |i| {
+        probe
+            .load(&submitted[i].1.task_id)
+            .await
+            .unwrap_or_else(|e| panic!("load: {e}"));
+    })
+    .await;
+
+    // The calls themselves, draining the backlog one task at a time.
+    let me = Actor::new("bench", Some("c0".into()));
+    let mut claims = Vec::with_capacity(samples);
+    let claim = measure(samples, async |_| {
+        claims.push(
+            queue
+                .claim(&me, Duration::ZERO)
+                .await
+                .unwrap_or_else(|e| panic!("claim: {e}"))
+                .unwrap_or_else(|| panic!("the backlog ran out")),
+        );
+    })
+    .await;
+    ops.push(("claim (5 + 4 SUB/UNSUB)", claim));
+    ops.push(("  watch: 3 SUB + 3 UNSUB, wildcards (0)", watch));
+    ops.push(("  candidates: work stream info + subjects (1)", candidates));
+    ops.push(("  fetch 1 (no wait, 10 ms expiry) + ack (1)", fetch));
+    ops.push(("  fold, not cached: last + next from 1 (2)", fold_pending));
+    // The probe's cache holds each task as submitted, as the claiming queue's does: what
+    // `complete` reads, then what it would read had the claim remembered its own append.
+    let mut assigned_at = Vec::with_capacity(samples);
+    let fold_cached = measure(samples, async |i| {
+        let task = probe
+            .load(&claims[i].task_id)
+            .await
+            .unwrap_or_else(|e| panic!("load: {e}"))
+            .unwrap_or_else(|| panic!("claimed task vanished"));
+        assigned_at.push(task.version);
+    })
+    .await;
+    let fold_current = measure(samples, async |i| {
+        probe
+            .load(&claims[i].task_id)
+            .await
+            .unwrap_or_else(|e| panic!("load: {e}"));
+    })
+    .await;
+    // Half the completions as the claim leaves the queue's cache (at the submission), half
+    // with the cache brought up to the task's last event first, untimed: what `complete`
+    // would cost if the claim remembered the event it appended.
+    let half = samples / 2;
+    let mut completed_at = Vec::with_capacity(samples);
+    let complete = measure(half, async |i| {
+        completed_at.push(
+            queue
+                .complete(&claims[i].task_id, claims[i].attempt, &me, None)
+                .await
+                .unwrap_or_else(|e| panic!("complete: {e}")),
+        );
+    })
+    .await;
+    for claimed in &claims[half..] {
+        queue
+            .load(&claimed.task_id)
+            .await
+            .unwrap_or_else(|e| panic!("load: {e}"));
+    }
+    let complete_current = measure(samples - half, async |i| {
+        let claimed = &claims[half + i];
+        completed_at.push(
+            queue
+                .complete(&claimed.task_id, claimed.attempt, &me, None)
+                .await
+                .unwrap_or_else(|e| panic!("complete: {e}")),
+        );
+    })
+    .await;
+    // An append expecting a version, as claim and complete make (a refusal, harmless here).
+    let append = measure(samples, async |i| {
+        let refused = Envelope::new(
+            "bench",
+            task::ResultRefused {
+                task_id: claims[i].task_id.clone(),
+                attempt: claims[i].attempt,
+                outcome: "completed".into(),
+                reason: "profile".into(),
+            },
+        );
+        log.append(&refused, Expect::Version(completed_at[i]))
+            .await
+            .unwrap_or_else(|e| panic!("append: {e}"));
+    })
+    .await;
+    ops.push(("  append, expect version (1)", append));
+    ops.push(("complete (3 + ack)", complete));
+    ops.push(("  fold, cached at submit: last + next (2)", fold_cached));
+    ops.push(("  fold, cached at the last event: last (1)", fold_current));
+    ops.push((
+        "complete, cache at the last event (2 + ack)",
+        complete_current,
+    ));
+
+    // Direct gets, on tasks with 4 events now.
+    let op = measure(samples, async |i| {
+        tasks_stream
+            .direct_get_last_for_subject(submitted[i].0.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("direct get: {e}"));
+    })
+    .await;
+    ops.push(("direct get: last for subject (1)", op));
+    let op = measure(samples, async |i| {
+        tasks_stream
+            .direct_get_next_for_subject(submitted[i].0.as_str(), Some(1))
+            .await
+            .unwrap_or_else(|e| panic!("direct get: {e}"));
+    })
+    .await;
+    ops.push(("direct get: next for subject from 1 (1)", op));
+    let op = measure(samples, async |i| {
+        tasks_stream
+            .direct_get_next_for_subject(submitted[i].0.as_str(), Some(submitted[i].1.sequence + 1))
+            .await
+            .unwrap_or_else(|e| panic!("direct get: {e}"));
+    })
+    .await;
+    ops.push(("direct get: next for subject from submit + 1 (1)", op));
+    let op = measure(samples, async |i| {
+        tasks_stream
+            .direct_get(assigned_at[i])
+            .await
+            .unwrap_or_else(|e| panic!("direct get: {e}"));
+    })
+    .await;
+    ops.push(("direct get: by sequence (1)", op));
+    ops
+}
+
+/// A no-wait fetch of one message with a 10 ms expiry and its ack, as `Queue::claim_from`
+/// does, on a scratch work-queue stream with a backlog of `samples`.
+async fn fetch_and_ack(js: &jetstream::Context, samples: usize) -> Op {
+    let scratch = js
+        .create_stream(stream::Config {
+            name: "BENCH_FETCH".into(),
+            subjects: vec!["bench.fetch.>".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("scratch stream: {e}"));
+    let mut acks = VecDeque::new();
+    for i in 0..samples {
+        let message = PublishMessage::build().payload(format!("{i}").into());
+        let ack = js
+            .send_publish("bench.fetch.any", message)
+            .await
+            .unwrap_or_else(|e| panic!("scratch publish: {e}"));
+        acks.push_back(ack);
+    }
+    for ack in acks {
+        ack.await.unwrap_or_else(|e| panic!("scratch ack: {e}"));
+    }
+    let consumer: consumer::PullConsumer = scratch
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("fetch".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("scratch consumer: {e}"));
+    let op = measure(samples, async |_| {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_millis(10))
+            .messages()
+            .await
+            .unwrap_or_else(|e| panic!("fetch: {e}"));
+        while let Some(message) = batch.next().await {
+            message
+                .unwrap_or_else(|e| panic!("fetch: {e}"))
+                .ack()
+                .await
+                .unwrap_or_else(|e| panic!("ack: {e}"));
+        }
+    })
+    .await;
+    let _ = js.delete_stream("BENCH_FETCH").await;
+    op
+}
