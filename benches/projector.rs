@@ -17,11 +17,7 @@ use vibehq_test_support::{NatsServer, fixtures};
 const CHUNK: usize = 10_000;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
-    runtime.block_on(run());
+    vibehq_benches::block_on(run());
 }
 
 async fn run() {

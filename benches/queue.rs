@@ -56,11 +56,7 @@ const PROFILE_SAMPLES: usize = 2_000;
 const TIMEOUT: Duration = Duration::from_secs(600);
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
-    runtime.block_on(run());
+    vibehq_benches::block_on(run());
 }
 
 async fn run() {

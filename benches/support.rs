@@ -149,3 +149,12 @@ impl ProcStat {
         })
     }
 }
+
+/// Runs a benchmark's body on a multi-threaded runtime (the benches' `main`).
+pub fn block_on<F: std::future::Future>(body: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+        .block_on(body)
+}

@@ -57,19 +57,11 @@ async fn up_without_a_nats_url_runs_its_own_nats_and_serves_health() {
 #[tokio::test]
 async fn a_missing_nats_server_binary_is_explained() {
     let dir = tempfile::tempdir().expect("dir");
-    let output = vibehq()
-        .args([
-            "up",
-            "--nats-server-bin",
-            "/nonexistent/nats-server",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .await
-        .expect("run");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(
+        &["up", "--nats-server-bin", "/nonexistent/nats-server"],
+        dir.path(),
+    )
+    .await;
     assert!(
         stderr.contains("apt-get install -y nats-server"),
         "{stderr}"
@@ -285,24 +277,33 @@ async fn api_tokens_guard_every_route_but_health() {
 #[tokio::test]
 async fn serving_beyond_loopback_without_tokens_is_refused() {
     let dir = tempfile::tempdir().expect("dir");
-    let output = vibehq()
-        .args([
+    let stderr = refused(
+        &[
             "up",
             "--http-addr",
             "0.0.0.0:0",
             "--embedded-nats-port",
             "0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .await
-        .expect("run");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+        ],
+        dir.path(),
+    )
+    .await;
     assert!(stderr.contains("VIBEHQ_API_TOKENS"), "{stderr}");
     assert!(
         !dir.path().join("nats.url").exists(),
         "the embedded server was stopped"
     );
+}
+
+/// Runs `vibehq ARGS --data-dir DIR`, expects it to fail, and returns what it printed on stderr.
+async fn refused(args: &[&str], data_dir: &std::path::Path) -> String {
+    let output = vibehq()
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .await
+        .expect("run");
+    assert!(!output.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
