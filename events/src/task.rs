@@ -53,6 +53,10 @@ pub struct Assigned {
     /// the lease; `+WPI` on it extends the lease; any process may do either.
     #[serde(default)]
     pub lease: Option<String>,
+    /// The work message's sequence in the work stream: a redelivery of *this* message means the
+    /// lease expired; any other work message for the task is a duplicate.
+    #[serde(default)]
+    pub work_sequence: Option<u64>,
 }
 
 /// The claimer began running the task.

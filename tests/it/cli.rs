@@ -88,6 +88,7 @@ async fn audit_prints_a_tasks_history_from_the_stream() {
                 attempt,
                 lease_ms: 1000,
                 lease: None,
+                work_sequence: None,
             },
         )
         .in_container("c1")

@@ -363,6 +363,7 @@ async fn an_append_expecting_a_stale_version_is_refused() {
                 attempt: 1,
                 lease_ms: 1000,
                 lease: None,
+                work_sequence: None,
             },
         )
     };

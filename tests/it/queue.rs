@@ -629,3 +629,49 @@ async fn bad_task_input_gets_a_4xx_json_error_naming_the_field() {
         (422, Some("error"))
     );
 }
+
+#[tokio::test]
+async fn a_duplicate_work_message_never_takes_a_task_from_its_holder() {
+    let mut h = Harness::start(Options::default()).await;
+    let id = h.submit_all(vec![task(4)]).await.remove(0);
+    let a = container("factory", "a");
+    let claim = h
+        .queue
+        .claim(&a, Duration::ZERO)
+        .await
+        .expect("claim")
+        .expect("task");
+
+    // The dispatcher carried the submission twice (a redelivery after its dedupe window).
+    let duplicate = vibehq_events::work::WorkItem {
+        task_id: id.clone(),
+        submitted_sequence: 1,
+    };
+    let subject = vibehq_events::work::subject(4, &vibehq_events::work::Target::Any);
+    h.log
+        .jetstream()
+        .publish(
+            subject,
+            serde_json::to_vec(&duplicate).expect("json").into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    let b = container("factory", "b");
+    assert!(
+        h.queue
+            .claim(&b, Duration::ZERO)
+            .await
+            .expect("claim")
+            .is_none(),
+        "the duplicate is dropped"
+    );
+    h.queue
+        .complete(&id, claim.attempt, &a, None)
+        .await
+        .expect("the holder still completes");
+    let task = h.queue.load(&id).await.expect("load").expect("task");
+    assert_eq!((task.state.as_str(), task.attempt), ("completed", 1));
+}

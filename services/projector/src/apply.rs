@@ -73,7 +73,8 @@ pub fn apply_record(
         Ok(event) if !careful => {
             return match apply(tx, record.sequence, &event) {
                 Ok(()) => Ok(Outcome::Applied),
-                Err(_) => Err(Refused::RetryCarefully),
+                Err(e) if about_this_event(&e) => Err(Refused::RetryCarefully),
+                Err(e) => Err(Refused::Sqlite(e)),
             };
         }
         Ok(event) => {
@@ -84,7 +85,11 @@ pub fn apply_record(
                     return Ok(Outcome::Applied);
                 }
                 // Dropping the savepoint rolls the event's partial changes back.
-                Err(e) => format!("{} could not be applied: {e}", event.kind()),
+                Err(e) if about_this_event(&e) => {
+                    format!("{} could not be applied: {e}", event.kind())
+                }
+                // Busy, I/O, out of memory: not the event's fault; stop rather than skip it.
+                Err(e) => return Err(Refused::Sqlite(e)),
             }
         }
     };
@@ -107,6 +112,19 @@ pub fn apply_record(
         record.published.unix_timestamp(),
     ])?;
     Ok(Outcome::Rejected)
+}
+
+/// Whether SQLite refused this particular event's data (a constraint, a type, a size), as
+/// opposed to failing for everyone (busy, I/O, memory).
+fn about_this_event(error: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
+    match error {
+        rusqlite::Error::SqliteFailure(e, _) => {
+            matches!(e.code, ConstraintViolation | TypeMismatch | TooBig)
+        }
+        rusqlite::Error::ToSqlConversionFailure(_) => true,
+        _ => false,
+    }
 }
 
 fn json(value: &Value) -> String {

@@ -255,7 +255,15 @@ impl Follow {
                         break;
                     }
                 };
-                let record = Recorded::from_message(self.stream, &message)?;
+                let record = match Recorded::from_message(self.stream, &message) {
+                    Ok(record) => record,
+                    Err(error) => {
+                        // Hand over what was gathered, then resume right after it.
+                        tracing::warn!(%error, "unreadable delivery; resuming from the checkpoint");
+                        resync = true;
+                        break;
+                    }
+                };
                 if record.sequence <= self.last {
                     continue; // a redelivery of something already handed over
                 }

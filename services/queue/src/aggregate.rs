@@ -22,6 +22,8 @@ pub struct Task {
     pub attempt: u32,
     /// The work message's ack subject while a claim holds the task.
     pub lease: Option<String>,
+    /// The work-stream sequence of the message the current claim holds.
+    pub work_sequence: Option<u64>,
     /// `worker:container` of the claim holding (or last holding) the task.
     pub assigned_to: Option<String>,
     /// The last error or requeue reason.
@@ -77,6 +79,7 @@ pub(crate) fn fold(task: &mut Option<Task>, event: &Envelope, sequence: u64) {
                 state: TaskState::Pending,
                 attempt: 0,
                 lease: None,
+                work_sequence: None,
                 assigned_to: None,
                 error: None,
                 version: sequence,
@@ -91,6 +94,7 @@ pub(crate) fn fold(task: &mut Option<Task>, event: &Envelope, sequence: u64) {
             task.state = TaskState::Assigned;
             task.attempt = p.attempt;
             task.lease = p.lease.clone();
+            task.work_sequence = p.work_sequence;
             task.assigned_to = Some(match &event.container_name {
                 Some(c) => format!("{}:{c}", event.worker_name),
                 None => event.worker_name.clone(),

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
-use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::message::{AckKind, PublishMessage};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use vibehq_events::work::{self, Target, WorkItem};
@@ -55,7 +55,7 @@ pub async fn run(log: EventLog, shutdown: CancellationToken) -> Result<(), Error
             chunk = messages.next() => chunk,
         };
         let Some(chunk) = chunk else { return Ok(()) };
-        let mut publishes = Vec::new();
+        let mut work = Vec::new();
         let mut done = Vec::with_capacity(chunk.len());
         for message in chunk {
             let message = match message {
@@ -70,36 +70,73 @@ pub async fn run(log: EventLog, shutdown: CancellationToken) -> Result<(), Error
                 .as_ref()
                 .and_then(|h| h.get(KIND_HEADER))
                 .is_some_and(|k| k.as_str() == EventKind::TaskSubmitted.as_str());
-            if submitted
-                && let Ok(event) = vibehq_events::Envelope::decode(&message.payload)
-                && let Payload::TaskSubmitted(task) = &event.payload
-            {
-                let info = message
-                    .info()
-                    .map_err(|e| Error::nats("read message metadata", e))?;
-                let item = WorkItem {
-                    task_id: task.task_id.clone(),
-                    submitted_sequence: info.stream_sequence,
-                };
-                let target =
-                    Target::of(task.worker_name.as_deref(), task.container_name.as_deref());
-                let subject = work::subject(work::band(task.priority), &target);
-                let publish = PublishMessage::build()
-                    .payload(serde_json::to_vec(&item).unwrap_or_default().into())
-                    .message_id(work::message_id(&event.id));
-                let ack = js
-                    .send_publish(subject, publish)
-                    .await
-                    .map_err(|e| Error::nats("publish work", e))?;
-                publishes.push(ack);
+            if submitted {
+                match carried(&message) {
+                    Some(item) => work.push(item),
+                    None => {
+                        // Perhaps written by a newer vibehq: leave it for a dispatcher that
+                        // can read it rather than lose the task's work.
+                        tracing::error!(subject = %message.subject, "cannot read a task.submitted; leaving it for another dispatcher");
+                        let _ = message
+                            .ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
+                            .await;
+                        continue;
+                    }
+                }
             }
             done.push(message);
         }
-        for ack in publishes {
-            ack.await.map_err(|e| Error::nats("publish work", e))?;
+        // Publishing again is safe (the message ids deduplicate), so retry until it works.
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = publish(&js, &work).await {
+            tracing::warn!(%error, retry_in = ?backoff, "cannot publish work; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
         for message in done {
             let _ = message.ack().await;
         }
     }
+}
+
+/// The work a `task.submitted` message carries: subject, payload and message id.
+fn carried(message: &async_nats::jetstream::Message) -> Option<(String, bytes::Bytes, String)> {
+    let event = vibehq_events::Envelope::decode(&message.payload).ok()?;
+    let Payload::TaskSubmitted(task) = &event.payload else {
+        return None;
+    };
+    let info = message.info().ok()?;
+    let item = WorkItem {
+        task_id: task.task_id.clone(),
+        submitted_sequence: info.stream_sequence,
+    };
+    let target = Target::of(task.worker_name.as_deref(), task.container_name.as_deref());
+    let subject = work::subject(work::band(task.priority), &target);
+    let payload = serde_json::to_vec(&item).ok()?.into();
+    Some((subject, payload, work::message_id(&event.id)))
+}
+
+/// Publishes `work` pipelined and waits for every acknowledgement.
+async fn publish(
+    js: &async_nats::jetstream::Context,
+    work: &[(String, bytes::Bytes, String)],
+) -> Result<(), Error> {
+    let mut acks = Vec::with_capacity(work.len());
+    for (subject, payload, id) in work {
+        let publish = PublishMessage::build()
+            .payload(payload.clone())
+            .message_id(id);
+        let ack = js
+            .send_publish(subject.clone(), publish)
+            .await
+            .map_err(|e| Error::nats("publish work", e))?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.map_err(|e| Error::nats("publish work", e))?;
+    }
+    Ok(())
 }

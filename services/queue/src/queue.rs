@@ -412,8 +412,19 @@ impl Queue {
             return Ok(None);
         };
         let lease = message.reply.as_ref().map(|r| r.to_string());
+        let work_sequence = message.info().ok().map(|i| i.stream_sequence);
         for _ in 0..3 {
-            let Some(mut current) = self.load(&item.task_id).await? else {
+            let current = match self.load(&item.task_id).await {
+                Ok(current) => current,
+                Err(error @ Error::Corrupt { .. }) => {
+                    // Redelivering would only hand the same poison to the next claimer.
+                    tracing::error!(%error, task_id = %item.task_id, "dropping work for an unreadable task");
+                    let _ = message.ack_with(AckKind::Term).await;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(mut current) = current else {
                 let _ = message.ack_with(AckKind::Term).await;
                 return Ok(None);
             };
@@ -421,8 +432,17 @@ impl Queue {
                 let _ = message.ack().await;
                 return Ok(None);
             }
+            let same_message =
+                current.work_sequence.is_none() || current.work_sequence == work_sequence;
+            if current.state.is_held() && !same_message {
+                // Another work message for a task that a live claim holds: a duplicate carried
+                // by the dispatcher after its dedupe window. Drop it; the holder keeps the task.
+                tracing::warn!(task_id = %item.task_id, ?work_sequence, "dropping duplicate work");
+                let _ = message.ack().await;
+                return Ok(None);
+            }
             if current.state.is_held() {
-                // Delivered again while held: the holder's lease expired.
+                // The held message itself was delivered again: the holder's lease expired.
                 let lost = self
                     .append(
                         &current,
@@ -472,6 +492,7 @@ impl Queue {
                 attempt,
                 lease_ms: self.inner.options.lease.as_millis() as u64,
                 lease: lease.clone(),
+                work_sequence,
             });
             match self.append(&current, TaskEvent::Assign, assigned).await {
                 Ok(sequence) => {
@@ -595,12 +616,20 @@ impl Queue {
 
     /// Marks a held task as running.
     pub async fn start(&self, task_id: &str, attempt: u32, claimer: &Actor) -> Result<u64, Error> {
-        let task = self.holding(task_id, attempt, claimer, "").await?;
-        let started = claimer.envelope(task::Started {
-            task_id: task_id.to_owned(),
-            attempt,
-        });
-        self.append(&task, TaskEvent::Start, started).await
+        // Each result below re-reads and retries while the claim still holds the task, if the
+        // version moved between read and append (e.g. a stale claimer's refusal was recorded).
+        for _ in 0..HOLDER_RETRIES {
+            let task = self.holding(task_id, attempt, claimer, "").await?;
+            let started = claimer.envelope(task::Started {
+                task_id: task_id.to_owned(),
+                attempt,
+            });
+            match self.append(&task, TaskEvent::Start, started).await {
+                Err(Error::Conflict { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(kept_changing(task_id))
     }
 
     /// Extends the lease of a held task by another lease period.
@@ -622,15 +651,23 @@ impl Queue {
         claimer: &Actor,
         output: Option<String>,
     ) -> Result<u64, Error> {
-        let task = self.holding(task_id, attempt, claimer, "completed").await?;
-        let completed = claimer.envelope(task::Completed {
-            task_id: task_id.to_owned(),
-            attempt,
-            output,
-        });
-        let sequence = self.append(&task, TaskEvent::Complete, completed).await?;
-        self.signal(task.lease.as_deref(), AckKind::Ack).await?;
-        Ok(sequence)
+        for _ in 0..HOLDER_RETRIES {
+            let task = self.holding(task_id, attempt, claimer, "completed").await?;
+            let completed = claimer.envelope(task::Completed {
+                task_id: task_id.to_owned(),
+                attempt,
+                output: output.clone(),
+            });
+            match self.append(&task, TaskEvent::Complete, completed).await {
+                Ok(sequence) => {
+                    self.signal(task.lease.as_deref(), AckKind::Ack).await?;
+                    return Ok(sequence);
+                }
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(kept_changing(task_id))
     }
 
     /// Reports a failed attempt: retried after a backoff while attempts remain (and `retry`
@@ -643,7 +680,25 @@ impl Queue {
         error: String,
         retry: bool,
     ) -> Result<FailOutcome, Error> {
-        let task = self.holding(task_id, attempt, claimer, "failed").await?;
+        for _ in 0..HOLDER_RETRIES {
+            let task = self.holding(task_id, attempt, claimer, "failed").await?;
+            match self.fail_held(&task, attempt, claimer, &error, retry).await {
+                Err(Error::Conflict { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(kept_changing(task_id))
+    }
+
+    async fn fail_held(
+        &self,
+        task: &Task,
+        attempt: u32,
+        claimer: &Actor,
+        error: &str,
+        retry: bool,
+    ) -> Result<FailOutcome, Error> {
+        let task_id = task.submitted.task_id.clone();
         if retry && attempt < task.submitted.max_attempts {
             let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
             let backoff = self
@@ -653,12 +708,12 @@ impl Queue {
                 .saturating_mul(factor)
                 .min(self.inner.options.max_backoff);
             let requeued = claimer.envelope(task::Requeued {
-                task_id: task_id.to_owned(),
+                task_id,
                 attempt,
-                reason: error,
+                reason: error.to_owned(),
                 backoff_ms: backoff.as_millis() as u64,
             });
-            let sequence = self.append(&task, TaskEvent::Requeue, requeued).await?;
+            let sequence = self.append(task, TaskEvent::Requeue, requeued).await?;
             self.signal(task.lease.as_deref(), AckKind::Nak(Some(backoff)))
                 .await?;
             Ok(FailOutcome {
@@ -668,11 +723,11 @@ impl Queue {
             })
         } else {
             let failed = claimer.envelope(task::Failed {
-                task_id: task_id.to_owned(),
+                task_id,
                 attempt,
-                error,
+                error: error.to_owned(),
             });
-            let sequence = self.append(&task, TaskEvent::Fail, failed).await?;
+            let sequence = self.append(task, TaskEvent::Fail, failed).await?;
             self.signal(task.lease.as_deref(), AckKind::Term).await?;
             Ok(FailOutcome {
                 retried: false,
@@ -745,6 +800,9 @@ impl Queue {
 /// is always answered at its expiry. Fetches within a process also take turns ([`Puller`]).
 const FETCH_EXPIRES: Duration = Duration::from_millis(10);
 
+/// How many times a result re-reads the task after a concurrent event moved its version.
+const HOLDER_RETRIES: usize = 3;
+
 /// How many times a claim re-reads the candidates after losing every race for them.
 const CLAIM_ROUNDS: usize = 3;
 
@@ -775,6 +833,13 @@ impl Puller {
             messages.push(message.map_err(|e| Error::nats("fetch work", e))?);
         }
         Ok(messages)
+    }
+}
+
+fn kept_changing(task_id: &str) -> Error {
+    Error::Conflict {
+        task_id: task_id.to_owned(),
+        reason: "the task kept changing while the result was recorded; report it again".into(),
     }
 }
 

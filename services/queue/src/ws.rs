@@ -465,6 +465,7 @@ mod tests {
                     attempt: 1,
                     lease_ms: 1,
                     lease: None,
+                    work_sequence: None,
                 }
                 .into(),
                 Some(TaskState::Assigned),

@@ -30,6 +30,10 @@ use vibehq_queue::{Actor, Claim, Error as QueueError, Queue};
 /// Most bytes of a task's stdout kept as its output (and of stderr as its error).
 pub const MAX_OUTPUT: usize = 64 * 1024;
 
+/// First and longest wait before a slot tries the queue again after a failure.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// An allowed command: the executable a task's command name maps to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,13 +101,28 @@ impl Worker {
             let span = tracing::info_span!("slot", slot);
             slots.spawn(
                 async move {
+                    let mut backoff = RETRY_MIN;
                     while !stop.is_cancelled() {
-                        let claim = tokio::select! {
+                        let claimed = tokio::select! {
                             _ = stop.cancelled() => break,
-                            claim = queue.claim(&me, Duration::from_secs(5)) => claim?,
+                            claim = queue.claim(&me, Duration::from_secs(5)) => claim,
                         };
-                        if let Some(claim) = claim {
-                            run_task(&queue, &options, &me, claim, &hand_back).await?;
+                        let outcome = match claimed {
+                            Ok(Some(claim)) => run_task(&queue, &options, &me, claim, &hand_back).await,
+                            Ok(None) => Ok(()),
+                            Err(e) => Err(e.into()),
+                        };
+                        match outcome {
+                            Ok(()) => backoff = RETRY_MIN,
+                            Err(error) => {
+                                // A passing NATS failure must not retire the slot for good.
+                                tracing::warn!(%error, retry_in = ?backoff, "queue unavailable; retrying");
+                                tokio::select! {
+                                    _ = stop.cancelled() => break,
+                                    _ = tokio::time::sleep(backoff) => {}
+                                }
+                                backoff = (backoff * 2).min(RETRY_MAX);
+                            }
                         }
                     }
                     Ok::<_, Error>(())

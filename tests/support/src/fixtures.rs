@@ -31,6 +31,7 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
             attempt: 1,
             lease_ms: 30_000,
             lease: None,
+            work_sequence: None,
         }
         .into()),
         e(task::ResultRefused {
@@ -234,6 +235,7 @@ pub fn task_workload(n: usize, tag: &str) -> Vec<Envelope> {
                 attempt: 1,
                 lease_ms: 30_000,
                 lease: None,
+                work_sequence: None,
             }
             .into(),
             task::Started {
