@@ -324,3 +324,29 @@ async fn ten_thousand_tasks_with_workers_killed_at_random_complete_exactly_once(
     let twice: Vec<_> = completed.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "completed more than once: {twice:?}");
 }
+
+#[tokio::test]
+async fn a_program_that_leaves_a_process_behind_does_not_hang_its_worker() {
+    let setup = Setup::start().await;
+    let leaves = script(
+        setup.nats.scratch(),
+        "leaves.sh",
+        "sleep 60 &\necho started it",
+    );
+    let task = setup
+        .submit("leaves", serde_json::json!({"big": "x".repeat(200_000)}))
+        .await;
+    let mut events = setup.watch(&task).await;
+    let mut worker = setup.worker("c1", &[format!("leaves={leaves}")], 30);
+    let done = setup
+        .until(
+            &mut events,
+            &[EventKind::TaskCompleted, EventKind::TaskFailed],
+        )
+        .await;
+    let Payload::TaskCompleted(completed) = done.payload else {
+        panic!("{done:?}")
+    };
+    assert_eq!(completed.output.as_deref(), Some("started it"));
+    worker.start_kill().expect("stop");
+}

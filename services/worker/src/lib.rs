@@ -6,7 +6,7 @@
 //! command is not allowed fails for good with that reason.
 //!
 //! For each task it claims, the worker starts the executable with the task's parameters as JSON
-//! on stdin and as `VIBEHQ_PARAM_<NAME>` environment variables, logs its output as it comes,
+//! on stdin and (up to 32 KiB each) as `VIBEHQ_PARAM_<NAME>` environment variables, logs its output as it comes,
 //! heartbeats to keep the lease, kills it at the task's timeout, and reports the result of its
 //! attempt. A heartbeat refused with 409 means the lease moved on: the worker kills the process
 //! and drops the task. On shutdown it stops claiming, lets running tasks finish for a grace
@@ -29,6 +29,14 @@ use vibehq_queue::{Actor, Claim, Error as QueueError, Queue};
 
 /// Most bytes of a task's stdout kept as its output (and of stderr as its error).
 pub const MAX_OUTPUT: usize = 64 * 1024;
+
+/// Largest parameter (and whole parameter JSON) also passed in the environment; all of them
+/// always arrive on stdin.
+const ENV_LIMIT: usize = 32 * 1024;
+
+/// How long output is still read after the program exits (anything it left behind may hold the
+/// pipes open) before its process group is killed.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// First and longest wait before a slot tries the queue again after a failure.
 const RETRY_MIN: Duration = Duration::from_millis(200);
@@ -273,14 +281,17 @@ async fn execute(
         .env("VIBEHQ_TASK_ID", &claim.task_id)
         .env("VIBEHQ_TASK_TYPE", &claim.task_type)
         .env("VIBEHQ_ATTEMPT", claim.attempt.to_string())
-        .env(
-            "VIBEHQ_PARAMETERS",
-            serde_json::Value::Object(parameters.clone()).to_string(),
-        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a kill reaches whatever it started too.
+        .process_group(0)
         .kill_on_drop(true);
+    // Linux caps one environment string at 128 KiB: large parameters travel on stdin only.
+    let json = serde_json::Value::Object(parameters.clone()).to_string();
+    if json.len() <= ENV_LIMIT {
+        process.env("VIBEHQ_PARAMETERS", &json);
+    }
     for (name, value) in &parameters {
         let key: String = name
             .chars()
@@ -296,16 +307,22 @@ async fn execute(
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        process.env(format!("VIBEHQ_PARAM_{key}"), value);
+        if value.len() <= ENV_LIMIT {
+            process.env(format!("VIBEHQ_PARAM_{key}"), value);
+        }
     }
     let mut child = process.spawn()?;
+    // The group's id is the child's pid; keep it, since the pid is gone once the child is reaped.
+    let group = child.id().and_then(|p| i32::try_from(p).ok());
+    let mut stdout = tokio::spawn(collect(child.stdout.take(), "stdout"));
+    let mut stderr = tokio::spawn(collect(child.stderr.take(), "stderr"));
     if let Some(mut stdin) = child.stdin.take() {
-        let json = serde_json::Value::Object(parameters).to_string();
-        // A program that does not read stdin closes it; that is not an error.
-        let _ = stdin.write_all(json.as_bytes()).await;
+        // In its own task: a program that never reads stdin must not stop the timeout and the
+        // heartbeats. One that exits without reading closes it; that is not an error.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(json.as_bytes()).await;
+        });
     }
-    let stdout = tokio::spawn(collect(child.stdout.take(), "stdout"));
-    let stderr = tokio::spawn(collect(child.stderr.take(), "stderr"));
     let mut beat = tokio::time::interval(Duration::from_millis((claim.lease_ms / 3).max(100)));
     beat.tick().await;
     let deadline = tokio::time::sleep(timeout);
@@ -314,18 +331,18 @@ async fn execute(
         tokio::select! {
             status = child.wait() => break status?,
             _ = &mut deadline => {
-                let _ = child.kill().await;
+                kill(&mut child, group).await;
                 return Ok(Outcome::TimedOut(timeout));
             }
             _ = hand_back.cancelled() => {
-                let _ = child.kill().await;
+                kill(&mut child, group).await;
                 return Ok(Outcome::HandedBack);
             }
             _ = beat.tick() => {
                 match queue.heartbeat(&claim.task_id, claim.attempt, me).await {
                     Ok(()) => {}
                     Err(QueueError::StaleClaim { .. } | QueueError::Conflict { .. }) => {
-                        let _ = child.kill().await;
+                        kill(&mut child, group).await;
                         return Ok(Outcome::LeaseLost);
                     }
                     Err(error) => tracing::warn!(%error, "heartbeat failed; retrying"),
@@ -333,13 +350,41 @@ async fn execute(
             }
         }
     };
-    let stdout = stdout.await.unwrap_or_default();
-    let stderr = stderr.await.unwrap_or_default();
+    // Something the program left running may hold its output open: give the output a moment to
+    // end, then kill the group (closing the pipes) and take what was read.
+    let (mut out, mut err) = (None, None);
+    let ended = tokio::time::timeout(DRAIN, async {
+        out = Some((&mut stdout).await.unwrap_or_default());
+        err = Some((&mut stderr).await.unwrap_or_default());
+    })
+    .await
+    .is_ok();
+    if !ended {
+        tracing::warn!("the program left processes holding its output; killing them");
+    }
+    kill(&mut child, group).await;
+    let stdout = match out {
+        Some(text) => text,
+        None => stdout.await.unwrap_or_default(),
+    };
+    let stderr = match err {
+        Some(text) => text,
+        None => stderr.await.unwrap_or_default(),
+    };
     Ok(Outcome::Exited {
         code: status.code(),
         stdout,
         stderr,
     })
+}
+
+/// Kills the task's whole process group (the program and anything it started).
+async fn kill(child: &mut tokio::process::Child, group: Option<i32>) {
+    if let Some(group) = group {
+        let group = nix::unistd::Pid::from_raw(group);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = child.kill().await;
 }
 
 /// Logs a stream line by line as it arrives and keeps the first [`MAX_OUTPUT`] bytes.
