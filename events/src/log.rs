@@ -257,7 +257,8 @@ impl EventLog {
             .await
     }
 
-    /// Reads `stream` from sequence `from` through `until` (inclusive), in order.
+    /// Reads `stream` from sequence `from` through `until` (inclusive), in order; with
+    /// `until == u64::MAX` it follows the stream live and never ends by itself.
     ///
     /// `filter` narrows the read to one subject (or wildcard). The read uses an ordered
     /// consumer: no state is left on the server, and a gap is healed by the client.
@@ -283,22 +284,31 @@ impl EventLog {
             })
             .await
             .map_err(|e| nats("create a reader")(e.into()))?;
+        // A bounded read (`until` below `u64::MAX`) ends when nothing is left to deliver, even if
+        // the event at `until` itself was deleted; an unbounded one follows the stream live.
+        let bounded = until != u64::MAX;
+        let empty = bounded && consumer.cached_info().num_pending == 0;
         let messages = consumer
             .messages()
             .await
             .map_err(|e| nats("start reading")(e.into()))?;
-        // Stop right after `until` without polling again: the ordered consumer would wait for
-        // events that do not exist yet.
-        let state = (messages, from > until);
+        // Stop right after the last wanted event without polling again: the ordered consumer
+        // would wait for events that do not exist yet.
+        let state = (messages, from > until || empty);
         let records = futures::stream::unfold(state, move |(mut messages, done)| async move {
             if done {
                 return None;
             }
-            let record = match messages.next().await? {
-                Ok(message) => Recorded::from_message(kind, &message),
-                Err(e) => Err(nats("read a message")(e.into())),
+            let message = match messages.next().await? {
+                Ok(message) => message,
+                Err(e) => return Some((Err(nats("read a message")(e.into())), (messages, true))),
             };
-            let done = record.as_ref().map_or(true, |r| r.sequence >= until);
+            let record = Recorded::from_message(kind, &message);
+            if record.as_ref().is_ok_and(|r| r.sequence > until) {
+                return None;
+            }
+            let drained = bounded && message.info().is_ok_and(|i| i.pending == 0);
+            let done = drained || record.as_ref().map_or(true, |r| r.sequence >= until);
             Some((record, (messages, done)))
         });
         Ok(records)

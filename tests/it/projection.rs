@@ -474,3 +474,38 @@ async fn an_event_sqlite_refuses_is_kept_aside_and_the_rest_of_its_batch_applies
             .contains("refused by trigger")
     );
 }
+
+#[tokio::test]
+async fn replay_ends_even_when_the_streams_last_event_was_deleted() {
+    let live = Live::start().await;
+    live.append_and_project(&fixtures::task_workload(3, "gone"))
+        .await;
+    let stream = live
+        .log
+        .jetstream()
+        .get_stream(StreamKind::Tasks.name())
+        .await
+        .expect("stream");
+    assert!(
+        stream.delete_message(3).await.expect("delete"),
+        "an operator removed the last event"
+    );
+
+    let copy = live.nats.scratch().join("after-delete.sqlite3");
+    let replayed = tokio::time::timeout(
+        Duration::from_secs(10),
+        vibehq_projector::replay(
+            &live.log,
+            ReplayOptions {
+                into: copy,
+                streams: vec![StreamKind::Tasks],
+                until: Until::End,
+            },
+            |_| {},
+        ),
+    )
+    .await
+    .expect("replay ends")
+    .expect("replay");
+    assert_eq!(replayed.0.applied, 2);
+}
