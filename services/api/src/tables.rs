@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
-use vibehq_projector::Table;
 use vibehq_projector::query::{self, Filter, Page, TABLES};
+use vibehq_projector::{Handle, Reader, Table};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -97,13 +97,48 @@ pub async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<RowsPage>, ApiError> {
     let table = lookup(&table)?;
+    Ok(Json(
+        list_rows(&state.reader, &state.projector, table, params).await?,
+    ))
+}
+
+/// Lists `table`'s rows for a list endpoint's query parameters (filters, pagination,
+/// `min_seq`); every list endpoint over a projection table goes through here.
+pub async fn list_rows(
+    reader: &Reader,
+    projector: &Handle,
+    table: &'static Table,
+    params: HashMap<String, String>,
+) -> Result<RowsPage, ApiError> {
     let (filter, min_seq) = parse_filter(table, params)?;
-    wait_for(&state.projector, table, min_seq).await?;
-    let page = state
-        .reader
+    wait_for(projector, table, min_seq).await?;
+    let page = reader
         .read(move |conn| query::list(conn, table, &filter))
         .await?;
-    Ok(Json(page.into()))
+    Ok(page.into())
+}
+
+/// The row of `table` with this key, after waiting for `min_seq` if the parameters give one
+/// (no other parameter is accepted).
+pub async fn get_row(
+    reader: &Reader,
+    projector: &Handle,
+    table: &'static Table,
+    key: &str,
+    params: HashMap<String, String>,
+) -> Result<Option<Map<String, Value>>, ApiError> {
+    let mut min_seq = None;
+    for (name, value) in params {
+        match name.as_str() {
+            "min_seq" => min_seq = Some(parse_number(&name, &value)?),
+            _ => return Err(unknown_param(table, &name)),
+        }
+    }
+    wait_for(projector, table, min_seq).await?;
+    let key = key.to_owned();
+    Ok(reader
+        .read(move |conn| query::get(conn, table, &key))
+        .await?)
 }
 
 /// One row of a table, by the table's key column.
@@ -123,19 +158,7 @@ pub async fn get(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let table = lookup(&table)?;
-    let mut min_seq = None;
-    for (name, value) in params {
-        match name.as_str() {
-            "min_seq" => min_seq = Some(parse_number(&name, &value)?),
-            _ => return Err(unknown_param(table, &name)),
-        }
-    }
-    wait_for(&state.projector, table, min_seq).await?;
-    let lookup_key = key.clone();
-    let row = state
-        .reader
-        .read(move |conn| query::get(conn, table, &lookup_key))
-        .await?;
+    let row = get_row(&state.reader, &state.projector, table, &key, params).await?;
     row.map(Json).ok_or_else(|| {
         ApiError::not_found(
             "key",
@@ -155,7 +178,7 @@ fn lookup(name: &str) -> Result<&'static Table, ApiError> {
 }
 
 /// Waits (up to 5 s) for `table`'s stream to be projected through `min_seq`, if given.
-pub async fn wait_for(
+async fn wait_for(
     projector: &vibehq_projector::Handle,
     table: &Table,
     min_seq: Option<u64>,
@@ -183,7 +206,7 @@ pub async fn wait_for(
 
 /// Parses list query parameters, naming the offending one on error. Unknown parameters are
 /// refused rather than ignored: a misspelt filter would otherwise silently return everything.
-pub fn parse_filter(
+fn parse_filter(
     table: &'static Table,
     params: HashMap<String, String>,
 ) -> Result<(Filter, Option<u64>), ApiError> {

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use vibehq_api::error::{ApiError, ErrorBody};
-use vibehq_api::tables::{RowsPage, parse_filter, wait_for};
+use vibehq_api::tables::{RowsPage, get_row, list_rows};
 use vibehq_projector::query::{self, Table};
 use vibehq_projector::{Handle, Reader};
 
@@ -149,14 +149,7 @@ pub(crate) async fn list_tasks(
     state: &QueueState,
     params: HashMap<String, String>,
 ) -> Result<RowsPage, ApiError> {
-    let table = tasks_table();
-    let (filter, min_seq) = parse_filter(table, params)?;
-    wait_for(&state.projector, table, min_seq).await?;
-    let page = state
-        .reader
-        .read(move |conn| query::list(conn, table, &filter))
-        .await?;
-    Ok(page.into())
+    list_rows(&state.reader, &state.projector, tasks_table(), params).await
 }
 
 /// One task from the projection.
@@ -169,29 +162,14 @@ pub async fn get_task(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     task_path(&task_id)?;
-    let table = tasks_table();
-    let mut min_seq = None;
-    for (name, value) in params {
-        match name.as_str() {
-            "min_seq" => {
-                min_seq = Some(value.parse::<u64>().map_err(|_| {
-                    ApiError::invalid("min_seq", "min_seq must be a non-negative integer")
-                })?)
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    other,
-                    format!("{other:?} is not a parameter of this endpoint"),
-                ));
-            }
-        }
-    }
-    wait_for(&state.projector, table, min_seq).await?;
-    let id = task_id.clone();
-    let row = state
-        .reader
-        .read(move |conn| query::get(conn, table, &id))
-        .await?;
+    let row = get_row(
+        &state.reader,
+        &state.projector,
+        tasks_table(),
+        &task_id,
+        params,
+    )
+    .await?;
     row.map(Json)
         .ok_or_else(|| ApiError::not_found("task_id", format!("no task {task_id}")))
 }
