@@ -5,11 +5,12 @@
 //! - **raw ceiling**: a producer publishes N work messages to a work-queue stream (pipelined);
 //!   W workers pull one message at a time from one shared durable consumer, ack it, and publish
 //!   a completion to a limits stream, awaiting its ack. This is the least any queue on
-//!   JetStream does per task. Also run with 16 messages per pull and pipelined completions, to
-//!   show what batching could reach.
+//!   JetStream does per task. Also run with 16 messages per pull and pipelined completions.
 //! - **vibehq**: `Queue::submit` from concurrent submitters, the dispatcher, W loops of
 //!   `Queue::claim` → `Queue::complete`, and a live projector; timed from the first submit until
-//!   every task is completed and the projection has caught up with the tasks stream.
+//!   every task is completed and the projection has caught up with the tasks stream. Also run
+//!   with `Queue::claim_many` taking up to 16 tasks per claim, completed concurrently, against
+//!   the 16-per-pull raw round trip.
 //!
 //! Then W idle claimers take tasks submitted one at a time (latency and cost per task when
 //! claimers race), and one caller on an idle server times the NATS operations a claim and a
@@ -78,15 +79,21 @@ async fn run() {
         let nats = NatsServer::start().await;
         let raw = raw_round_trip(&nats, tasks, workers, 1).await;
         let batched = raw_round_trip(&nats, tasks, workers, RAW_BATCH).await;
-        let vibehq = end_to_end(&nats, tasks, workers).await;
-        report(workers, tasks, &raw, &batched, &vibehq);
-        rows.push((workers, raw, batched, vibehq));
+        let vibehq = end_to_end(&nats, tasks, workers, 1).await;
+        let vibehq_batched = end_to_end(&nats, tasks, workers, RAW_BATCH).await;
+        report(workers, tasks, (&raw, &vibehq), 1);
+        report(workers, tasks, (&batched, &vibehq_batched), RAW_BATCH);
+        rows.push((workers, raw, vibehq, batched, vibehq_batched));
     }
 
-    println!("\nsummary ({tasks} tasks per row)");
     println!(
-        "{:>7} {:>14} {:>14} {:>7} {:>13} {:>13} {:>15} {:>15} {:>15}",
+        "\nsummary ({tasks} tasks per row; a claim takes up to `per claim` tasks, and the raw \
+         round trip pulls as many)"
+    );
+    println!(
+        "{:>7} {:>9} {:>14} {:>14} {:>7} {:>13} {:>13} {:>15} {:>15}",
         "workers",
+        "per claim",
         "vibehq tasks/s",
         "raw tasks/s",
         "ratio",
@@ -94,21 +101,21 @@ async fn run() {
         "claim p99 ms",
         "complete p50 ms",
         "complete p99 ms",
-        format!("raw {RAW_BATCH}/pull t/s"),
     );
-    for (workers, raw, batched, vibehq) in &rows {
+    for (workers, raw, vibehq, batched, vibehq_batched) in &rows {
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        println!(
-            "{workers:>7} {:>14.0} {:>14.0} {:>6.1}% {:>13.3} {:>13.3} {:>15.3} {:>15.3} {:>15.0}",
-            vibehq.rate,
-            raw.rate,
-            100.0 * vibehq.rate / raw.rate.max(1e-9),
-            ms(&vibehq.take, 0.5),
-            ms(&vibehq.take, 0.99),
-            ms(&vibehq.finish, 0.5),
-            ms(&vibehq.finish, 0.99),
-            batched.rate,
-        );
+        for (per_claim, raw, vibehq) in [(1, raw, vibehq), (RAW_BATCH, batched, vibehq_batched)] {
+            println!(
+                "{workers:>7} {per_claim:>9} {:>14.0} {:>14.0} {:>6.1}% {:>13.3} {:>13.3} {:>15.3} {:>15.3}",
+                vibehq.rate,
+                raw.rate,
+                100.0 * vibehq.rate / raw.rate.max(1e-9),
+                ms(&vibehq.take, 0.5),
+                ms(&vibehq.take, 0.99),
+                ms(&vibehq.finish, 0.5),
+                ms(&vibehq.finish, 0.99),
+            );
+        }
     }
 
     println!(
@@ -136,9 +143,9 @@ async fn run() {
     let fresh = profile(samples, 0).await;
     let grown = profile(samples, 3 * tasks).await;
     println!(
-        "\nwhere a task's time goes: {samples} sequential calls of each (of the two complete rows, \
-         half each), one caller, idle server,\n{samples} tasks pending; round trips per call read \
-         off services/queue/src/{{queue,aggregate}}.rs; a fresh tasks stream vs one already\n\
+        "\nwhere a task's time goes: {samples} sequential calls of each, one caller, idle server, \
+         {samples} tasks pending;\nround trips per call read off services/queue/src/{{queue,board}}.rs; \
+         a fresh tasks stream vs one already\n\
          holding {} other events (a run's end state); CPU in µs per call (idle: includes the \
          broker's wake-up costs)",
         3 * tasks
@@ -479,8 +486,9 @@ async fn caught_up(handle: &Handle, sequence: u64) {
     }
 }
 
-/// vibehq end to end: submit → dispatch → claim → complete → projected.
-async fn end_to_end(nats: &NatsServer, tasks: usize, workers: usize) -> Run {
+/// vibehq end to end: submit → dispatch → claim → complete → projected. Each claim takes up
+/// to `batch` tasks (`Queue::claim_many`), which are then completed concurrently.
+async fn end_to_end(nats: &NatsServer, tasks: usize, workers: usize, batch: usize) -> Run {
     // One connection for the whole vibehq process, as `vibehq up` has.
     let client = nats.connect().await;
     let log = EventLog::new(client.clone());
@@ -492,7 +500,9 @@ async fn end_to_end(nats: &NatsServer, tasks: usize, workers: usize) -> Run {
         .unwrap_or_else(|e| panic!("queue: {e}"));
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(vibehq_queue::dispatch::run(log.clone(), stop.clone()));
-    let database = nats.scratch().join(format!("queue-{workers}.sqlite3"));
+    let database = nats
+        .scratch()
+        .join(format!("queue-{workers}-{batch}.sqlite3"));
     let (projector, handle) =
         Projector::new(vibehq_projector::Options::new(&database), log.clone())
             .unwrap_or_else(|e| panic!("projector: {e}"));
@@ -547,22 +557,27 @@ async fn end_to_end(nats: &NatsServer, tasks: usize, workers: usize) -> Run {
                 let (mut claims, mut completes, mut empty) = (histogram(), histogram(), 0);
                 while finish.pending() {
                     let t = Instant::now();
-                    let claim = queue
-                        .claim(&me, CLAIM_WAIT)
+                    let claimed = queue
+                        .claim_many(&me, batch, CLAIM_WAIT)
                         .await
                         .unwrap_or_else(|e| panic!("claim: {e}"));
-                    let Some(claim) = claim else {
+                    if claimed.is_empty() {
                         empty += 1;
                         continue;
-                    };
+                    }
                     record(&mut claims, t.elapsed());
                     let t = Instant::now();
-                    queue
-                        .complete(&claim.task_id, claim.attempt, &me, None)
-                        .await
-                        .unwrap_or_else(|e| panic!("complete: {e}"));
+                    let completed = futures::future::join_all(
+                        claimed
+                            .iter()
+                            .map(|c| queue.complete(&c.task_id, c.attempt, &me, None)),
+                    )
+                    .await;
                     record(&mut completes, t.elapsed());
-                    finish.one();
+                    for outcome in completed {
+                        outcome.unwrap_or_else(|e| panic!("complete: {e}"));
+                        finish.one();
+                    }
                 }
                 (claims, completes, empty)
             })
@@ -728,46 +743,29 @@ async fn trickle(workers: usize) -> Run {
     }
 }
 
-fn report(workers: usize, tasks: usize, raw: &Run, batched: &Run, vibehq: &Run) {
+/// One worker count's figures at `batch` tasks per claim (and per raw pull).
+fn report(workers: usize, tasks: usize, (raw, vibehq): (&Run, &Run), batch: usize) {
     let per_task = |count: u64| count as f64 / tasks as f64;
     let slow = |h: &Histogram<u64>| {
         100.0 * h.count_between(10_000, u64::MAX) as f64 / h.len().max(1) as f64
     };
-    println!("— W = {workers}");
+    println!("— W = {workers}, up to {batch} per claim");
     line("raw JetStream round trip", raw.rate, "tasks/s", None);
-    line(
-        &format!("raw JetStream round trip, {RAW_BATCH} per pull"),
-        batched.rate,
-        "tasks/s",
-        None,
-    );
     line(
         "vibehq submit→claim→complete→projected",
         vibehq.rate,
         "tasks/s",
         Some(("raw round trip", raw.rate)),
     );
-    println!(
-        "{:<44} {}",
-        "  vibehq claim latency",
-        percentiles(&vibehq.take)
-    );
-    println!(
-        "{:<44} {}",
-        "  vibehq complete latency",
-        percentiles(&vibehq.finish)
-    );
-    println!(
-        "{:<44} {}",
-        "  vibehq submit latency",
-        percentiles(&vibehq.submit)
-    );
-    println!("{:<44} {}", "  raw pull latency", percentiles(&raw.take));
-    println!(
-        "{:<44} {}",
-        "  raw ack + completion latency",
-        percentiles(&raw.finish)
-    );
+    for (name, histogram) in [
+        ("  vibehq claim latency", &vibehq.take),
+        ("  vibehq complete latency", &vibehq.finish),
+        ("  vibehq submit latency", &vibehq.submit),
+        ("  raw pull latency", &raw.take),
+        ("  raw ack + completion latency", &raw.finish),
+    ] {
+        println!("{name:<44} {}", percentiles(histogram));
+    }
     println!(
         "{:<44} {:.1}% of claims ≥ 10 ms, {} ≥ 1 s; {} empty claims; last completion at {:.2} s, projected {:.0} ms later",
         "  vibehq claim stalls",
@@ -778,11 +776,10 @@ fn report(workers: usize, tasks: usize, raw: &Run, batched: &Run, vibehq: &Run) 
         vibehq.projection_lag.as_secs_f64() * 1000.0,
     );
     println!(
-        "{:<44} vibehq {}; raw {}; raw {RAW_BATCH}/pull {}",
+        "{:<44} vibehq {}; raw {}",
         "  CPU per task",
         vibehq.cpu.per(tasks),
         raw.cpu.per(tasks),
-        batched.cpu.per(tasks)
     );
     println!(
         "{:<44} vibehq {:.1} out + {:.1} in; raw {:.1} out + {:.1} in",
@@ -891,26 +888,10 @@ async fn profile(samples: usize, filler: usize) -> Vec<(&'static str, Op)> {
     stop.cancel();
     let _ = dispatcher.await;
 
-    // What a claim is made of, on pending tasks.
-    let watch = measure(samples, async |_| {
-        let mut subscriptions = Vec::new();
-        for subject in [
-            "vibehq.work.*.c.bench.c0",
-            "vibehq.work.*.w.bench",
-            "vibehq.work.*.any",
-        ] {
-            subscriptions.push(
-                client
-                    .subscribe(subject)
-                    .await
-                    .unwrap_or_else(|e| panic!("subscribe: {e}")),
-            );
-        }
-    })
-    .await;
-    let candidates = measure(samples, async |_| {
+    // What a claim and a completion are made of.
+    let refresh = measure(samples, async |_| {
         let mut pending = work_stream
-            .info_with_subjects("vibehq.work.>")
+            .info_with_subjects(work::SUBJECTS)
             .await
             .unwrap_or_else(|e| panic!("stream info: {e}"));
         while let Some(entry) = pending.next().await {
@@ -919,7 +900,7 @@ async fn profile(samples: usize, filler: usize) -> Vec<(&'static str, Op)> {
     })
     .await;
     let fetch = fetch_and_ack(&js, samples).await;
-    let fold_pending = measure(samples, async |i| {
+    let fold = measure(samples, async |i| {
         probe
             .load(&submitted[i].1.task_id)
             .await
@@ -927,68 +908,25 @@ async fn profile(samples: usize, filler: usize) -> Vec<(&'static str, Op)> {
     })
     .await;
 
-    // The calls themselves, draining the backlog one task at a time.
+    // The calls themselves, draining the backlog one task at a time, as a waiting claimer
+    // does (its hints say where the work is; the stream is read once a second).
     let me = Actor::new("bench", Some("c0".into()));
     let mut claims = Vec::with_capacity(samples);
     let claim = measure(samples, async |_| {
         claims.push(
             queue
-                .claim(&me, Duration::ZERO)
+                .claim(&me, CLAIM_WAIT)
                 .await
                 .unwrap_or_else(|e| panic!("claim: {e}"))
                 .unwrap_or_else(|| panic!("the backlog ran out")),
         );
     })
     .await;
-    ops.push(("claim (5 + 4 SUB/UNSUB)", claim));
-    ops.push(("  watch: 3 SUB + 3 UNSUB, wildcards (0)", watch));
-    ops.push(("  candidates: work stream info + subjects (1)", candidates));
-    ops.push(("  fetch 1 (no wait, 10 ms expiry) + ack (1)", fetch));
-    ops.push(("  fold, not cached: last + next from 1 (2)", fold_pending));
-    // The probe's cache holds each task as submitted, as the claiming queue's does: what
-    // `complete` reads, then what it would read had the claim remembered its own append.
-    let mut assigned_at = Vec::with_capacity(samples);
-    let fold_cached = measure(samples, async |i| {
-        let task = probe
-            .load(&claims[i].task_id)
-            .await
-            .unwrap_or_else(|e| panic!("load: {e}"))
-            .unwrap_or_else(|| panic!("claimed task vanished"));
-        assigned_at.push(task.version);
-    })
-    .await;
-    let fold_current = measure(samples, async |i| {
-        probe
-            .load(&claims[i].task_id)
-            .await
-            .unwrap_or_else(|e| panic!("load: {e}"));
-    })
-    .await;
-    // Half the completions as the claim leaves the queue's cache (at the submission), half
-    // with the cache brought up to the task's last event first, untimed: what `complete`
-    // would cost if the claim remembered the event it appended.
-    let half = samples / 2;
     let mut completed_at = Vec::with_capacity(samples);
-    let complete = measure(half, async |i| {
+    let complete = measure(samples, async |i| {
         completed_at.push(
             queue
                 .complete(&claims[i].task_id, claims[i].attempt, &me, None)
-                .await
-                .unwrap_or_else(|e| panic!("complete: {e}")),
-        );
-    })
-    .await;
-    for claimed in &claims[half..] {
-        queue
-            .load(&claimed.task_id)
-            .await
-            .unwrap_or_else(|e| panic!("load: {e}"));
-    }
-    let complete_current = measure(samples - half, async |i| {
-        let claimed = &claims[half + i];
-        completed_at.push(
-            queue
-                .complete(&claimed.task_id, claimed.attempt, &me, None)
                 .await
                 .unwrap_or_else(|e| panic!("complete: {e}")),
         );
@@ -1010,14 +948,12 @@ async fn profile(samples: usize, filler: usize) -> Vec<(&'static str, Op)> {
             .unwrap_or_else(|e| panic!("append: {e}"));
     })
     .await;
+    ops.push(("claim, waiting claimer (2)", claim));
+    ops.push(("  pull 1 (10 ms expiry) + ack (1)", fetch));
     ops.push(("  append, expect version (1)", append));
-    ops.push(("complete (3 + ack)", complete));
-    ops.push(("  fold, cached at submit: last + next (2)", fold_cached));
-    ops.push(("  fold, cached at the last event: last (1)", fold_current));
-    ops.push((
-        "complete, cache at the last event (2 + ack)",
-        complete_current,
-    ));
+    ops.push(("complete (1 + ack)", complete));
+    ops.push(("work stream info + subjects, 1/s (1)", refresh));
+    ops.push(("fold a task, not cached: last + next (2)", fold));
 
     // Direct gets, on tasks with 4 events now.
     let op = measure(samples, async |i| {
@@ -1046,7 +982,7 @@ async fn profile(samples: usize, filler: usize) -> Vec<(&'static str, Op)> {
     ops.push(("direct get: next for subject from submit + 1 (1)", op));
     let op = measure(samples, async |i| {
         tasks_stream
-            .direct_get(assigned_at[i])
+            .direct_get(completed_at[i])
             .await
             .unwrap_or_else(|e| panic!("direct get: {e}"));
     })
@@ -1055,8 +991,7 @@ async fn profile(samples: usize, filler: usize) -> Vec<(&'static str, Op)> {
     ops
 }
 
-/// A no-wait fetch of one message with a 10 ms expiry and its ack, as `Queue::claim_from`
-/// does, on a scratch work-queue stream with a backlog of `samples`.
+/// A waiting pull of one message with a 10 ms expiry and its ack, as a claim makes, on a scratch work-queue stream with a backlog of `samples`.
 async fn fetch_and_ack(js: &jetstream::Context, samples: usize) -> Op {
     let scratch = js
         .create_stream(stream::Config {
@@ -1090,7 +1025,7 @@ async fn fetch_and_ack(js: &jetstream::Context, samples: usize) -> Op {
         .unwrap_or_else(|e| panic!("scratch consumer: {e}"));
     let op = measure(samples, async |_| {
         let mut batch = consumer
-            .fetch()
+            .batch()
             .max_messages(1)
             .expires(Duration::from_millis(10))
             .messages()

@@ -19,15 +19,52 @@ use serde::{Deserialize, Serialize};
 /// The work stream's JetStream name.
 pub const STREAM: &str = "VIBEHQ_WORK";
 
+/// Every work subject (the stream's subjects).
+pub const SUBJECTS: &str = "vibehq.work.>";
+
+/// Where the dispatcher announces stored work: `vibehq.wake.<band>.<target>` mirrors each
+/// work subject. Core NATS, not stored; the payload is how many messages were stored.
+///
+/// Claimers wait for these rather than watching the work subjects themselves, because a
+/// publish is seen by subscribers before the stream has stored it, and a pull sent in that gap
+/// waits on the server: nats-server 2.9.10 then sometimes answers neither with the message nor
+/// at the pull's expiry (measured by benches/queue.rs: 5 s stalls).
+pub const WAKE_SUBJECTS: &str = "vibehq.wake.>";
+
+/// The wake subject announcing work stored on `work_subject`.
+pub fn wake_subject(work_subject: &str) -> String {
+    work_subject.replacen("vibehq.work.", "vibehq.wake.", 1)
+}
+
+/// The work subject a wake subject announces, if it is one.
+pub fn woken(wake_subject: &str) -> Option<String> {
+    wake_subject
+        .strip_prefix("vibehq.wake.")
+        .map(|rest| format!("vibehq.work.{rest}"))
+}
+
 /// Priority levels, `0..=MAX_PRIORITY`; higher is handed out first.
 pub const MAX_PRIORITY: i64 = 9;
 
 /// One unit of pending work: which task, and where it was recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkItem {
     pub task_id: String,
     /// The stream sequence of the `task.submitted` event this work came from.
     pub submitted_sequence: u64,
+    /// The submission itself, so a first claim needs no read of the task's history: it
+    /// appends `task.assigned` expecting `submitted_sequence`, and only if the task moved
+    /// since does it read the history. Absent in work written by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Carried>,
+}
+
+/// A submission as the work stream carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Carried {
+    pub submitted: crate::task::Submitted,
+    /// The `worker_name` of the submitting event.
+    pub submitted_by: String,
 }
 
 /// Who may take a piece of work.
@@ -107,7 +144,7 @@ pub fn stream_config(replicas: usize) -> stream::Config {
     stream::Config {
         name: STREAM.to_owned(),
         description: Some("vibehq pending work; derived from VIBEHQ_TASKS".into()),
-        subjects: vec!["vibehq.work.>".to_owned()],
+        subjects: vec![SUBJECTS.to_owned()],
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         num_replicas: replicas.max(1),

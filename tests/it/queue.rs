@@ -643,9 +643,14 @@ async fn a_duplicate_work_message_never_takes_a_task_from_its_holder() {
         .expect("task");
 
     // The dispatcher carried the submission twice (a redelivery after its dedupe window).
+    let held = h.queue.load(&id).await.expect("load").expect("task");
     let duplicate = vibehq_events::work::WorkItem {
         task_id: id.clone(),
         submitted_sequence: 1,
+        task: Some(vibehq_events::work::Carried {
+            submitted: held.submitted,
+            submitted_by: held.submitted_by,
+        }),
     };
     let subject = vibehq_events::work::subject(4, &vibehq_events::work::Target::Any);
     h.log

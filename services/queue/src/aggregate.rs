@@ -32,6 +32,23 @@ pub struct Task {
     pub version: u64,
 }
 
+impl Task {
+    /// A task just submitted: pending, no attempt yet, at the submission's `version`.
+    pub fn pending(submitted: task::Submitted, submitted_by: String, version: u64) -> Self {
+        Task {
+            submitted,
+            submitted_by,
+            state: TaskState::Pending,
+            attempt: 0,
+            lease: None,
+            work_sequence: None,
+            assigned_to: None,
+            error: None,
+            version,
+        }
+    }
+}
+
 /// Loads task `task_id` from the tasks stream; `None` if it has no events.
 ///
 /// `known` is an earlier state of the same task (from a cache): only the events after its
@@ -73,17 +90,11 @@ pub async fn load(
 pub(crate) fn fold(task: &mut Option<Task>, event: &Envelope, sequence: u64) {
     if let Payload::TaskSubmitted(submitted) = &event.payload {
         if task.is_none() {
-            *task = Some(Task {
-                submitted: submitted.clone(),
-                submitted_by: event.worker_name.clone(),
-                state: TaskState::Pending,
-                attempt: 0,
-                lease: None,
-                work_sequence: None,
-                assigned_to: None,
-                error: None,
-                version: sequence,
-            });
+            *task = Some(Task::pending(
+                submitted.clone(),
+                event.worker_name.clone(),
+                sequence,
+            ));
         }
         return;
     }

@@ -11,7 +11,7 @@ use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::message::{AckKind, PublishMessage};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use vibehq_events::work::{self, Target, WorkItem};
+use vibehq_events::work::{self, Carried, Target, WorkItem};
 use vibehq_events::{EventKind, EventLog, Payload, StreamKind, log::KIND_HEADER};
 
 use crate::Error;
@@ -112,6 +112,10 @@ fn carried(message: &async_nats::jetstream::Message) -> Option<(String, bytes::B
     let item = WorkItem {
         task_id: task.task_id.clone(),
         submitted_sequence: info.stream_sequence,
+        task: Some(Carried {
+            submitted: task.clone(),
+            submitted_by: event.worker_name.clone(),
+        }),
     };
     let target = Target::of(task.worker_name.as_deref(), task.container_name.as_deref());
     let subject = work::subject(work::band(task.priority), &target);
@@ -119,7 +123,8 @@ fn carried(message: &async_nats::jetstream::Message) -> Option<(String, bytes::B
     Some((subject, payload, work::message_id(&event.id)))
 }
 
-/// Publishes `work` pipelined and waits for every acknowledgement.
+/// Publishes `work` pipelined, waits for every acknowledgement, then announces what was stored
+/// (see [`work::WAKE_SUBJECTS`]).
 async fn publish(
     js: &async_nats::jetstream::Context,
     work: &[(String, bytes::Bytes, String)],
@@ -135,8 +140,19 @@ async fn publish(
             .map_err(|e| Error::nats("publish work", e))?;
         acks.push(ack);
     }
-    for ack in acks {
-        ack.await.map_err(|e| Error::nats("publish work", e))?;
+    let mut stored = std::collections::BTreeMap::<&str, u64>::new();
+    for (ack, (subject, ..)) in acks.into_iter().zip(work) {
+        let ack = ack.await.map_err(|e| Error::nats("publish work", e))?;
+        if !ack.duplicate {
+            *stored.entry(subject).or_default() += 1;
+        }
+    }
+    for (subject, count) in stored {
+        // A lost announcement only delays claimers until their next look at the stream.
+        let _ = js
+            .client()
+            .publish(work::wake_subject(subject), count.to_string().into())
+            .await;
     }
     Ok(())
 }

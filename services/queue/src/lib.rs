@@ -13,6 +13,7 @@
 //! - [`fsm`]: a generic finite-state machine and the task machine.
 //! - [`aggregate`]: a task's current state, folded from its events.
 //! - [`queue`]: [`Queue`], the commands.
+//! - `board`: where work is waiting, as this process sees it, and the work consumers.
 //! - [`dispatch`]: carries submitted tasks into the work stream.
 //! - [`http`]: the REST API (`/api/tasks…`).
 //! - [`ws`]: `GET /ws/tasks`, task events live over a WebSocket, resumable by stream sequence.
@@ -20,6 +21,7 @@
 //! - `body`: request bodies, parsed and validated once for REST and RPC alike.
 
 pub mod aggregate;
+mod board;
 mod body;
 pub mod dispatch;
 pub mod fsm;

@@ -10,18 +10,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::Stream;
-use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
 use vibehq_events::work::{self, Target, WorkItem};
 use vibehq_events::{Envelope, EventLog, Expect, StreamKind, task};
 
 use crate::Error;
 use crate::aggregate::{self, Task};
+use crate::board::Board;
 use crate::fsm::{TASKS, TaskEvent, TaskState};
 
 /// How the queue behaves.
@@ -139,8 +137,7 @@ struct Inner {
     log: EventLog,
     options: Options,
     tasks: Stream,
-    work: Stream,
-    consumers: Mutex<HashMap<String, Puller>>,
+    board: Board,
     /// Tasks as last seen by this process, so a load reads only newer events.
     known: std::sync::Mutex<HashMap<String, Task>>,
 }
@@ -170,13 +167,13 @@ impl Queue {
                 .await
                 .map_err(|e| Error::nats("create the work stream", e))?,
         };
+        let board = Board::new(&js.client(), work, options.lease).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
                 options,
                 tasks,
-                work,
-                consumers: Mutex::default(),
+                board,
                 known: std::sync::Mutex::default(),
             }),
         })
@@ -189,17 +186,21 @@ impl Queue {
 
     /// The task as its events say it is now.
     pub async fn load(&self, task_id: &str) -> Result<Option<Task>, Error> {
-        let known = self
-            .inner
-            .known
-            .lock()
-            .ok()
-            .and_then(|k| k.get(task_id).cloned());
+        let known = self.known(task_id);
         let task = aggregate::load(&self.inner.tasks, task_id, known).await?;
         if let Some(task) = &task {
             self.remember(task.clone());
         }
         Ok(task)
+    }
+
+    /// This process's last view of the task (possibly stale).
+    fn known(&self, task_id: &str) -> Option<Task> {
+        self.inner
+            .known
+            .lock()
+            .ok()
+            .and_then(|k| k.get(task_id).cloned())
     }
 
     fn remember(&self, task: Task) {
@@ -269,134 +270,100 @@ impl Queue {
     /// priority the most specifically targeted. Waits up to `wait` for work to arrive;
     /// `None` if none did.
     pub async fn claim(&self, claimer: &Actor, wait: Duration) -> Result<Option<Claim>, Error> {
+        Ok(self.claim_many(claimer, 1, wait).await?.into_iter().next())
+    }
+
+    /// Claims up to `max` tasks at once, best first (as [`Queue::claim`]): a container with
+    /// free slots claims for all of them in one pull and one round of appends. Waits up to
+    /// `wait` for the first task; empty if none arrived.
+    pub async fn claim_many(
+        &self,
+        claimer: &Actor,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claim>, Error> {
         let container = claimer.container_name.clone().unwrap_or_default();
         let eligible = Target::eligible(&claimer.worker_name, &container);
         let deadline = tokio::time::Instant::now() + wait;
+        let board = &self.inner.board;
         loop {
-            // Subscribe before looking, so work published in between wakes us.
-            let mut wake = self.watch(&eligible).await?;
-            if let Some(claim) = self.try_claim(claimer, &eligible).await? {
-                return Ok(Some(claim));
+            // Listen before looking, so work published in between wakes us.
+            let arrival = board.arrival();
+            tokio::pin!(arrival);
+            arrival.as_mut().enable();
+            let exact = wait.is_zero();
+            let claims = self
+                .try_claim(claimer, &eligible, max.max(1), exact)
+                .await?;
+            if !claims.is_empty() {
+                return Ok(claims);
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Ok(None);
+                return Ok(claims);
             }
             // Redeliveries (expired leases, retry delays) publish nothing: look again at least
             // once a second.
             let until = deadline.min(now + Duration::from_secs(1));
-            let _ = tokio::time::timeout_at(until, wake.next()).await;
+            let _ = tokio::time::timeout_at(until, arrival).await;
         }
-    }
-
-    async fn watch(
-        &self,
-        eligible: &[Target],
-    ) -> Result<futures::stream::SelectAll<async_nats::Subscriber>, Error> {
-        let client = self.inner.log.jetstream().client();
-        let mut subscriptions = Vec::with_capacity(eligible.len());
-        for target in eligible {
-            if matches!(target, Target::Container(_, c) if c.is_empty()) {
-                continue;
-            }
-            let subject = work::subject(0, target).replacen("vibehq.work.p0.", "vibehq.work.*.", 1);
-            let subscriber = client
-                .subscribe(subject)
-                .await
-                .map_err(|e| Error::nats("watch for work", e))?;
-            subscriptions.push(subscriber);
-        }
-        Ok(futures::stream::select_all(subscriptions))
     }
 
     async fn try_claim(
         &self,
         claimer: &Actor,
         eligible: &[Target],
-    ) -> Result<Option<Claim>, Error> {
+        max: usize,
+        exact: bool,
+    ) -> Result<Vec<Claim>, Error> {
+        let mut claims = Vec::new();
         for _ in 0..CLAIM_ROUNDS {
-            let candidates = self.candidates(eligible).await?;
+            let candidates = self.inner.board.candidates(eligible, exact).await?;
             if candidates.is_empty() {
-                return Ok(None);
+                break;
             }
-            if let Some(claim) = self.claim_from(claimer, candidates).await? {
-                return Ok(Some(claim));
+            self.claim_from(claimer, candidates, max, &mut claims)
+                .await?;
+            if !claims.is_empty() {
+                break;
             }
         }
-        Ok(None)
+        Ok(claims)
     }
 
+    /// Pulls from `candidates` in order until `claims` holds `max`. The messages of one pull
+    /// are taken concurrently, so their appends share round trips.
     async fn claim_from(
         &self,
         claimer: &Actor,
         candidates: Vec<String>,
-    ) -> Result<Option<Claim>, Error> {
+        max: usize,
+        claims: &mut Vec<Claim>,
+    ) -> Result<(), Error> {
         for subject in candidates {
-            let puller = self.consumer(&subject).await?;
-            let fetched = puller.fetch(1).await?;
-            for message in fetched {
-                if let Some(claim) = self.take(claimer, message).await? {
-                    return Ok(Some(claim));
+            let want = max - claims.len();
+            if want == 0 {
+                break;
+            }
+            let fetched = self.inner.board.pull(&subject, want).await?;
+            let taken =
+                futures::future::join_all(fetched.into_iter().map(|m| self.take(claimer, m))).await;
+            let mut failed = None;
+            for outcome in taken {
+                match outcome {
+                    Ok(Some(claim)) => claims.push(claim),
+                    Ok(None) => {}
+                    Err(error) => failed = Some(error),
                 }
             }
-        }
-        Ok(None)
-    }
-
-    /// Work subjects with pending messages that `eligible` may take from, best first.
-    async fn candidates(&self, eligible: &[Target]) -> Result<Vec<String>, Error> {
-        let mut pending = self
-            .inner
-            .work
-            .info_with_subjects("vibehq.work.>")
-            .await
-            .map_err(|e| Error::nats("list pending work", e))?;
-        let mut counts = HashMap::new();
-        while let Some(entry) = pending.next().await {
-            let (subject, count) = entry.map_err(|e| Error::nats("list pending work", e))?;
-            counts.insert(subject, count);
-        }
-        let mut candidates = Vec::new();
-        for band in (0..=work::MAX_PRIORITY as u8).rev() {
-            for target in eligible {
-                let subject = work::subject(band, target);
-                if counts.get(&subject).is_some_and(|c| *c > 0) {
-                    candidates.push(subject);
-                }
+            // Claims already made stand; a failed message is redelivered after its lease.
+            match failed {
+                Some(error) if claims.is_empty() => return Err(error),
+                Some(error) => tracing::warn!(%error, "one claim of a batch failed"),
+                None => {}
             }
         }
-        Ok(candidates)
-    }
-
-    async fn consumer(&self, subject: &str) -> Result<Puller, Error> {
-        let name = work::consumer_name(subject);
-        let mut consumers = self.inner.consumers.lock().await;
-        if let Some(puller) = consumers.get(&name) {
-            return Ok(puller.clone());
-        }
-        let consumer = self
-            .inner
-            .work
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: subject.to_owned(),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.inner.options.lease,
-                    max_ack_pending: 100_000,
-                    inactive_threshold: Duration::from_secs(7 * 24 * 3600),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| Error::nats("create a work consumer", e))?;
-        let puller = Puller {
-            consumer,
-            turn: Arc::default(),
-        };
-        consumers.insert(name, puller.clone());
-        Ok(puller)
+        Ok(())
     }
 
     /// Turns a delivered work message into a claim, or disposes of it (its task ended, or ran
@@ -412,7 +379,26 @@ impl Queue {
             return Ok(None);
         };
         let lease = message.reply.as_ref().map(|r| r.to_string());
-        let work_sequence = message.info().ok().map(|i| i.stream_sequence);
+        let info = message.info().ok();
+        let work_sequence = info.as_ref().map(|i| i.stream_sequence);
+        if let Some(carried) = item.task.clone()
+            && info.is_some_and(|i| i.delivered == 1)
+        {
+            // First delivery: most likely nothing happened since the submission, so assign
+            // expecting exactly that; if the task moved, the history below decides.
+            let submitted = Task::pending(
+                carried.submitted,
+                carried.submitted_by,
+                item.submitted_sequence,
+            );
+            match self
+                .assign(claimer, submitted, lease.clone(), work_sequence)
+                .await
+            {
+                Err(Error::Conflict { .. }) => {}
+                claimed => return claimed.map(Some),
+            }
+        }
         for _ in 0..3 {
             let current = match self.load(&item.task_id).await {
                 Ok(current) => current,
@@ -487,28 +473,11 @@ impl Queue {
                 let _ = message.ack_with(AckKind::Term).await;
                 return Ok(None);
             }
-            let assigned = claimer.envelope(task::Assigned {
-                task_id: item.task_id.clone(),
-                attempt,
-                lease_ms: self.inner.options.lease.as_millis() as u64,
-                lease: lease.clone(),
-                work_sequence,
-            });
-            match self.append(&current, TaskEvent::Assign, assigned).await {
-                Ok(sequence) => {
-                    let s = current.submitted;
-                    return Ok(Some(Claim {
-                        task_id: s.task_id,
-                        task_type: s.task_type,
-                        command: s.command,
-                        parameters: s.parameters,
-                        priority: s.priority,
-                        attempt,
-                        max_attempts: s.max_attempts,
-                        lease_ms: self.inner.options.lease.as_millis() as u64,
-                        sequence,
-                    }));
-                }
+            match self
+                .assign(claimer, current, lease.clone(), work_sequence)
+                .await
+            {
+                Ok(claim) => return Ok(Some(claim)),
                 Err(Error::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
             }
@@ -516,6 +485,38 @@ impl Queue {
         // Still racing after three tries: let someone else have it.
         let _ = message.ack_with(AckKind::Nak(None)).await;
         Ok(None)
+    }
+
+    /// Appends `task.assigned` for the next attempt of a pending task, expecting its version.
+    async fn assign(
+        &self,
+        claimer: &Actor,
+        task: Task,
+        lease: Option<String>,
+        work_sequence: Option<u64>,
+    ) -> Result<Claim, Error> {
+        let attempt = task.attempt + 1;
+        let lease_ms = self.inner.options.lease.as_millis() as u64;
+        let assigned = claimer.envelope(task::Assigned {
+            task_id: task.submitted.task_id.clone(),
+            attempt,
+            lease_ms,
+            lease,
+            work_sequence,
+        });
+        let sequence = self.append(&task, TaskEvent::Assign, assigned).await?;
+        let s = task.submitted;
+        Ok(Claim {
+            task_id: s.task_id,
+            task_type: s.task_type,
+            command: s.command,
+            parameters: s.parameters,
+            priority: s.priority,
+            attempt,
+            max_attempts: s.max_attempts,
+            lease_ms,
+            sequence,
+        })
     }
 
     /// Claims one specific pending task for `claimer`, if `claimer` may take it.
@@ -542,7 +543,7 @@ impl Queue {
             });
         }
         let subject = work::subject(work::band(task.submitted.priority), &target);
-        let fetched = self.consumer(&subject).await?.fetch(256).await?;
+        let fetched = self.inner.board.puller(&subject).await?.fetch(256).await?;
         let mut found = None;
         let mut others = Vec::new();
         for message in fetched {
@@ -571,18 +572,30 @@ impl Queue {
     }
 
     /// Checks that `claimer` holds `attempt` of the task; records a refusal otherwise.
+    ///
+    /// With `Read::Cached`, this process's last view of the task is trusted if it shows the
+    /// claim holding: the caller's append expects that view's version, so if anything happened
+    /// since, the append is refused and the caller asks again with `Read::Stream`.
     async fn holding(
         &self,
         task_id: &str,
         attempt: u32,
         claimer: &Actor,
         outcome: &str,
+        read: Read,
     ) -> Result<Task, Error> {
+        let holds = |task: &Task| {
+            task.state.is_held()
+                && task.attempt == attempt
+                && task.assigned_to.as_deref() == Some(claimer.label().as_str())
+        };
+        if read == Read::Cached
+            && let Some(task) = self.known(task_id).filter(holds)
+        {
+            return Ok(task);
+        }
         let task = self.require(task_id).await?;
-        let holds = task.state.is_held()
-            && task.attempt == attempt
-            && task.assigned_to.as_deref() == Some(claimer.label().as_str());
-        if holds {
+        if holds(&task) {
             return Ok(task);
         }
         let reason = if task.state.is_held() {
@@ -618,8 +631,8 @@ impl Queue {
     pub async fn start(&self, task_id: &str, attempt: u32, claimer: &Actor) -> Result<u64, Error> {
         // Each result below re-reads and retries while the claim still holds the task, if the
         // version moved between read and append (e.g. a stale claimer's refusal was recorded).
-        for _ in 0..HOLDER_RETRIES {
-            let task = self.holding(task_id, attempt, claimer, "").await?;
+        for read in Read::RETRIES {
+            let task = self.holding(task_id, attempt, claimer, "", read).await?;
             let started = claimer.envelope(task::Started {
                 task_id: task_id.to_owned(),
                 attempt,
@@ -639,7 +652,9 @@ impl Queue {
         attempt: u32,
         claimer: &Actor,
     ) -> Result<(), Error> {
-        let task = self.holding(task_id, attempt, claimer, "").await?;
+        let task = self
+            .holding(task_id, attempt, claimer, "", Read::Stream)
+            .await?;
         self.signal(task.lease.as_deref(), AckKind::Progress).await
     }
 
@@ -651,8 +666,10 @@ impl Queue {
         claimer: &Actor,
         output: Option<String>,
     ) -> Result<u64, Error> {
-        for _ in 0..HOLDER_RETRIES {
-            let task = self.holding(task_id, attempt, claimer, "completed").await?;
+        for read in Read::RETRIES {
+            let task = self
+                .holding(task_id, attempt, claimer, "completed", read)
+                .await?;
             let completed = claimer.envelope(task::Completed {
                 task_id: task_id.to_owned(),
                 attempt,
@@ -680,8 +697,10 @@ impl Queue {
         error: String,
         retry: bool,
     ) -> Result<FailOutcome, Error> {
-        for _ in 0..HOLDER_RETRIES {
-            let task = self.holding(task_id, attempt, claimer, "failed").await?;
+        for read in Read::RETRIES {
+            let task = self
+                .holding(task_id, attempt, claimer, "failed", read)
+                .await?;
             match self.fail_held(&task, attempt, claimer, &error, retry).await {
                 Err(Error::Conflict { .. }) => continue,
                 other => return other,
@@ -773,7 +792,15 @@ impl Queue {
             .append(&event, Expect::Version(task.version))
             .await
         {
-            Ok(appended) => Ok(appended.sequence),
+            Ok(appended) => {
+                // The task is now exactly its last view plus this event.
+                let mut now = Some(task.clone());
+                aggregate::fold(&mut now, &event, appended.sequence);
+                if let Some(now) = now {
+                    self.remember(now);
+                }
+                Ok(appended.sequence)
+            }
             Err(vibehq_events::Error::Conflict { .. }) => Err(Error::Conflict {
                 task_id: task.submitted.task_id.clone(),
                 reason: "the task changed concurrently; read it again".into(),
@@ -794,47 +821,23 @@ impl Queue {
     }
 }
 
-/// How long a pull waits for a message. A short waiting pull rather than a no-wait fetch: when
-/// two no-wait fetches race for a subject's last message, nats-server 2.9.10 sometimes never
-/// answers the loser, which then stalls for ~5 s (measured by benches/queue.rs); a waiting pull
-/// is always answered at its expiry. Fetches within a process also take turns ([`Puller`]).
-const FETCH_EXPIRES: Duration = Duration::from_millis(10);
+/// Where a result reads the task it is about to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// This process's last view, if it has one.
+    Cached,
+    /// The stream.
+    Stream,
+}
 
-/// How many times a result re-reads the task after a concurrent event moved its version.
-const HOLDER_RETRIES: usize = 3;
+impl Read {
+    /// A result's tries: first on the cached view, then re-reading the stream after a
+    /// concurrent event moved the task's version.
+    const RETRIES: [Read; 3] = [Read::Cached, Read::Stream, Read::Stream];
+}
 
 /// How many times a claim re-reads the candidates after losing every race for them.
 const CLAIM_ROUNDS: usize = 3;
-
-/// A work consumer and the turn its fetches take in this process.
-///
-/// Fetches of one subject go one at a time within a process, so a process's claimers never race
-/// each other for the same message (see [`FETCH_EXPIRES`]).
-#[derive(Debug, Clone)]
-struct Puller {
-    consumer: PullConsumer,
-    turn: Arc<Mutex<()>>,
-}
-
-impl Puller {
-    /// Pulls up to `max` messages, waiting at most [`FETCH_EXPIRES`] for them.
-    async fn fetch(&self, max: usize) -> Result<Vec<async_nats::jetstream::Message>, Error> {
-        let _turn = self.turn.lock().await;
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(max)
-            .expires(FETCH_EXPIRES)
-            .messages()
-            .await
-            .map_err(|e| Error::nats("fetch work", e))?;
-        let mut messages = Vec::new();
-        while let Some(message) = batch.next().await {
-            messages.push(message.map_err(|e| Error::nats("fetch work", e))?);
-        }
-        Ok(messages)
-    }
-}
 
 fn kept_changing(task_id: &str) -> Error {
     Error::Conflict {
