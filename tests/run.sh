@@ -14,6 +14,8 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> tests"
+# The load balancer's tests run real instances of this stand-in program.
+cargo build -p vibehq-test-support --bin vibehq-echo --locked
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

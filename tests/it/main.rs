@@ -2,6 +2,7 @@
 //! and real SQLite files. Each module is one area of the system, written as its specification.
 
 mod api;
+mod balancer;
 mod cli;
 mod common;
 mod crash;

@@ -64,6 +64,101 @@ struct File {
     /// `vibehq worker`'s allow-list: `[commands.NAME]` tables.
     #[serde(default)]
     commands: BTreeMap<String, vibehq_worker::Command>,
+    /// The load balancer's service: a `[balancer]` table.
+    balancer: Option<Balancer>,
+}
+
+/// `[balancer]`: the service `vibehq up` runs instances of, and the proxy in front of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Balancer {
+    /// The executable of one instance; it must serve HTTP on `$PORT`.
+    pub program: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Instances started with `vibehq up` (scale later with POST /api/containers/scale/N).
+    #[serde(default = "one")]
+    pub instances: u32,
+    #[serde(default = "default_worker")]
+    pub worker_name: String,
+    #[serde(default = "default_container")]
+    pub container_name: String,
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// Where the proxy listens.
+    #[serde(default = "default_proxy_addr")]
+    pub proxy_addr: SocketAddr,
+    /// `least_outstanding` (default) or `round_robin`.
+    #[serde(default)]
+    pub strategy: Option<String>,
+    pub health_interval_ms: Option<u64>,
+    pub health_timeout_ms: Option<u64>,
+    pub failure_threshold: Option<u32>,
+    pub max_instances: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_worker() -> String {
+    "vibehq".into()
+}
+fn default_container() -> String {
+    "web".into()
+}
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_proxy_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+
+impl Balancer {
+    /// The pool's service and policy, and the proxy's strategy.
+    pub fn parts(
+        &self,
+    ) -> Result<(
+        vibehq_balancer::ServiceSpec,
+        vibehq_balancer::Policy,
+        vibehq_balancer::Strategy,
+    )> {
+        let strategy = match &self.strategy {
+            Some(s) => s
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("[balancer] strategy: {e}"))?,
+            None => vibehq_balancer::Strategy::default(),
+        };
+        let mut policy = vibehq_balancer::Policy::default();
+        if let Some(ms) = self.health_interval_ms {
+            policy.interval = std::time::Duration::from_millis(ms.max(10));
+        }
+        if let Some(ms) = self.health_timeout_ms {
+            policy.timeout = std::time::Duration::from_millis(ms.max(1));
+        }
+        if let Some(n) = self.failure_threshold {
+            policy.failure_threshold = n.max(1);
+        }
+        if let Some(n) = self.max_instances {
+            policy.max_instances = n;
+        }
+        anyhow::ensure!(
+            self.instances <= policy.max_instances,
+            "[balancer] instances ({}) is above max_instances ({})",
+            self.instances,
+            policy.max_instances
+        );
+        let spec = vibehq_balancer::ServiceSpec {
+            worker_name: self.worker_name.clone(),
+            container_name: self.container_name.clone(),
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            health_path: self.health_path.clone(),
+        };
+        Ok((spec, policy, strategy))
+    }
 }
 
 /// Resolved settings.
@@ -79,6 +174,8 @@ pub struct Settings {
     pub api_tokens: Vec<vibehq_api::auth::Token>,
     /// Commands `vibehq worker` may run, from the config file.
     pub commands: BTreeMap<String, vibehq_worker::Command>,
+    /// The load balancer's service, if configured.
+    pub balancer: Option<Balancer>,
 }
 
 impl Settings {
@@ -128,6 +225,7 @@ impl Settings {
                 flags.api_tokens.clone()
             },
             commands: file.commands,
+            balancer: file.balancer,
         })
     }
 

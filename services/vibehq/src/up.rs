@@ -87,10 +87,31 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
         },
     )
     .extend(queue_routes, vibehq_queue::http::QueueDoc::openapi());
+    let (pool, proxy) = match &settings.balancer {
+        Some(config) => {
+            let (spec, policy, strategy) = config.parts()?;
+            let runtime = std::sync::Arc::new(vibehq_balancer::Process);
+            let pool = vibehq_balancer::Pool::new(spec, policy, runtime, log.clone());
+            let listener = tokio::net::TcpListener::bind(config.proxy_addr)
+                .await
+                .with_context(|| format!("cannot listen on {} for the proxy", config.proxy_addr))?;
+            pool.scale(config.instances).await?;
+            tracing::info!(proxy = %config.proxy_addr, instances = config.instances, "load balancer up");
+            (
+                Some(pool.clone()),
+                Some((listener, vibehq_balancer::Proxy::new(pool, strategy))),
+            )
+        }
+        None => (None, None),
+    };
+    let api = api.extend(
+        vibehq_balancer::http::router(vibehq_balancer::http::BalancerState { pool: pool.clone() }),
+        vibehq_balancer::http::BalancerDoc::openapi(),
+    );
     tracing::info!(nats = %url, http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
 
     // Whichever stops first (shutdown, or a failure) stops the other.
-    let (projected, served, dispatched, answered) = tokio::join!(
+    let (projected, served, dispatched, answered, proxied) = tokio::join!(
         async {
             let result = projector.run(shutdown.clone()).await;
             shutdown.cancel();
@@ -112,7 +133,22 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
             shutdown.cancel();
             result
         },
+        async {
+            let Some((listener, proxy)) = proxy else {
+                return Ok(());
+            };
+            let result = axum::serve(listener, proxy.router())
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await;
+            shutdown.cancel();
+            if let Some(pool) = &pool {
+                pool.stop_all().await;
+                tracing::info!("load balancer instances stopped");
+            }
+            result.context("the load balancer's proxy failed")
+        },
     );
+    proxied?;
     served?;
     dispatched?;
     answered?;

@@ -1,0 +1,241 @@
+//! The load balancer's REST API, its health endpoint and `/ws/containers`.
+
+use axum::Json;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use vibehq_api::error::{ApiError, ErrorBody};
+
+use crate::Error;
+use crate::pool::{InstanceStatus, Pool, PoolStatus};
+
+/// What the handlers share: the pool, if this process runs one.
+#[derive(Debug, Clone, Default)]
+pub struct BalancerState {
+    pub pool: Option<Pool>,
+}
+
+impl BalancerState {
+    fn pool(&self) -> Result<&Pool, ApiError> {
+        self.pool.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "not_configured",
+                "no service is configured for the load balancer: set [balancer] command in the \
+                 configuration file (see deploy/vibehq.example.toml)",
+                None,
+            )
+        })
+    }
+}
+
+/// The balancer's routes.
+pub fn router(state: BalancerState) -> axum::Router {
+    axum::Router::new()
+        .route("/api/containers/scale/{instances}", post(scale))
+        .route("/api/containers/status", get(status))
+        .route(
+            "/api/containers/health/{container_id}",
+            get(instance_health),
+        )
+        .route("/api/containers/{container_id}/restart", post(restart))
+        .route("/health/load-balancer", get(health))
+        .route("/ws/containers", get(live))
+        .with_state(state)
+}
+
+/// The balancer's part of the OpenAPI document.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(scale, status, instance_health, restart, health),
+    components(schemas(PoolStatus, InstanceStatus, BalancerHealth, ErrorBody))
+)]
+pub struct BalancerDoc;
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::TooMany { asked, max } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("{asked} instances asked for; at most {max} are allowed"),
+                Some("instances".into()),
+            ),
+            Error::UnknownInstance(id) => {
+                ApiError::not_found("container_id", format!("no instance {id}"))
+            }
+            other => ApiError::unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Runs the given number of instances.
+#[utoipa::path(
+    post,
+    path = "/api/containers/scale/{instances}",
+    params(("instances" = u32, Path, description = "Instances to run (0 to the configured maximum)")),
+    responses(
+        (status = 200, description = "The pool after scaling (new instances may still be starting)", body = PoolStatus),
+        (status = 400, description = "Not a whole number", body = ErrorBody),
+        (status = 422, description = "More than the maximum", body = ErrorBody),
+        (status = 409, description = "No service configured", body = ErrorBody),
+    ),
+    tag = "containers"
+)]
+async fn scale(
+    State(state): State<BalancerState>,
+    Path(instances): Path<String>,
+) -> Result<Json<PoolStatus>, ApiError> {
+    let pool = state.pool()?;
+    let max = pool.policy().max_instances;
+    let instances: u32 = instances.parse().map_err(|_| {
+        ApiError::invalid(
+            "instances",
+            format!("instances must be a whole number from 0 to {max}, not {instances:?}"),
+        )
+    })?;
+    Ok(Json(pool.scale(instances).await?))
+}
+
+/// Every instance and its state.
+#[utoipa::path(
+    get,
+    path = "/api/containers/status",
+    responses(
+        (status = 200, body = PoolStatus),
+        (status = 409, description = "No service configured", body = ErrorBody),
+    ),
+    tag = "containers"
+)]
+async fn status(State(state): State<BalancerState>) -> Result<Json<PoolStatus>, ApiError> {
+    Ok(Json(state.pool()?.status()))
+}
+
+/// One instance, with its latest health checks.
+#[utoipa::path(
+    get,
+    path = "/api/containers/health/{container_id}",
+    params(("container_id" = String, Path, description = "The instance id")),
+    responses(
+        (status = 200, body = InstanceStatus),
+        (status = 404, description = "No such instance", body = ErrorBody),
+    ),
+    tag = "containers"
+)]
+async fn instance_health(
+    State(state): State<BalancerState>,
+    Path(container_id): Path<String>,
+) -> Result<Json<InstanceStatus>, ApiError> {
+    state
+        .pool()?
+        .instance(&container_id)
+        .map(Json)
+        .ok_or_else(|| Error::UnknownInstance(container_id).into())
+}
+
+/// Restarts one instance now.
+#[utoipa::path(
+    post,
+    path = "/api/containers/{container_id}/restart",
+    params(("container_id" = String, Path, description = "The instance id")),
+    responses(
+        (status = 202, description = "The restart is under way"),
+        (status = 404, description = "No such instance", body = ErrorBody),
+    ),
+    tag = "containers"
+)]
+async fn restart(
+    State(state): State<BalancerState>,
+    Path(container_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.pool()?.restart(&container_id)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The load balancer's health.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BalancerHealth {
+    /// `ok` when every desired instance is in rotation, `degraded` when some are, `down` when
+    /// none is (and some are wanted), `idle` when none is wanted or no service is configured.
+    pub status: &'static str,
+    pub desired: u32,
+    pub healthy: u32,
+}
+
+/// 200 unless instances are wanted and none is in rotation (503).
+#[utoipa::path(
+    get,
+    path = "/health/load-balancer",
+    responses(
+        (status = 200, body = BalancerHealth),
+        (status = 503, description = "Instances are wanted and none is in rotation", body = BalancerHealth),
+    ),
+    tag = "containers"
+)]
+async fn health(State(state): State<BalancerState>) -> (StatusCode, Json<BalancerHealth>) {
+    let (desired, healthy) = state
+        .pool
+        .as_ref()
+        .map(|p| p.status())
+        .map_or((0, 0), |s| (s.desired, s.healthy));
+    let (code, status) = match (desired, healthy) {
+        (0, _) => (StatusCode::OK, "idle"),
+        (d, h) if h >= d => (StatusCode::OK, "ok"),
+        (_, 0) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+        _ => (StatusCode::OK, "degraded"),
+    };
+    (
+        code,
+        Json(BalancerHealth {
+            status,
+            desired,
+            healthy,
+        }),
+    )
+}
+
+/// `GET /ws/containers`: the pool's status, then every instance change as it happens.
+async fn live(State(state): State<BalancerState>, upgrade: WebSocketUpgrade) -> Response {
+    match state.pool() {
+        Ok(pool) => {
+            let pool = pool.clone();
+            upgrade.on_upgrade(move |socket| feed(socket, pool))
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn feed(mut socket: WebSocket, pool: Pool) {
+    let mut changes = pool.changes();
+    let Ok(first) = serde_json::to_string(&pool.status()) else {
+        return;
+    };
+    if socket.send(Message::Text(first.into())).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            change = changes.recv() => {
+                let text = match change {
+                    Ok(instance) => serde_json::to_string(&instance),
+                    // Fell behind: send the whole picture again.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        serde_json::to_string(&pool.status())
+                    }
+                    Err(_) => return,
+                };
+                let Ok(text) = text else { return };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The container load balancer: a service's instances started, probed, restarted and scaled,
+//! and a reverse proxy that sends traffic only to the healthy ones.
+//!
+//! A [`Pool`] runs one service (a [`ServiceSpec`]) through a [`Runtime`] driver. Each instance
+//! has a keeper task that probes it over HTTP, takes it out of rotation the moment it exits or
+//! fails its probes, and restarts it with a growing backoff; an instance that keeps failing is
+//! marked `failed` and replaced. Every step is an event (`container.*` on the instance's
+//! subject), so `container_instances` and `container_health_checks` are projections like every
+//! other table, and `vibehq audit instance <id>` shows an instance's life.
+//!
+//! # Layout
+//! - [`runtime`]: the driver trait, and [`runtime::Process`] (a child process per instance).
+//! - [`pool`]: [`Pool`]: scaling, keepers, health checks, restarts, status.
+//! - [`proxy`]: [`Proxy`]: least-outstanding or round-robin forwarding with safe retries.
+//! - [`http`]: `/api/containers/…`, `/health/load-balancer`, `/ws/containers`.
+
+pub mod http;
+pub mod pool;
+pub mod proxy;
+pub mod runtime;
+
+pub use pool::{InstanceStatus, Policy, Pool, PoolStatus, State};
+pub use proxy::{Proxy, Strategy};
+pub use runtime::{Process, Runtime, ServiceSpec};
+
+/// Failures of the load balancer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A scale request beyond the configured maximum.
+    #[error("{asked} instances asked for; at most {max} are allowed")]
+    TooMany { asked: u32, max: u32 },
+    /// No instance has this id.
+    #[error("no instance {0}")]
+    UnknownInstance(String),
+    /// The runtime could not start an instance.
+    #[error("cannot start {program}: {source}")]
+    Start {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

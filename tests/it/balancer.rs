@@ -1,0 +1,364 @@
+//! The container load balancer: real child processes (`vibehq-echo`), a real nats-server, the
+//! projection, the REST API and the proxy.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use vibehq_balancer::http::BalancerState;
+use vibehq_balancer::{Policy, Pool, PoolStatus, Process, Proxy, ServiceSpec, Strategy};
+use vibehq_events::StreamKind;
+
+use crate::common::{Live, get_json, post};
+
+/// The stand-in instance program, built with the workspace.
+fn echo() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("vibehq-echo"))
+        .expect("target folder");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p vibehq-test-support` (tests/run.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Probes every 100 ms, out of rotation after 2 failures, restarts after 100 ms.
+fn quick() -> Policy {
+    Policy {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(300),
+        failure_threshold: 2,
+        startup_timeout: Duration::from_secs(10),
+        restart_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+        max_restarts: 5,
+        stop_grace: Duration::from_secs(2),
+        max_instances: 8,
+    }
+}
+
+struct Balancer {
+    live: Live,
+    pool: Pool,
+    /// The REST API.
+    api: String,
+    /// The proxy.
+    proxy: String,
+}
+
+impl Balancer {
+    async fn start(policy: Policy) -> Self {
+        let live = Live::start().await;
+        let spec = ServiceSpec {
+            worker_name: "web".into(),
+            container_name: "echo".into(),
+            program: echo(),
+            args: Vec::new(),
+            env: Default::default(),
+            health_path: "/health".into(),
+        };
+        let pool = Pool::new(spec, policy, Arc::new(Process), live.log.clone());
+        let api = serve(vibehq_balancer::http::router(BalancerState {
+            pool: Some(pool.clone()),
+        }))
+        .await;
+        let proxy = serve(Proxy::new(pool.clone(), Strategy::LeastOutstanding).router()).await;
+        Self {
+            live,
+            pool,
+            api,
+            proxy,
+        }
+    }
+
+    /// Waits until `done` holds for the pool's status.
+    async fn until(&self, what: &str, done: impl Fn(&PoolStatus) -> bool) -> PoolStatus {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.pool.status();
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within 20 s; status: {status:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the projection holds every container event recorded so far.
+    async fn projected(&self) {
+        let last = self
+            .live
+            .log
+            .stream_info(StreamKind::Containers)
+            .await
+            .expect("stream info")
+            .state
+            .last_sequence;
+        self.live.caught_up(StreamKind::Containers, last).await;
+    }
+}
+
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+fn pids(status: &PoolStatus) -> Vec<i32> {
+    status
+        .instances
+        .iter()
+        .filter_map(|i| i.pid.map(|p| p as i32))
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+fn rows(live: &Live, sql: &str) -> Vec<(String, i64)> {
+    let db = rusqlite::Connection::open(&live.database).expect("open projection");
+    let mut statement = db.prepare(sql).expect("prepare");
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[tokio::test]
+async fn scaling_0_3_1_0_runs_that_many_processes_and_the_projection_agrees() {
+    let lb = Balancer::start(quick()).await;
+
+    let status = lb.pool.scale(3).await.expect("scale to 3");
+    assert_eq!(status.desired, 3);
+    let status = lb.until("3 in rotation", |s| s.healthy == 3).await;
+    let started = pids(&status);
+    assert_eq!(started.len(), 3);
+    assert!(started.iter().all(|p| alive(*p)), "3 processes run");
+
+    let status = lb.pool.scale(1).await.expect("scale to 1");
+    assert_eq!(status.instances.len(), 1);
+    assert_eq!(
+        started.iter().filter(|p| alive(**p)).count(),
+        1,
+        "two processes were stopped before the scale request answered"
+    );
+
+    lb.pool.scale(0).await.expect("scale to 0");
+    assert!(started.iter().all(|p| !alive(*p)), "no process is left");
+
+    lb.projected().await;
+    assert_eq!(
+        rows(
+            &lb.live,
+            "SELECT state, COUNT(*) FROM container_instances WHERE worker_name = 'web' GROUP BY state"
+        ),
+        vec![("stopped".to_owned(), 3)]
+    );
+    let checks = rows(
+        &lb.live,
+        "SELECT 'healthy', COUNT(*) FROM container_health_checks WHERE healthy = 1 AND container_name = 'echo'",
+    );
+    assert!(
+        checks[0].1 >= 3,
+        "each instance's passing probes are recorded: {checks:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_instance_is_restarted_and_a_steady_request_stream_sees_no_failure() {
+    let lb = Balancer::start(quick()).await;
+    lb.pool.scale(3).await.expect("scale");
+    let before = lb.until("3 in rotation", |s| s.healthy == 3).await;
+
+    let (stop, served, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+            let url = format!("{}/hello", lb.proxy);
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => served.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let victim = before.instances[0].clone();
+    let pid = victim.pid.expect("pid") as i32;
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9");
+    let after = lb
+        .until("the killed instance back in rotation", |s| {
+            s.instances.iter().any(|i| {
+                i.instance_id == victim.instance_id
+                    && i.restart_count >= 1
+                    && i.in_rotation
+                    && i.pid.is_some_and(|p| p as i32 != pid)
+            })
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client");
+    }
+
+    assert_eq!(after.healthy, 3);
+    let (served, failed) = (
+        served.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    assert!(served > 100, "the stream kept flowing: {served} served");
+    assert_eq!(failed, 0, "no request failed ({served} served)");
+    lb.projected().await;
+    let restarted = rows(
+        &lb.live,
+        &format!(
+            "SELECT state, restart_count FROM container_instances WHERE instance_id = '{}'",
+            victim.instance_id
+        ),
+    );
+    assert_eq!(restarted, vec![("running".to_owned(), 1)]);
+    lb.pool.scale(0).await.expect("scale down");
+}
+
+#[tokio::test]
+async fn an_instance_whose_health_fails_leaves_rotation_then_is_restarted() {
+    let lb = Balancer::start(Policy {
+        restart_backoff: Duration::from_millis(500),
+        ..quick()
+    })
+    .await;
+    lb.pool.scale(2).await.expect("scale");
+    let before = lb.until("2 in rotation", |s| s.healthy == 2).await;
+    let sick = before.instances[0].clone();
+    let port = sick.port.expect("port");
+    let (code, _) = post(&format!("http://127.0.0.1:{port}/fail"), Value::Null).await;
+    assert_eq!(code, 204);
+
+    lb.until("the sick instance out of rotation", |s| {
+        s.instances
+            .iter()
+            .any(|i| i.instance_id == sick.instance_id && !i.in_rotation)
+    })
+    .await;
+    // While it waits to restart, every request goes to the other one.
+    for _ in 0..20 {
+        let answer = reqwest::get(format!("{}/who", lb.proxy))
+            .await
+            .expect("GET")
+            .text()
+            .await
+            .expect("body");
+        assert!(
+            !answer.starts_with(&sick.instance_id),
+            "routed to the unhealthy instance: {answer}"
+        );
+    }
+    lb.until("the sick instance restarted and back", |s| {
+        s.instances
+            .iter()
+            .any(|i| i.instance_id == sick.instance_id && i.restart_count == 1 && i.in_rotation)
+    })
+    .await;
+    lb.pool.scale(0).await.expect("scale down");
+}
+
+#[tokio::test]
+async fn the_rest_api_scales_reports_and_refuses_bad_input_naming_the_field() {
+    let lb = Balancer::start(quick()).await;
+    let (code, health) = get_json(&format!("{}/health/load-balancer", lb.api)).await;
+    assert_eq!((code, health["status"].as_str()), (200, Some("idle")));
+
+    for (path, status, field) in [
+        ("/api/containers/scale/-1", 400, "instances"),
+        ("/api/containers/scale/two", 400, "instances"),
+        ("/api/containers/scale/1000", 422, "instances"),
+    ] {
+        let (code, body) = post(&format!("{}{path}", lb.api), Value::Null).await;
+        assert_eq!(code, status, "{path}: {body}");
+        assert_eq!(body["error"]["field"], field, "{path}: {body}");
+    }
+    let (code, body) = get_json(&format!("{}/api/containers/health/nope", lb.api)).await;
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (404, Some("container_id"))
+    );
+    let (code, body) = post(
+        &format!("{}/api/containers/nope/restart", lb.api),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"]["field"].as_str()),
+        (404, Some("container_id"))
+    );
+
+    let (code, body) = post(&format!("{}/api/containers/scale/2", lb.api), Value::Null).await;
+    assert_eq!((code, body["desired"].as_u64()), (200, Some(2)), "{body}");
+    lb.until("2 in rotation", |s| s.healthy == 2).await;
+    let (code, status) = get_json(&format!("{}/api/containers/status", lb.api)).await;
+    assert_eq!((code, status["healthy"].as_u64()), (200, Some(2)));
+    let id = status["instances"][0]["instance_id"].as_str().expect("id");
+    let (code, one) = get_json(&format!("{}/api/containers/health/{id}", lb.api)).await;
+    assert_eq!((code, one["state"].as_str()), (200, Some("running")));
+    assert!(one["checks"].as_array().is_some_and(|c| !c.is_empty()));
+    let (code, health) = get_json(&format!("{}/health/load-balancer", lb.api)).await;
+    assert_eq!((code, health["status"].as_str()), (200, Some("ok")));
+
+    let (code, _) = post(
+        &format!("{}/api/containers/{id}/restart", lb.api),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, 202);
+    lb.until("restarted by request", |s| {
+        s.instances
+            .iter()
+            .any(|i| i.instance_id == id && i.restart_count == 1 && i.in_rotation)
+    })
+    .await;
+    post(&format!("{}/api/containers/scale/0", lb.api), Value::Null).await;
+}
+
+#[tokio::test]
+async fn without_a_configured_service_the_api_says_how_to_configure_one() {
+    let api = serve(vibehq_balancer::http::router(BalancerState::default())).await;
+    let (code, body) = post(&format!("{api}/api/containers/scale/1"), Value::Null).await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (409, Some("not_configured"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("[balancer]"))
+    );
+    let (code, _) = get_json(&format!("{api}/health/load-balancer")).await;
+    assert_eq!(code, 200);
+}
