@@ -13,7 +13,7 @@ use vibehq_balancer::http::BalancerState;
 use vibehq_balancer::{Policy, Pool, PoolStatus, Process, Proxy, ServiceSpec, Strategy};
 use vibehq_events::StreamKind;
 
-use crate::common::{Live, get_json, post};
+use crate::common::{Live, call, get_json, post};
 
 /// The stand-in instance program, built with the workspace.
 fn echo() -> PathBuf {
@@ -361,4 +361,110 @@ async fn without_a_configured_service_the_api_says_how_to_configure_one() {
     );
     let (code, _) = get_json(&format!("{api}/health/load-balancer")).await;
     assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn the_rpc_service_scales_reports_and_refuses_like_the_rest_api() {
+    let lb = Balancer::start(quick()).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service = tokio::spawn(vibehq_balancer::rpc::run(
+        BalancerState {
+            pool: Some(lb.pool.clone()),
+        },
+        lb.live.nats.connect().await,
+        stop.clone(),
+    ));
+    let client = lb.live.nats.connect().await;
+    // The service is registered once its ping is answered.
+    let ping = async || {
+        client
+            .request("$SRV.PING.ContainerLoadBalancerOps", Default::default())
+            .await
+            .is_ok()
+    };
+    for _ in 0..200 {
+        if ping().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let rpc = async |operation: &str, body: Value| {
+        call(
+            &client,
+            &format!("vibehq.rpc.containers.{operation}"),
+            body.to_string().into(),
+        )
+        .await
+    };
+
+    let scaled = rpc("scaleContainers", serde_json::json!({"instances": 2}))
+        .await
+        .expect("scaled");
+    assert_eq!(scaled["desired"], 2);
+    lb.until("2 in rotation", |s| s.healthy == 2).await;
+    let status = rpc("getContainerStatus", serde_json::json!({}))
+        .await
+        .expect("status");
+    assert_eq!(status["healthy"], 2);
+    let id = status["instances"][0]["instance_id"].clone();
+    let one = rpc(
+        "getContainerStatus",
+        serde_json::json!({"container_id": id}),
+    )
+    .await
+    .expect("one");
+    assert_eq!(one["state"], "running");
+    let health = rpc("healthCheck", serde_json::json!({}))
+        .await
+        .expect("health");
+    assert_eq!(health["status"], "ok");
+    rpc("restartContainer", serde_json::json!({"container_id": id}))
+        .await
+        .expect("restart");
+
+    for (operation, body, code, field) in [
+        (
+            "scaleContainers",
+            serde_json::json!({"instances": -1}),
+            400,
+            "instances",
+        ),
+        ("scaleContainers", serde_json::json!({}), 400, "instances"),
+        (
+            "scaleContainers",
+            serde_json::json!({"instances": 100}),
+            422,
+            "instances",
+        ),
+        (
+            "scaleContainers",
+            serde_json::json!({"count": 1}),
+            400,
+            "count",
+        ),
+        (
+            "restartContainer",
+            serde_json::json!({"container_id": "nope"}),
+            404,
+            "container_id",
+        ),
+        (
+            "restartContainer",
+            serde_json::json!({}),
+            400,
+            "container_id",
+        ),
+    ] {
+        let (status, error) = rpc(operation, body.clone()).await.expect_err("refused");
+        assert_eq!(status, code, "{operation} {body}: {error}");
+        assert_eq!(
+            error["error"]["field"], field,
+            "{operation} {body}: {error}"
+        );
+    }
+    rpc("scaleContainers", serde_json::json!({"instances": 0}))
+        .await
+        .expect("scaled down");
+    stop.cancel();
+    service.await.expect("joined").expect("clean stop");
 }

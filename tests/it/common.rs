@@ -302,3 +302,33 @@ pub async fn post(url: &str, body: Value) -> (u16, Value) {
     let text = response.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
+
+/// A plain NATS request: the JSON answer, or the service error's code and JSON description.
+pub async fn call(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: bytes::Bytes,
+) -> Result<Value, (u16, Value)> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subject.to_owned(), payload),
+    )
+    .await
+    .expect("an answer in time")
+    .expect("an answer");
+    let header = |name: &str| {
+        reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_owned())
+    };
+    match header("Nats-Service-Error-Code") {
+        Some(code) => Err((
+            code.parse().expect("a numeric code"),
+            serde_json::from_str(&header("Nats-Service-Error").expect("a description"))
+                .expect("a JSON description"),
+        )),
+        None => Ok(serde_json::from_slice(&reply.payload).expect("a JSON answer")),
+    }
+}

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use vibehq_queue::{Actor, NewTask};
 
-use crate::common::{Harness, Live, get_json, queue_state, serve};
+use crate::common::{Harness, Live, call, get_json, queue_state, serve};
 
 /// Longest any one step may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
@@ -305,33 +305,6 @@ async fn serve_rpc(live: &Live, h: &Harness) -> (async_nats::Client, DropGuard) 
     let stop = CancellationToken::new();
     tokio::spawn(rpc.serve(stop.clone()));
     (live.nats.connect().await, stop.drop_guard())
-}
-
-/// A plain NATS request: the JSON answer, or the service error's code and JSON description.
-async fn call(
-    client: &async_nats::Client,
-    subject: &str,
-    payload: Bytes,
-) -> Result<Value, (u16, Value)> {
-    let reply = tokio::time::timeout(WAIT, client.request(subject.to_owned(), payload))
-        .await
-        .expect("an answer in time")
-        .expect("an answer");
-    let header = |name: &str| {
-        reply
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
-    match header("Nats-Service-Error-Code") {
-        Some(code) => Err((
-            code.parse().expect("a numeric code"),
-            serde_json::from_str(&header("Nats-Service-Error").expect("a description"))
-                .expect("a JSON description"),
-        )),
-        None => Ok(serde_json::from_slice(&reply.payload).expect("a JSON answer")),
-    }
 }
 
 async fn rpc(

@@ -12,10 +12,12 @@
 //! - [`health`]: `GET /health`.
 //! - [`auth`]: bearer tokens (required beyond loopback).
 //! - [`error`]: the JSON error body.
+//! - [`rpc`]: the plumbing of the NATS micro services (`$SRV.*`) other services expose.
 
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod rpc;
 pub mod tables;
 
 use std::net::SocketAddr;

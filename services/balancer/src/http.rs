@@ -19,7 +19,7 @@ pub struct BalancerState {
 }
 
 impl BalancerState {
-    fn pool(&self) -> Result<&Pool, ApiError> {
+    pub(crate) fn pool(&self) -> Result<&Pool, ApiError> {
         self.pool.as_ref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
@@ -29,6 +29,15 @@ impl BalancerState {
                 None,
             )
         })
+    }
+}
+
+impl BalancerState {
+    /// One instance's status, or 404 naming `container_id`.
+    pub(crate) fn instance(&self, container_id: &str) -> Result<InstanceStatus, ApiError> {
+        self.pool()?
+            .instance(container_id)
+            .ok_or_else(|| Error::UnknownInstance(container_id.to_owned()).into())
     }
 }
 
@@ -129,11 +138,7 @@ async fn instance_health(
     State(state): State<BalancerState>,
     Path(container_id): Path<String>,
 ) -> Result<Json<InstanceStatus>, ApiError> {
-    state
-        .pool()?
-        .instance(&container_id)
-        .map(Json)
-        .ok_or_else(|| Error::UnknownInstance(container_id).into())
+    state.instance(&container_id).map(Json)
 }
 
 /// Restarts one instance now.
@@ -176,6 +181,12 @@ pub struct BalancerHealth {
     tag = "containers"
 )]
 async fn health(State(state): State<BalancerState>) -> (StatusCode, Json<BalancerHealth>) {
+    let (code, health) = balancer_health(&state);
+    (code, Json(health))
+}
+
+/// The load balancer's health, and the HTTP status that goes with it.
+pub(crate) fn balancer_health(state: &BalancerState) -> (StatusCode, BalancerHealth) {
     let (desired, healthy) = state
         .pool
         .as_ref()
@@ -189,11 +200,11 @@ async fn health(State(state): State<BalancerState>) -> (StatusCode, Json<Balance
     };
     (
         code,
-        Json(BalancerHealth {
+        BalancerHealth {
             status,
             desired,
             healthy,
-        }),
+        },
     )
 }
 

@@ -13,10 +13,12 @@
 //! - [`pool`]: [`Pool`]: scaling, keepers, health checks, restarts, status.
 //! - [`proxy`]: [`Proxy`]: least-outstanding or round-robin forwarding with safe retries.
 //! - [`http`]: `/api/containers/…`, `/health/load-balancer`, `/ws/containers`.
+//! - [`rpc`]: `ContainerLoadBalancerOps`, the same as a NATS micro service.
 
 pub mod http;
 pub mod pool;
 pub mod proxy;
+pub mod rpc;
 pub mod runtime;
 
 pub use pool::{InstanceStatus, Policy, Pool, PoolStatus, State};

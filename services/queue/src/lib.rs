@@ -70,3 +70,12 @@ impl Error {
         }
     }
 }
+
+impl From<vibehq_api::rpc::RpcError> for Error {
+    fn from(error: vibehq_api::rpc::RpcError) -> Self {
+        Error::Nats {
+            op: error.op,
+            source: error.source,
+        }
+    }
+}

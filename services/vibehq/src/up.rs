@@ -14,8 +14,9 @@ use vibehq_queue::http::QueueState;
 
 use crate::config::{Settings, connect};
 
-/// Runs NATS (embedded unless configured), the streams, the projector, the HTTP API and the
-/// task queue's dispatcher and RPC service (`ContainerTaskQueueOps`) until
+/// Runs NATS (embedded unless configured), the streams, the projector, the HTTP API, the
+/// task queue's dispatcher and RPC service (`ContainerTaskQueueOps`), and the load balancer
+/// (its RPC service `ContainerLoadBalancerOps`; its pool and proxy when configured) until
 /// SIGINT/SIGTERM, then shuts down in order: stop taking requests, finish the projector's
 /// batch, stop the embedded server.
 pub async fn run(settings: Settings) -> Result<()> {
@@ -104,14 +105,15 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
         }
         None => (None, None),
     };
+    let balancer_state = vibehq_balancer::http::BalancerState { pool: pool.clone() };
     let api = api.extend(
-        vibehq_balancer::http::router(vibehq_balancer::http::BalancerState { pool: pool.clone() }),
+        vibehq_balancer::http::router(balancer_state.clone()),
         vibehq_balancer::http::BalancerDoc::openapi(),
     );
     tracing::info!(nats = %url, http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
 
     // Whichever stops first (shutdown, or a failure) stops the other.
-    let (projected, served, dispatched, answered, proxied) = tokio::join!(
+    let (projected, served, dispatched, answered, balanced, proxied) = tokio::join!(
         async {
             let result = projector.run(shutdown.clone()).await;
             shutdown.cancel();
@@ -134,6 +136,12 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
             result
         },
         async {
+            let client = log.jetstream().client();
+            let result = vibehq_balancer::rpc::run(balancer_state, client, shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
+        async {
             let Some((listener, proxy)) = proxy else {
                 return Ok(());
             };
@@ -149,6 +157,7 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
         },
     );
     proxied?;
+    balanced?;
     served?;
     dispatched?;
     answered?;
