@@ -30,6 +30,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_projector.sql",
         sql: include_str!("../migrations/0002_projector.sql"),
     },
+    Migration {
+        name: "0003_instance_usage.sql",
+        sql: include_str!("../migrations/0003_instance_usage.sql"),
+    },
 ];
 
 /// The ten domain tables of the seed plan, each with `worker_name` and `container_name`.
@@ -114,7 +118,14 @@ mod tests {
     fn migrations_apply_to_an_empty_database_then_apply_nothing() {
         let mut conn = Connection::open_in_memory().expect("open");
         let first = migrate(&mut conn).expect("first run");
-        assert_eq!(first, vec!["0001_init.sql", "0002_projector.sql"]);
+        assert_eq!(
+            first,
+            vec![
+                "0001_init.sql",
+                "0002_projector.sql",
+                "0003_instance_usage.sql"
+            ]
+        );
         let second = migrate(&mut conn).expect("second run");
         assert!(second.is_empty());
     }

@@ -69,6 +69,7 @@ impl Balancer {
         let pool = Pool::new(spec, policy, Arc::new(Process), live.log.clone());
         let api = serve(vibehq_balancer::http::router(BalancerState {
             pool: Some(pool.clone()),
+            reader: Some(live.reader()),
         }))
         .await;
         let proxy = serve(Proxy::new(pool.clone(), Strategy::LeastOutstanding).router()).await;
@@ -178,6 +179,22 @@ async fn scaling_0_3_1_0_runs_that_many_processes_and_the_projection_agrees() {
     assert!(
         checks[0].1 >= 3,
         "each instance's passing probes are recorded: {checks:?}"
+    );
+
+    // What the worker's instances cost, from the same projection.
+    let (code, usage) = get_json(&format!("{}/api/containers/usage?worker_name=web", lb.api)).await;
+    assert_eq!(code, 200, "{usage}");
+    assert_eq!(usage[0]["worker_name"], "web");
+    assert_eq!(
+        (usage[0]["instances"].as_i64(), usage[0]["running"].as_i64()),
+        (Some(3), Some(0))
+    );
+    let seconds = usage[0]["instance_seconds"].as_f64().expect("seconds");
+    assert!(seconds > 0.0 && seconds < 60.0, "{usage}");
+    let (code, refused) = get_json(&format!("{}/api/containers/usage?worker=web", lb.api)).await;
+    assert_eq!(
+        (code, refused["error"]["field"].as_str()),
+        (400, Some("worker"))
     );
 }
 
@@ -370,6 +387,7 @@ async fn the_rpc_service_scales_reports_and_refuses_like_the_rest_api() {
     let service = tokio::spawn(vibehq_balancer::rpc::run(
         BalancerState {
             pool: Some(lb.pool.clone()),
+            reader: None,
         },
         lb.live.nats.connect().await,
         stop.clone(),

@@ -1,21 +1,26 @@
 //! The load balancer's REST API, its health endpoint and `/ws/containers`.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use vibehq_api::error::{ApiError, ErrorBody};
+use vibehq_projector::Reader;
 
 use crate::Error;
 use crate::pool::{InstanceStatus, Pool, PoolStatus};
 
-/// What the handlers share: the pool, if this process runs one.
+/// What the handlers share: the pool, if this process runs one, and the projection (for
+/// usage, which covers every process's instances).
 #[derive(Debug, Clone, Default)]
 pub struct BalancerState {
     pub pool: Option<Pool>,
+    pub reader: Option<Reader>,
 }
 
 impl BalancerState {
@@ -51,6 +56,7 @@ pub fn router(state: BalancerState) -> axum::Router {
             get(instance_health),
         )
         .route("/api/containers/{container_id}/restart", post(restart))
+        .route("/api/containers/usage", get(usage))
         .route("/health/load-balancer", get(health))
         .route("/ws/containers", get(live))
         .with_state(state)
@@ -59,8 +65,8 @@ pub fn router(state: BalancerState) -> axum::Router {
 /// The balancer's part of the OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(scale, status, instance_health, restart, health),
-    components(schemas(PoolStatus, InstanceStatus, BalancerHealth, ErrorBody))
+    paths(scale, status, instance_health, restart, usage, health),
+    components(schemas(PoolStatus, InstanceStatus, BalancerHealth, WorkerUsage, ErrorBody))
 )]
 pub struct BalancerDoc;
 
@@ -158,6 +164,80 @@ async fn restart(
 ) -> Result<StatusCode, ApiError> {
     state.pool()?.restart(&container_id)?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// What one worker's instances have run.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WorkerUsage {
+    pub worker_name: String,
+    /// Instances it has had (any state).
+    pub instances: i64,
+    /// Of those, instances whose process runs now.
+    pub running: i64,
+    /// Seconds their processes have run, up to now.
+    pub instance_seconds: f64,
+}
+
+/// Instance-seconds per worker_name, from the projection (every vibehq process's instances).
+#[utoipa::path(
+    get,
+    path = "/api/containers/usage",
+    params(("worker_name" = Option<String>, Query, description = "Only this worker")),
+    responses(
+        (status = 200, body = Vec<WorkerUsage>),
+        (status = 400, description = "An unknown query parameter", body = ErrorBody),
+    ),
+    tag = "containers"
+)]
+async fn usage(
+    State(state): State<BalancerState>,
+    Query(mut params): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<WorkerUsage>>, ApiError> {
+    let worker = params.remove("worker_name");
+    if let Some(unknown) = params.keys().next() {
+        return Err(ApiError::invalid(
+            unknown.clone(),
+            format!("unknown query parameter {unknown:?}; usage takes worker_name"),
+        ));
+    }
+    let reader = state
+        .reader
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("this process keeps no projection"))?;
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let rows = reader
+        .read(move |conn| {
+            let sqlite = |source| vibehq_projector::Error::Sqlite {
+                op: "read instance usage",
+                source,
+            };
+            let mut statement = conn
+                .prepare(
+                    "SELECT worker_name, COUNT(*), COUNT(running_since_ms),
+                       SUM(usage_ms + CASE WHEN running_since_ms IS NULL THEN 0
+                                      ELSE MAX(0, ?1 - running_since_ms) END) / 1000.0
+                     FROM container_instances
+                     WHERE ?2 IS NULL OR worker_name = ?2
+                     GROUP BY worker_name ORDER BY worker_name",
+                )
+                .map_err(sqlite)?;
+            let rows = statement
+                .query_map(rusqlite::params![now_ms, worker], |row| {
+                    Ok(WorkerUsage {
+                        worker_name: row.get(0)?,
+                        instances: row.get(1)?,
+                        running: row.get(2)?,
+                        instance_seconds: row.get(3)?,
+                    })
+                })
+                .map_err(sqlite)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sqlite)?;
+            Ok(rows)
+        })
+        .await
+        .map_err(|e| ApiError::unavailable(format!("cannot read the projection: {e}")))?;
+    Ok(Json(rows))
 }
 
 /// The load balancer's health.

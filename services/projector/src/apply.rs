@@ -138,6 +138,7 @@ fn json_opt<T: serde::Serialize>(value: &T) -> Option<String> {
 /// Applies one decoded event. `sequence` becomes the row's `version`.
 pub fn apply(db: &Connection, sequence: u64, event: &Envelope) -> rusqlite::Result<()> {
     let at = event.occurred_at.unix_timestamp();
+    let at_ms = (event.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64;
     let version = sequence as i64;
     let worker = event.worker_name.as_str();
     let container = event.container_name.as_deref();
@@ -209,38 +210,44 @@ pub fn apply(db: &Connection, sequence: u64, event: &Envelope) -> rusqlite::Resu
         Payload::TaskResultRefused(_) => Ok(0),
         Payload::ContainerStarting(p) => exec(
             "INSERT INTO container_instances (worker_name, container_name, instance_id, state,
-               port, version, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6, ?6)
+               port, version, created_at, updated_at, running_since_ms)
+             VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6, ?6, ?7)
              ON CONFLICT (instance_id) DO UPDATE SET state = 'starting', port = excluded.port,
-               version = excluded.version, updated_at = excluded.updated_at",
-            params![worker, container, p.instance_id, p.port, version, at],
+               version = excluded.version, updated_at = excluded.updated_at,
+               usage_ms = usage_ms + MAX(0, ?7 - COALESCE(running_since_ms, ?7)),
+               running_since_ms = ?7",
+            params![worker, container, p.instance_id, p.port, version, at, at_ms],
         ),
         Payload::ContainerRunning(p) => set_state(db, &p.instance_id, "running", None, version, at),
-        Payload::ContainerUnhealthy(p) => set_state(
-            db,
-            &p.instance_id,
-            "unhealthy",
-            Some(&p.reason),
-            version,
-            at,
-        ),
-        Payload::ContainerStopped(p) => set_state(
-            db,
-            &p.instance_id,
-            "stopped",
-            p.reason.as_deref(),
-            version,
-            at,
-        ),
-        Payload::ContainerFailed(p) => {
-            set_state(db, &p.instance_id, "failed", Some(&p.reason), version, at)
+        Payload::ContainerUnhealthy(p) => {
+            set_state(
+                db,
+                &p.instance_id,
+                "unhealthy",
+                Some(&p.reason),
+                version,
+                at,
+            )?;
+            process_ended(db, &p.instance_id, at_ms)
         }
-        Payload::ContainerRestarted(p) => exec(
-            "UPDATE container_instances SET state = 'starting', restart_count = ?2,
-               last_error = ?3, version = ?4, updated_at = ?5
-             WHERE instance_id = ?1",
-            params![p.instance_id, p.restart_count, p.reason, version, at],
-        ),
+        Payload::ContainerStopped(p) => {
+            let reason = p.reason.as_deref();
+            set_state(db, &p.instance_id, "stopped", reason, version, at)?;
+            process_ended(db, &p.instance_id, at_ms)
+        }
+        Payload::ContainerFailed(p) => {
+            set_state(db, &p.instance_id, "failed", Some(&p.reason), version, at)?;
+            process_ended(db, &p.instance_id, at_ms)
+        }
+        Payload::ContainerRestarted(p) => {
+            exec(
+                "UPDATE container_instances SET state = 'starting', restart_count = ?2,
+                   last_error = ?3, version = ?4, updated_at = ?5
+                 WHERE instance_id = ?1",
+                params![p.instance_id, p.restart_count, p.reason, version, at],
+            )?;
+            process_ended(db, &p.instance_id, at_ms)
+        }
         Payload::ContainerHealthChecked(p) => {
             exec(
                 "INSERT INTO container_health_checks (worker_name, container_name, instance_id,
@@ -427,6 +434,17 @@ pub fn apply(db: &Connection, sequence: u64, event: &Envelope) -> rusqlite::Resu
         ),
     }?;
     Ok(())
+}
+
+/// Accrues the time an instance's process ran, up to `at_ms`, and marks it not running.
+fn process_ended(db: &Connection, instance_id: &str, at_ms: i64) -> rusqlite::Result<usize> {
+    db.prepare_cached(
+        "UPDATE container_instances
+         SET usage_ms = usage_ms + MAX(0, ?2 - COALESCE(running_since_ms, ?2)),
+             running_since_ms = NULL
+         WHERE instance_id = ?1",
+    )?
+    .execute(params![instance_id, at_ms])
 }
 
 fn set_state(

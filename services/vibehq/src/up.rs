@@ -105,7 +105,10 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
         }
         None => (None, None),
     };
-    let balancer_state = vibehq_balancer::http::BalancerState { pool: pool.clone() };
+    let balancer_state = vibehq_balancer::http::BalancerState {
+        pool: pool.clone(),
+        reader: Some(Reader::new(&database)),
+    };
     let api = api.extend(
         vibehq_balancer::http::router(balancer_state.clone()),
         vibehq_balancer::http::BalancerDoc::openapi(),
