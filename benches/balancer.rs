@@ -48,7 +48,7 @@ async fn run() {
         program: echo(),
         args: Vec::new(),
         env: Default::default(),
-        health_path: "/health".into(),
+        health_path: Some("/health".into()),
     };
     let pool = Pool::new(spec, Policy::default(), Arc::new(Process), log);
     pool.scale(1).await.unwrap_or_else(|e| panic!("scale: {e}"));

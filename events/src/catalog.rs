@@ -98,6 +98,8 @@ catalog! {
     ContainerRestarted(container::Restarted) = "container.restarted",
     /// One health probe of an instance, with its outcome and latency.
     ContainerHealthChecked(container::HealthChecked) = "container.health_checked",
+    /// A pool's desired instance count changed (audit only: its instances' rows show the rest).
+    ContainerScaled(container::Scaled) = "container.scaled",
 
     /// An agent created a task in a plan.
     AiTaskCreated(ai::TaskCreated) = "ai.task_created",

@@ -66,6 +66,24 @@ pub struct HealthChecked {
     pub error: Option<String>,
 }
 
+/// A pool was scaled: asked for, or decided by the autoscaler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaled {
+    /// The pool's name (`<worker_name>-<container_name>` unless configured).
+    pub pool: String,
+    pub from: u32,
+    pub to: u32,
+    /// Why: `requested`, or the autoscaler's reading (e.g. `12 queued tasks, 4 per instance`).
+    pub reason: String,
+}
+
+impl Scaled {
+    /// Scaling decisions of one pool share a subject.
+    pub fn subject(&self) -> Subject {
+        Subject::Pool(self.pool.clone())
+    }
+}
+
 macro_rules! instance_subject {
     ($($ty:ty),+) => {$(
         impl $ty {

@@ -18,6 +18,8 @@ pub enum Subject {
     Instance(String),
     /// A container instance's health probes: `vibehq.containers.health.<instance_id>`.
     Health(String),
+    /// A pool of instances (its scaling): `vibehq.containers.pools.<pool>`.
+    Pool(String),
     /// An agent task and its approvals: `vibehq.ai.tasks.<task_id>`.
     AiTask(String),
     /// An evaluator-optimiser run: `vibehq.ai.evaluations.<evaluation_id>`.
@@ -48,6 +50,7 @@ impl Subject {
             Subject::Task(_) => "vibehq.tasks",
             Subject::Instance(_) => "vibehq.containers.instances",
             Subject::Health(_) => "vibehq.containers.health",
+            Subject::Pool(_) => "vibehq.containers.pools",
             Subject::AiTask(_) => "vibehq.ai.tasks",
             Subject::Evaluation(_) => "vibehq.ai.evaluations",
             Subject::Routing(_) => "vibehq.ai.routing",
@@ -63,6 +66,7 @@ impl Subject {
             Subject::Task(id)
             | Subject::Instance(id)
             | Subject::Health(id)
+            | Subject::Pool(id)
             | Subject::AiTask(id)
             | Subject::Evaluation(id)
             | Subject::Routing(id)
@@ -76,7 +80,7 @@ impl Subject {
     pub fn stream(&self) -> StreamKind {
         match self {
             Subject::Task(_) => StreamKind::Tasks,
-            Subject::Instance(_) | Subject::Health(_) => StreamKind::Containers,
+            Subject::Instance(_) | Subject::Health(_) | Subject::Pool(_) => StreamKind::Containers,
             Subject::AiTask(_)
             | Subject::Evaluation(_)
             | Subject::Routing(_)

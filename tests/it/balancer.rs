@@ -64,7 +64,7 @@ impl Balancer {
             program: echo(),
             args: Vec::new(),
             env: Default::default(),
-            health_path: "/health".into(),
+            health_path: Some("/health".into()),
         };
         let pool = Pool::new(spec, policy, Arc::new(Process), live.log.clone());
         let api = serve(vibehq_balancer::http::router(BalancerState {
@@ -485,4 +485,113 @@ async fn the_rpc_service_scales_reports_and_refuses_like_the_rest_api() {
         .expect("scaled down");
     stop.cancel();
     service.await.expect("joined").expect("clean stop");
+}
+
+/// A backlog the test sets.
+#[derive(Debug, Default)]
+struct Scripted(std::sync::atomic::AtomicU64);
+
+impl vibehq_balancer::autoscale::Backlog for Scripted {
+    fn queued(&self) -> futures::future::BoxFuture<'_, Result<u64, String>> {
+        Box::pin(async move { Ok(self.0.load(Ordering::Relaxed)) })
+    }
+}
+
+#[tokio::test]
+async fn the_autoscaler_follows_the_backlog_between_min_and_max_and_records_why() {
+    let lb = Balancer::start(quick()).await;
+    let backlog = Arc::new(Scripted::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let autoscaler = tokio::spawn(vibehq_balancer::autoscale::run(
+        lb.pool.clone(),
+        vibehq_balancer::autoscale::Autoscale {
+            min: 1,
+            max: 4,
+            tasks_per_instance: Some(4),
+            requests_per_instance: None,
+            interval: Duration::from_millis(50),
+            scale_down_after: Duration::from_millis(300),
+        },
+        backlog.clone(),
+        stop.clone(),
+    ));
+    lb.until("min instances", |s| s.desired == 1 && s.healthy == 1)
+        .await;
+
+    backlog.0.store(10, Ordering::Relaxed);
+    lb.until("3 instances for 10 tasks at 4 each", |s| {
+        s.desired == 3 && s.healthy == 3
+    })
+    .await;
+    backlog.0.store(1_000, Ordering::Relaxed);
+    lb.until("never above max", |s| s.desired == 4).await;
+    backlog.0.store(0, Ordering::Relaxed);
+    let status = lb
+        .until("back to min after the lull", |s| s.desired == 1)
+        .await;
+    assert_eq!(status.instances.len(), 1);
+    stop.cancel();
+    autoscaler.await.expect("autoscaler");
+
+    let history = lb
+        .live
+        .log
+        .history(&vibehq_events::Subject::Pool(lb.pool.name()))
+        .await
+        .expect("pool history");
+    let changes: Vec<(u32, u32, String)> = history
+        .iter()
+        .filter_map(
+            |r| match vibehq_events::Envelope::decode(&r.payload).ok()?.payload {
+                vibehq_events::Payload::ContainerScaled(s) => Some((s.from, s.to, s.reason)),
+                _ => None,
+            },
+        )
+        .collect();
+    assert_eq!(
+        changes.iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(),
+        vec![(0, 1), (1, 3), (3, 4), (4, 1)]
+    );
+    assert_eq!(changes[1].2, "10 queued tasks, 4 per instance");
+    lb.pool.scale(0).await.expect("scale down");
+}
+
+#[tokio::test]
+async fn an_instance_without_a_health_endpoint_is_healthy_while_its_process_runs() {
+    let live = Live::start().await;
+    let spec = ServiceSpec {
+        worker_name: "factory".into(),
+        container_name: "sleeper".into(),
+        program: "sleep".into(),
+        args: vec!["30".into()],
+        env: Default::default(),
+        health_path: None,
+    };
+    let pool = Pool::new(spec, quick(), Arc::new(Process), live.log.clone());
+    pool.scale(2).await.expect("scale");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool.status().healthy < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:#?}",
+            pool.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = pool.status().instances[0].pid.expect("pid") as i32;
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9");
+    while !pool
+        .status()
+        .instances
+        .iter()
+        .any(|i| i.restart_count == 1 && i.in_rotation)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:#?}",
+            pool.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pool.scale(0).await.expect("scale down");
 }

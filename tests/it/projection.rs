@@ -23,6 +23,8 @@ fn row_of(kind: EventKind, tag: &str) -> (&'static str, &'static str, String) {
         | ContainerFailed | ContainerRestarted => {
             ("container_instances", "instance_id", format!("inst-{tag}"))
         }
+        // Audit only: no row of its own; the pool's instance row is there from its events.
+        ContainerScaled => ("container_instances", "instance_id", format!("inst-{tag}")),
         ContainerHealthChecked => (
             "container_health_checks",
             "instance_id",

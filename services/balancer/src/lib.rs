@@ -11,10 +11,12 @@
 //! # Layout
 //! - [`runtime`]: the driver trait, and [`runtime::Process`] (a child process per instance).
 //! - [`pool`]: [`Pool`]: scaling, keepers, health checks, restarts, status.
+//! - [`autoscale`]: sizes a pool from the queue's backlog and the proxy's traffic.
 //! - [`proxy`]: [`Proxy`]: least-outstanding or round-robin forwarding with safe retries.
 //! - [`http`]: `/api/containers/…`, `/health/load-balancer`, `/ws/containers`.
 //! - [`rpc`]: `ContainerLoadBalancerOps`, the same as a NATS micro service.
 
+pub mod autoscale;
 pub mod http;
 pub mod pool;
 pub mod proxy;

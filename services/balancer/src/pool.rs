@@ -204,9 +204,27 @@ impl Pool {
         self.inner.changes.subscribe()
     }
 
+    /// The pool's name: the id of its `container.scaled` events' subject.
+    pub fn name(&self) -> String {
+        format!(
+            "{}-{}",
+            self.inner.spec.worker_name, self.inner.spec.container_name
+        )
+    }
+
+    /// Instances asked for now.
+    pub fn desired(&self) -> u32 {
+        lock(&self.inner.slots).desired
+    }
+
     /// Runs `instances` instances: starts new ones, or stops the newest (waiting until they
     /// have stopped).
     pub async fn scale(&self, instances: u32) -> Result<PoolStatus, Error> {
+        self.scale_for(instances, "requested").await
+    }
+
+    /// [`Pool::scale`], recording `reason` with the change.
+    pub async fn scale_for(&self, instances: u32, reason: &str) -> Result<PoolStatus, Error> {
         if instances > self.inner.policy.max_instances {
             return Err(Error::TooMany {
                 asked: instances,
@@ -214,6 +232,23 @@ impl Pool {
             });
         }
         let _turn = self.inner.scaling.lock().await;
+        let from = self.desired();
+        if from != instances {
+            let scaled = Envelope::new(
+                &self.inner.spec.worker_name,
+                container::Scaled {
+                    pool: self.name(),
+                    from,
+                    to: instances,
+                    reason: reason.to_owned(),
+                },
+            )
+            .in_container(&self.inner.spec.container_name);
+            if let Err(error) = self.inner.log.append(&scaled, Expect::Any).await {
+                tracing::warn!(%error, "cannot record a scaling");
+            }
+            tracing::info!(from, to = instances, reason, "scaling");
+        }
         let stopping = {
             let mut slots = lock(&self.inner.slots);
             slots.desired = instances;
@@ -345,8 +380,8 @@ impl Inner {
         change(&mut lock(&slot.status));
     }
 
-    async fn probe(&self, port: u16) -> Check {
-        let url = format!("http://127.0.0.1:{port}{}", self.spec.health_path);
+    async fn probe(&self, port: u16, path: &str) -> Check {
+        let url = format!("http://127.0.0.1:{port}{path}");
         let started = Instant::now();
         let answer = self.http.get(url).send().await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -511,6 +546,21 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
     };
     let pid = instance.pid();
     pool.update(slot, |s| s.pid = pid);
+    let health_path = pool.spec.health_path.clone();
+    if health_path.is_none() {
+        // Nothing to probe: running means its process runs.
+        pool.update(slot, |s| {
+            s.state = State::Running;
+            s.in_rotation = true;
+        });
+        pool.record(
+            slot,
+            container::Running {
+                instance_id: instance_id.to_owned(),
+            },
+        )
+        .await;
+    }
     let started = Instant::now();
     let mut healthy_since: Option<Instant> = None;
     let mut failures = 0u32;
@@ -525,8 +575,9 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
                 pool.update(slot, |s| s.in_rotation = false);
                 break Ended::Broke(how);
             }
-            _ = probes.tick() => {
-                let check = pool.probe(port).await;
+            _ = probes.tick(), if health_path.is_some() => {
+                let path = health_path.as_deref().unwrap_or_default();
+                let check = pool.probe(port, path).await;
                 failures = if check.healthy { 0 } else { failures + 1 };
                 let broke = observe(pool, slot, instance_id, &check, failures, started).await;
                 if check.healthy && healthy_since.is_none() {

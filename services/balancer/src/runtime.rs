@@ -26,8 +26,9 @@ pub struct ServiceSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
-    /// The path probed for health (`GET`, any 2xx is healthy).
-    pub health_path: String,
+    /// The path probed for health (`GET`, any 2xx is healthy). `None` for instances that serve
+    /// no HTTP (e.g. `vibehq worker`): they are healthy while their process runs.
+    pub health_path: Option<String>,
 }
 
 /// Starts instances.

@@ -270,6 +270,8 @@ pub fn apply(db: &Connection, sequence: u64, event: &Envelope) -> rusqlite::Resu
                 params![p.instance_id, at],
             )
         }
+        // Kept in the stream for audit; each instance's own events fill its row.
+        Payload::ContainerScaled(_) => Ok(0),
         Payload::AiTaskCreated(p) => exec(
             "INSERT INTO ai_tasks (task_id, worker_name, container_name, plan_id, title,
                description, status, requires_approval, command, version, created_at, updated_at)

@@ -32,6 +32,8 @@ enum AggregateKind {
     Instance,
     /// A container instance's health probes.
     Health,
+    /// A pool's scaling (`<worker_name>-<container_name>`).
+    Pool,
     /// An agent task and its approvals.
     AiTask,
 }
@@ -41,6 +43,7 @@ pub async fn run(settings: Settings, args: AuditArgs) -> Result<()> {
         AggregateKind::Task => Subject::Task(args.id),
         AggregateKind::Instance => Subject::Instance(args.id),
         AggregateKind::Health => Subject::Health(args.id),
+        AggregateKind::Pool => Subject::Pool(args.id),
         AggregateKind::AiTask => Subject::AiTask(args.id),
     };
     let log = EventLog::new(connect(&settings.client_nats_url()?).await?);

@@ -85,6 +85,8 @@ pub struct Balancer {
     pub worker_name: String,
     #[serde(default = "default_container")]
     pub container_name: String,
+    /// The HTTP path probed for health; `""` for instances that serve no HTTP (they are
+    /// healthy while their process runs).
     #[serde(default = "default_health_path")]
     pub health_path: String,
     /// Where the proxy listens.
@@ -97,6 +99,40 @@ pub struct Balancer {
     pub health_timeout_ms: Option<u64>,
     pub failure_threshold: Option<u32>,
     pub max_instances: Option<u32>,
+    /// `[balancer.autoscale]`: size the pool from the queue's backlog and the traffic.
+    pub autoscale: Option<AutoscaleConfig>,
+}
+
+/// `[balancer.autoscale]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscaleConfig {
+    pub min: u32,
+    pub max: u32,
+    /// Queued tasks (for this worker, or for anyone) one instance is meant to carry.
+    pub tasks_per_instance: Option<u32>,
+    /// Requests in flight through the proxy one instance is meant to carry.
+    pub requests_per_instance: Option<u32>,
+    pub interval_ms: Option<u64>,
+    pub scale_down_after_secs: Option<u64>,
+}
+
+impl AutoscaleConfig {
+    pub fn policy(&self) -> vibehq_balancer::autoscale::Autoscale {
+        let defaults = vibehq_balancer::autoscale::Autoscale::default();
+        vibehq_balancer::autoscale::Autoscale {
+            min: self.min,
+            max: self.max,
+            tasks_per_instance: self.tasks_per_instance,
+            requests_per_instance: self.requests_per_instance,
+            interval: self.interval_ms.map_or(defaults.interval, |ms| {
+                std::time::Duration::from_millis(ms.max(100))
+            }),
+            scale_down_after: self
+                .scale_down_after_secs
+                .map_or(defaults.scale_down_after, std::time::Duration::from_secs),
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -143,6 +179,17 @@ impl Balancer {
         if let Some(n) = self.max_instances {
             policy.max_instances = n;
         }
+        if let Some(autoscale) = &self.autoscale {
+            anyhow::ensure!(
+                autoscale.min <= autoscale.max && autoscale.max <= policy.max_instances,
+                "[balancer.autoscale] needs min <= max <= max_instances ({})",
+                policy.max_instances
+            );
+            anyhow::ensure!(
+                autoscale.tasks_per_instance.is_some() || autoscale.requests_per_instance.is_some(),
+                "[balancer.autoscale] needs tasks_per_instance, requests_per_instance or both"
+            );
+        }
         anyhow::ensure!(
             self.instances <= policy.max_instances,
             "[balancer] instances ({}) is above max_instances ({})",
@@ -155,7 +202,7 @@ impl Balancer {
             program: self.program.clone(),
             args: self.args.clone(),
             env: self.env.clone(),
-            health_path: self.health_path.clone(),
+            health_path: (!self.health_path.is_empty()).then(|| self.health_path.clone()),
         };
         Ok((spec, policy, strategy))
     }

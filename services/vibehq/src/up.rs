@@ -105,6 +105,31 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
         }
         None => (None, None),
     };
+    let autoscaler = match (
+        &pool,
+        settings
+            .balancer
+            .as_ref()
+            .and_then(|b| b.autoscale.as_ref()),
+    ) {
+        (Some(pool), Some(autoscale)) => {
+            let backlog = std::sync::Arc::new(vibehq_balancer::autoscale::PendingTasks {
+                reader: Reader::new(&database),
+                worker_name: settings
+                    .balancer
+                    .as_ref()
+                    .map(|b| b.worker_name.clone())
+                    .unwrap_or_default(),
+            });
+            Some(tokio::spawn(vibehq_balancer::autoscale::run(
+                pool.clone(),
+                autoscale.policy(),
+                backlog,
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
     let balancer_state = vibehq_balancer::http::BalancerState {
         pool: pool.clone(),
         reader: Some(Reader::new(&database)),
@@ -152,6 +177,10 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .await;
             shutdown.cancel();
+            // The autoscaler stops first, so it cannot start instances after the stop below.
+            if let Some(autoscaler) = autoscaler {
+                let _ = autoscaler.await;
+            }
             if let Some(pool) = &pool {
                 pool.stop_all().await;
                 tracing::info!("load balancer instances stopped");

@@ -108,6 +108,13 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
             reason: Some("scaled down".into()),
         }
         .into()),
+        e(container::Scaled {
+            pool: format!("pool-{tag}"),
+            from: 1,
+            to: 0,
+            reason: "requested".into(),
+        }
+        .into()),
         e(ai::TaskCreated {
             task_id: ai_task.clone(),
             plan_id: format!("plan-{tag}"),
