@@ -49,6 +49,8 @@ async fn run() {
         args: Vec::new(),
         env: Default::default(),
         health_path: Some("/health".into()),
+        heartbeat: None,
+        nats_url: None,
     };
     let pool = Pool::new(spec, Policy::default(), Arc::new(Process), log);
     pool.scale(1).await.unwrap_or_else(|e| panic!("scale: {e}"));

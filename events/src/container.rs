@@ -84,6 +84,12 @@ impl Scaled {
     }
 }
 
+/// Where an instance heartbeats (core NATS, not stored): `vibehq.heartbeats.<instance_id>`.
+/// Any message counts; the supervisor treats a missing heartbeat as a failed health check.
+pub fn heartbeat_subject(instance_id: &str) -> String {
+    format!("vibehq.heartbeats.{instance_id}")
+}
+
 macro_rules! instance_subject {
     ($($ty:ty),+) => {$(
         impl $ty {

@@ -65,6 +65,8 @@ impl Balancer {
             args: Vec::new(),
             env: Default::default(),
             health_path: Some("/health".into()),
+            heartbeat: None,
+            nats_url: None,
         };
         let pool = Pool::new(spec, policy, Arc::new(Process), live.log.clone());
         let api = serve(vibehq_balancer::http::router(BalancerState {
@@ -566,6 +568,8 @@ async fn an_instance_without_a_health_endpoint_is_healthy_while_its_process_runs
         args: vec!["30".into()],
         env: Default::default(),
         health_path: None,
+        heartbeat: None,
+        nats_url: None,
     };
     let pool = Pool::new(spec, quick(), Arc::new(Process), live.log.clone());
     pool.scale(2).await.expect("scale");
@@ -593,5 +597,48 @@ async fn an_instance_without_a_health_endpoint_is_healthy_while_its_process_runs
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    pool.scale(0).await.expect("scale down");
+}
+
+#[tokio::test]
+async fn an_instance_whose_nats_heartbeat_stops_leaves_rotation_then_is_restarted() {
+    let live = Live::start().await;
+    let spec = ServiceSpec {
+        worker_name: "web".into(),
+        container_name: "beating".into(),
+        program: echo(),
+        args: Vec::new(),
+        env: Default::default(),
+        health_path: Some("/health".into()),
+        heartbeat: Some(Duration::from_millis(50)),
+        nats_url: Some(live.nats.url()),
+    };
+    let pool = Pool::new(spec, quick(), Arc::new(Process), live.log.clone());
+    pool.scale(1).await.expect("scale");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let wait = async |what: &str, done: &dyn Fn(&PoolStatus) -> bool| {
+        while !done(&pool.status()) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: {:#?}",
+                pool.status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait("in rotation", &|s| s.healthy == 1).await;
+    // Its HTTP health stays fine; only the heartbeat stops.
+    let port = pool.status().instances[0].port.expect("port");
+    let (code, _) = post(&format!("http://127.0.0.1:{port}/hang"), Value::Null).await;
+    assert_eq!(code, 204);
+    wait("restarted after the missing heartbeats", &|s| {
+        s.instances[0].restart_count == 1 && s.instances[0].in_rotation
+    })
+    .await;
+    let error = pool.status().instances[0]
+        .last_error
+        .clone()
+        .unwrap_or_default();
+    assert!(error.contains("no heartbeat"), "{error}");
     pool.scale(0).await.expect("scale down");
 }

@@ -561,6 +561,19 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
         )
         .await;
     }
+    let heartbeat = pool.spec.heartbeat;
+    let mut beats = match heartbeat {
+        Some(_) => pool
+            .log
+            .jetstream()
+            .client()
+            .subscribe(container::heartbeat_subject(instance_id))
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "cannot watch heartbeats"))
+            .ok(),
+        None => None,
+    };
+    let mut last_beat = Instant::now();
     let started = Instant::now();
     let mut healthy_since: Option<Instant> = None;
     let mut failures = 0u32;
@@ -575,9 +588,19 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
                 pool.update(slot, |s| s.in_rotation = false);
                 break Ended::Broke(how);
             }
-            _ = probes.tick(), if health_path.is_some() => {
-                let path = health_path.as_deref().unwrap_or_default();
-                let check = pool.probe(port, path).await;
+            Some(_) = next_beat(&mut beats) => last_beat = Instant::now(),
+            _ = probes.tick(), if health_path.is_some() || heartbeat.is_some() => {
+                let mut check = match health_path.as_deref() {
+                    Some(path) => pool.probe(port, path).await,
+                    None => Check::process_alive(),
+                };
+                if let Some(every) = heartbeat {
+                    let silent = last_beat.elapsed();
+                    if silent > every * 2 && check.healthy {
+                        check.healthy = false;
+                        check.error = Some(format!("no heartbeat for {} ms", silent.as_millis()));
+                    }
+                }
                 failures = if check.healthy { 0 } else { failures + 1 };
                 let broke = observe(pool, slot, instance_id, &check, failures, started).await;
                 if check.healthy && healthy_since.is_none() {
@@ -610,6 +633,27 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
         ended,
         healthy_since.map_or(Duration::ZERO, |at| at.elapsed()),
     )
+}
+
+/// The next heartbeat, or never if heartbeats are not watched.
+async fn next_beat(beats: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match beats {
+        Some(beats) => futures::StreamExt::next(beats).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Check {
+    /// A check of an instance with no health endpoint: its process runs.
+    fn process_alive() -> Self {
+        Check {
+            healthy: true,
+            status_code: None,
+            latency_ms: 0.0,
+            error: None,
+            checked_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        }
+    }
 }
 
 /// Applies one probe to the slot; returns a reason if the instance must go.

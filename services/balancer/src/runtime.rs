@@ -29,6 +29,32 @@ pub struct ServiceSpec {
     /// The path probed for health (`GET`, any 2xx is healthy). `None` for instances that serve
     /// no HTTP (e.g. `vibehq worker`): they are healthy while their process runs.
     pub health_path: Option<String>,
+    /// If set, instances promise a NATS heartbeat at least this often (on
+    /// `VIBEHQ_HEARTBEAT_SUBJECT`, every `VIBEHQ_HEARTBEAT_MS`, to `VIBEHQ_NATS_URL`); one
+    /// missing for twice as long counts as a failed health check.
+    pub heartbeat: Option<Duration>,
+    /// The NATS URL given to instances as `VIBEHQ_NATS_URL`.
+    pub nats_url: Option<String>,
+}
+
+impl ServiceSpec {
+    /// Every instance's environment: the configured variables, then what vibehq tells it.
+    pub fn instance_env(&self, instance_id: &str, port: u16) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        env.insert("PORT".into(), port.to_string());
+        env.insert("VIBEHQ_INSTANCE_ID".into(), instance_id.into());
+        if let Some(url) = &self.nats_url {
+            env.insert("VIBEHQ_NATS_URL".into(), url.clone());
+        }
+        if let Some(every) = self.heartbeat {
+            env.insert(
+                "VIBEHQ_HEARTBEAT_SUBJECT".into(),
+                vibehq_events::container::heartbeat_subject(instance_id),
+            );
+            env.insert("VIBEHQ_HEARTBEAT_MS".into(), every.as_millis().to_string());
+        }
+        env
+    }
 }
 
 /// Starts instances.
@@ -64,11 +90,10 @@ impl Runtime for Process {
         port: u16,
     ) -> BoxFuture<'a, Result<Box<dyn Instance>, Error>> {
         Box::pin(async move {
-            let child = tokio::process::Command::new(&spec.program)
+            let mut command = tokio::process::Command::new(&spec.program);
+            command.envs(spec.instance_env(instance_id, port));
+            let child = command
                 .args(&spec.args)
-                .envs(&spec.env)
-                .env("PORT", port.to_string())
-                .env("VIBEHQ_INSTANCE_ID", instance_id)
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 // Its own group, so a stop reaches whatever the instance started.

@@ -99,6 +99,9 @@ pub struct Balancer {
     pub health_timeout_ms: Option<u64>,
     pub failure_threshold: Option<u32>,
     pub max_instances: Option<u32>,
+    /// Instances heartbeat over NATS at least this often (see README); a missing heartbeat is a
+    /// failed health check.
+    pub heartbeat_ms: Option<u64>,
     /// `[balancer.autoscale]`: size the pool from the queue's backlog and the traffic.
     pub autoscale: Option<AutoscaleConfig>,
 }
@@ -203,6 +206,8 @@ impl Balancer {
             args: self.args.clone(),
             env: self.env.clone(),
             health_path: (!self.health_path.is_empty()).then(|| self.health_path.clone()),
+            heartbeat: self.heartbeat_ms.map(std::time::Duration::from_millis),
+            nats_url: None,
         };
         Ok((spec, policy, strategy))
     }

@@ -90,7 +90,8 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     .extend(queue_routes, vibehq_queue::http::QueueDoc::openapi());
     let (pool, proxy) = match &settings.balancer {
         Some(config) => {
-            let (spec, policy, strategy) = config.parts()?;
+            let (mut spec, policy, strategy) = config.parts()?;
+            spec.nats_url = Some(url.to_owned());
             let runtime = std::sync::Arc::new(vibehq_balancer::Process);
             let pool = vibehq_balancer::Pool::new(spec, policy, runtime, log.clone());
             let listener = tokio::net::TcpListener::bind(config.proxy_addr)

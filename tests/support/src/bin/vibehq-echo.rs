@@ -2,6 +2,8 @@
 //!
 //! Serves HTTP on `$PORT`: `GET /health` answers 200 until `POST /fail` (then 503), and every
 //! other request answers `<instance id> <method> <path>` (the id from `$VIBEHQ_INSTANCE_ID`).
+//! With `$VIBEHQ_HEARTBEAT_SUBJECT` set, it heartbeats there over NATS (`$VIBEHQ_NATS_URL`)
+//! every `$VIBEHQ_HEARTBEAT_MS` until `POST /hang`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +16,7 @@ use axum::routing::{get, post};
 struct Echo {
     id: Arc<str>,
     failing: Arc<AtomicBool>,
+    hung: Arc<AtomicBool>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -27,10 +30,15 @@ async fn main() -> std::io::Result<()> {
             .unwrap_or_else(|_| "echo".into())
             .into(),
         failing: Arc::default(),
+        hung: Arc::default(),
     };
+    if let Ok(subject) = std::env::var("VIBEHQ_HEARTBEAT_SUBJECT") {
+        tokio::spawn(heartbeat(subject, echo.hung.clone()));
+    }
     let app = axum::Router::new()
         .route("/health", get(health))
         .route("/fail", post(fail))
+        .route("/hang", post(hang))
         .fallback(answer)
         .with_state(echo);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -48,6 +56,30 @@ async fn health(State(echo): State<Echo>) -> StatusCode {
 async fn fail(State(echo): State<Echo>) -> StatusCode {
     echo.failing.store(true, Ordering::Relaxed);
     StatusCode::NO_CONTENT
+}
+
+async fn hang(State(echo): State<Echo>) -> StatusCode {
+    echo.hung.store(true, Ordering::Relaxed);
+    StatusCode::NO_CONTENT
+}
+
+async fn heartbeat(subject: String, hung: Arc<AtomicBool>) {
+    let url = std::env::var("VIBEHQ_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let every = std::env::var("VIBEHQ_HEARTBEAT_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_millis,
+        );
+    let Ok(client) = async_nats::connect(url).await else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    while !hung.load(Ordering::Relaxed) {
+        ticks.tick().await;
+        let _ = client.publish(subject.clone(), "ok".into()).await;
+    }
 }
 
 async fn answer(State(echo): State<Echo>, request: Request) -> String {
