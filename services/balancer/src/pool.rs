@@ -8,7 +8,7 @@
 //! `container_instances` and `container_health_checks` are their projection.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,7 +142,10 @@ struct Slots {
 /// One instance and its keeper.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    pub(crate) status: Mutex<InstanceStatus>,
+    status: Mutex<InstanceStatus>,
+    /// The port while in rotation, 0 otherwise: what the proxy reads on every request,
+    /// without taking the status lock. Kept in step by [`Inner::update`].
+    target: AtomicU32,
     pub(crate) outstanding: AtomicUsize,
     stop: CancellationToken,
     restart: Notify,
@@ -158,8 +161,9 @@ impl Slot {
 
     /// The port to send requests to, if the instance is in rotation.
     pub(crate) fn target(&self) -> Option<u16> {
-        let status = lock(&self.status);
-        status.in_rotation.then_some(status.port).flatten()
+        u16::try_from(self.target.load(Ordering::Acquire))
+            .ok()
+            .filter(|port| *port != 0)
     }
 }
 
@@ -342,6 +346,7 @@ impl Inner {
                 outstanding: 0,
                 checks: Vec::new(),
             }),
+            target: AtomicU32::new(0),
             outstanding: AtomicUsize::new(0),
             stop: CancellationToken::new(),
             restart: Notify::new(),
@@ -376,8 +381,16 @@ impl Inner {
         let _ = self.changes.send(slot.snapshot());
     }
 
-    fn update(&self, slot: &Slot, change: impl FnOnce(&mut InstanceStatus)) {
-        change(&mut lock(&slot.status));
+    /// Changes the slot's status (the only way it changes).
+    fn update<R>(&self, slot: &Slot, change: impl FnOnce(&mut InstanceStatus) -> R) -> R {
+        let mut status = lock(&slot.status);
+        let result = change(&mut status);
+        let target = match (status.in_rotation, status.port) {
+            (true, Some(port)) => u32::from(port),
+            _ => 0,
+        };
+        slot.target.store(target, Ordering::Release);
+        result
     }
 
     async fn probe(&self, port: u16, path: &str) -> Check {
@@ -487,11 +500,10 @@ async fn keep(pool: Arc<Inner>, slot: Arc<Slot>) {
                 reason
             }
         };
-        let count = {
-            let mut status = lock(&slot.status);
+        let count = pool.update(&slot, |status| {
             status.restart_count += 1;
             status.restart_count
-        };
+        });
         pool.record(
             &slot,
             container::Restarted {
@@ -665,8 +677,7 @@ async fn observe(
     failures: u32,
     started: Instant,
 ) -> Option<String> {
-    let became_running = {
-        let mut status = lock(&slot.status);
+    let became_running = pool.update(slot, |status| {
         let mut checks: VecDeque<_> = std::mem::take(&mut status.checks).into();
         checks.push_back(check.clone());
         while checks.len() > KEPT_CHECKS {
@@ -681,7 +692,7 @@ async fn observe(
             status.in_rotation = false;
         }
         became_running
-    };
+    });
     pool.record(
         slot,
         container::HealthChecked {

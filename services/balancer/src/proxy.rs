@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderName, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
@@ -123,28 +124,36 @@ impl Drop for InFlight {
 }
 
 async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(body) => body,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("request bodies through the proxy are limited to {MAX_BODY} bytes"),
-                Some("body".into()),
-            )
-            .into_response();
+    let (mut parts, body) = request.into_parts();
+    // A body is read whole so the request can be sent again; most requests have none.
+    let body = if hyper::body::Body::is_end_stream(&body) {
+        None
+    } else {
+        match axum::body::to_bytes(body, MAX_BODY).await {
+            Ok(body) => Some(body),
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("request bodies through the proxy are limited to {MAX_BODY} bytes"),
+                    Some("body".into()),
+                )
+                .into_response();
+            }
         }
     };
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
+    for name in HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
     let path = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut tried = Vec::new();
     let mut last_error = None;
     while tried.len() < TRIES {
@@ -152,22 +161,22 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
             break;
         };
         let in_flight = InFlight::new(slot.clone());
-        let Ok(uri) = format!("http://127.0.0.1:{port}{path}").parse::<Uri>() else {
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(format!("127.0.0.1:{port}"))
+            .path_and_query(path.clone())
+            .build();
+        let Ok(uri) = uri else {
             return ApiError::invalid("path", "the request path cannot be forwarded")
                 .into_response();
         };
-        let mut outgoing = axum::http::Request::builder()
-            .method(parts.method.clone())
-            .uri(uri)
-            .version(axum::http::Version::HTTP_11);
-        for (name, value) in &parts.headers {
-            if !hop_by_hop(name) {
-                outgoing = outgoing.header(name, value);
-            }
-        }
-        let Ok(outgoing) = outgoing.body(Body::from(body.clone())) else {
-            return ApiError::invalid("headers", "the request cannot be forwarded").into_response();
-        };
+        let mut outgoing = axum::http::Request::new(match &body {
+            Some(bytes) => Body::from(bytes.clone()),
+            None => Body::from(axum::body::Bytes::new()),
+        });
+        *outgoing.method_mut() = parts.method.clone();
+        *outgoing.uri_mut() = uri;
+        *outgoing.headers_mut() = parts.headers.clone();
         match proxy.inner.client.request(outgoing).await {
             Ok(response) => {
                 let (mut head, incoming) = response.into_parts();
@@ -241,7 +250,3 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHENTICATE,
     HeaderName::from_static("keep-alive"),
 ];
-
-fn hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-}

@@ -1,7 +1,8 @@
 //! A stand-in for a container instance, for the load balancer's tests and benchmark.
 //!
 //! Serves HTTP on `$PORT`: `GET /health` answers 200 until `POST /fail` (then 503), and every
-//! other request answers `<instance id> <method> <path>` (the id from `$VIBEHQ_INSTANCE_ID`).
+//! other request answers `<instance id> <method> <path>` (the id from `$VIBEHQ_INSTANCE_ID`);
+//! `GET /slow` does so after 2 ms, like a service waiting on its database.
 //! With `$VIBEHQ_HEARTBEAT_SUBJECT` set, it heartbeats there over NATS (`$VIBEHQ_NATS_URL`)
 //! every `$VIBEHQ_HEARTBEAT_MS` until `POST /hang`.
 
@@ -39,6 +40,7 @@ async fn main() -> std::io::Result<()> {
         .route("/health", get(health))
         .route("/fail", post(fail))
         .route("/hang", post(hang))
+        .route("/slow", get(slow))
         .fallback(answer)
         .with_state(echo);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
@@ -80,6 +82,11 @@ async fn heartbeat(subject: String, hung: Arc<AtomicBool>) {
         ticks.tick().await;
         let _ = client.publish(subject.clone(), "ok".into()).await;
     }
+}
+
+async fn slow(state: State<Echo>, request: Request) -> String {
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    answer(state, request).await
 }
 
 async fn answer(State(echo): State<Echo>, request: Request) -> String {
