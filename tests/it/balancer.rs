@@ -16,7 +16,7 @@ use vibehq_events::StreamKind;
 use crate::common::{Live, call, get_json, post};
 
 /// The stand-in instance program, built with the workspace.
-fn echo() -> PathBuf {
+pub(crate) fn echo() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let bin = exe
         .parent()
@@ -32,7 +32,7 @@ fn echo() -> PathBuf {
 }
 
 /// Probes every 100 ms, out of rotation after 2 failures, restarts after 100 ms.
-fn quick() -> Policy {
+pub(crate) fn quick() -> Policy {
     Policy {
         interval: Duration::from_millis(100),
         timeout: Duration::from_millis(300),

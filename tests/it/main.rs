@@ -6,6 +6,7 @@ mod balancer;
 mod cli;
 mod common;
 mod crash;
+mod docker;
 mod projection;
 mod queue;
 mod queue_live;

@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - [`runtime`]: the driver trait, and [`runtime::Process`] (a child process per instance).
+//! - [`docker`]: [`docker::Docker`], a container per instance through the Docker Engine API.
 //! - [`pool`]: [`Pool`]: scaling, keepers, health checks, restarts, status.
 //! - [`autoscale`]: sizes a pool from the queue's backlog and the proxy's traffic.
 //! - [`proxy`]: [`Proxy`]: least-outstanding or round-robin forwarding with safe retries.
@@ -17,6 +18,7 @@
 //! - [`rpc`]: `ContainerLoadBalancerOps`, the same as a NATS micro service.
 
 pub mod autoscale;
+pub mod docker;
 pub mod http;
 pub mod pool;
 pub mod proxy;
@@ -36,6 +38,9 @@ pub enum Error {
     /// No instance has this id.
     #[error("no instance {0}")]
     UnknownInstance(String),
+    /// The Docker Engine API refused or could not be reached.
+    #[error("Docker Engine at {socket}: {detail}")]
+    Engine { socket: String, detail: String },
     /// The runtime could not start an instance.
     #[error("cannot start {program}: {source}")]
     Start {

@@ -554,7 +554,22 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
     .await;
     let mut instance = match pool.runtime.start(&pool.spec, instance_id, port).await {
         Ok(instance) => instance,
-        Err(e) => return (Ended::Broke(e.to_string()), Duration::ZERO),
+        Err(e) => {
+            let reason = format!("cannot start: {e}");
+            pool.update(slot, |s| {
+                s.state = State::Unhealthy;
+                s.last_error = Some(reason.clone());
+            });
+            pool.record(
+                slot,
+                container::Unhealthy {
+                    instance_id: instance_id.to_owned(),
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            return (Ended::Broke(reason), Duration::ZERO);
+        }
     };
     let pid = instance.pid();
     pool.update(slot, |s| s.pid = pid);
@@ -591,11 +606,13 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
     let mut failures = 0u32;
     let mut probes = tokio::time::interval(pool.policy.interval);
     probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One watch of the instance for its whole run (for a container it is a long request).
+    let mut exited = instance.exited();
     let ended = loop {
         tokio::select! {
             _ = slot.stop.cancelled() => break Ended::Stopped,
             _ = slot.restart.notified() => break Ended::Restart,
-            how = instance.exited() => {
+            how = &mut exited => {
                 // Out of rotation at once; nothing waits for a probe to notice.
                 pool.update(slot, |s| s.in_rotation = false);
                 break Ended::Broke(how);
@@ -624,6 +641,7 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
             }
         }
     };
+    drop(exited);
     pool.update(slot, |s| s.in_rotation = false);
     if let Ended::Broke(reason) = &ended {
         pool.update(slot, |s| {

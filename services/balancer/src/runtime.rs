@@ -21,8 +21,9 @@ pub struct ServiceSpec {
     /// The owner recorded on every event and row.
     pub worker_name: String,
     pub container_name: String,
-    /// The program and its arguments; `PORT` and `VIBEHQ_INSTANCE_ID` are set in its
-    /// environment.
+    /// The program (for [`Process`]) and its arguments (for [`crate::docker::Docker`], the
+    /// container's command); `PORT`, `VIBEHQ_INSTANCE_ID` and more are set in its environment
+    /// ([`ServiceSpec::instance_env`]).
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,

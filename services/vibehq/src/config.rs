@@ -72,8 +72,17 @@ struct File {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Balancer {
-    /// The executable of one instance; it must serve HTTP on `$PORT`.
-    pub program: PathBuf,
+    /// `process` (default: each instance a child process) or `docker` (a container each).
+    #[serde(default)]
+    pub runtime: Option<String>,
+    /// The executable of one instance (process runtime); it must serve HTTP on `$PORT`.
+    pub program: Option<PathBuf>,
+    /// The image of one instance (docker runtime); `args`, if any, are its command.
+    pub image: Option<String>,
+    /// The port the service listens on inside its container (docker runtime; default 8080).
+    pub container_port: Option<u16>,
+    /// The Docker Engine API socket (default `/var/run/docker.sock`).
+    pub docker_socket: Option<PathBuf>,
     #[serde(default)]
     pub args: Vec<String>,
     #[serde(default)]
@@ -202,7 +211,7 @@ impl Balancer {
         let spec = vibehq_balancer::ServiceSpec {
             worker_name: self.worker_name.clone(),
             container_name: self.container_name.clone(),
-            program: self.program.clone(),
+            program: self.program.clone().unwrap_or_default(),
             args: self.args.clone(),
             env: self.env.clone(),
             health_path: (!self.health_path.is_empty()).then(|| self.health_path.clone()),
@@ -210,6 +219,33 @@ impl Balancer {
             nats_url: None,
         };
         Ok((spec, policy, strategy))
+    }
+
+    /// The runtime driver the configuration selects.
+    pub fn runtime(&self) -> Result<std::sync::Arc<dyn vibehq_balancer::Runtime>> {
+        match self.runtime.as_deref().unwrap_or("process") {
+            "process" => {
+                anyhow::ensure!(
+                    self.program.is_some(),
+                    "[balancer] program is required with the process runtime"
+                );
+                Ok(std::sync::Arc::new(vibehq_balancer::Process))
+            }
+            "docker" => {
+                let image = self.image.clone().ok_or_else(|| {
+                    anyhow::anyhow!("[balancer] image is required with the docker runtime")
+                })?;
+                Ok(std::sync::Arc::new(vibehq_balancer::docker::Docker {
+                    socket: self
+                        .docker_socket
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock")),
+                    image,
+                    container_port: self.container_port.unwrap_or(8080),
+                }))
+            }
+            other => anyhow::bail!("[balancer] runtime {other:?}: use \"process\" or \"docker\""),
+        }
     }
 }
 

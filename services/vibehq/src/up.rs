@@ -92,7 +92,7 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
         Some(config) => {
             let (mut spec, policy, strategy) = config.parts()?;
             spec.nats_url = Some(url.to_owned());
-            let runtime = std::sync::Arc::new(vibehq_balancer::Process);
+            let runtime = config.runtime()?;
             let pool = vibehq_balancer::Pool::new(spec, policy, runtime, log.clone());
             let listener = tokio::net::TcpListener::bind(config.proxy_addr)
                 .await
