@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use vibehq_events::{Envelope, EventLog, Expect, Payload, container};
 
 use crate::Error;
@@ -334,7 +335,7 @@ impl Inner {
         let instance_id = uuid::Uuid::now_v7().to_string();
         let slot = Arc::new(Slot {
             status: Mutex::new(InstanceStatus {
-                instance_id,
+                instance_id: instance_id.clone(),
                 worker_name: self.spec.worker_name.clone(),
                 container_name: self.spec.container_name.clone(),
                 state: State::Starting,
@@ -353,7 +354,8 @@ impl Inner {
             keeper: Mutex::new(None),
         });
         lock(&self.slots).live.push(slot.clone());
-        let keeper = tokio::spawn(keep(self.clone(), slot.clone()));
+        let span = tracing::info_span!("instance", %instance_id);
+        let keeper = tokio::spawn(keep(self.clone(), slot.clone()).instrument(span));
         *lock(&slot.keeper) = Some(keeper);
     }
 
@@ -439,8 +441,6 @@ enum Ended {
 /// Keeps one slot's instance running until the slot is stopped or given up on.
 async fn keep(pool: Arc<Inner>, slot: Arc<Slot>) {
     let instance_id = lock(&slot.status).instance_id.clone();
-    let span = tracing::info_span!("instance", %instance_id);
-    let _guard = span.enter();
     let policy = pool.policy.clone();
     let mut backoff = policy.restart_backoff;
     let mut restarts: u32 = 0;
