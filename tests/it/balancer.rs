@@ -642,3 +642,131 @@ async fn an_instance_whose_nats_heartbeat_stops_leaves_rotation_then_is_restarte
     assert!(error.contains("no heartbeat"), "{error}");
     pool.scale(0).await.expect("scale down");
 }
+
+#[tokio::test]
+async fn an_instance_that_keeps_failing_is_marked_failed_and_replaced() {
+    let live = Live::start().await;
+    let spec = ServiceSpec {
+        worker_name: "web".into(),
+        container_name: "crashy".into(),
+        program: "false".into(),
+        args: Vec::new(),
+        env: Default::default(),
+        health_path: Some("/health".into()),
+        heartbeat: None,
+        nats_url: None,
+    };
+    let policy = Policy {
+        max_restarts: 2,
+        ..quick()
+    };
+    let pool = Pool::new(spec, policy, Arc::new(Process), live.log.clone());
+    let first = pool.scale(1).await.expect("scale").instances[0]
+        .instance_id
+        .clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while pool.status().instances.first().map(|i| &i.instance_id) == Some(&first) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:#?}",
+            pool.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = pool.status();
+    assert_eq!(
+        (status.desired, status.instances.len()),
+        (1, 1),
+        "replaced, not dropped"
+    );
+    pool.scale(0).await.expect("scale down");
+
+    let history = live
+        .log
+        .history(&vibehq_events::Subject::Instance(first))
+        .await
+        .expect("history");
+    let kinds: Vec<String> = history
+        .iter()
+        .filter_map(|r| vibehq_events::Envelope::decode(&r.payload).ok())
+        .map(|e| e.kind().to_string())
+        .collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("container.failed"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "container.restarted").count(),
+        2,
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_live_feed_sends_the_status_then_every_change() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let lb = Balancer::start(quick()).await;
+    let url = format!("{}/ws/containers", lb.api.replacen("http://", "ws://", 1));
+    let (mut feed, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the feed opens");
+    let next = async |feed: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), feed.next())
+                .await
+                .expect("a message in time")
+                .expect("open")
+                .expect("a message");
+            if let Message::Text(text) = message {
+                return serde_json::from_str(&text).expect("JSON");
+            }
+        }
+    };
+    let first = next(&mut feed).await;
+    assert_eq!(
+        (first["desired"].as_u64(), first["healthy"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    lb.pool.scale(1).await.expect("scale");
+    let mut states = Vec::new();
+    while !states.iter().any(|s| s == "running") {
+        let change = next(&mut feed).await;
+        assert!(change["instance_id"].is_string(), "{change}");
+        states.push(change["state"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(states[0], "starting", "{states:?}");
+
+    // The endpoints are in the OpenAPI document.
+    let api = serve(vibehq_api::router(
+        vibehq_api::AppState {
+            reader: lb.live.reader(),
+            projector: lb.live.handle.clone(),
+            log: lb.live.log.clone(),
+            nats_url: lb.live.nats.url(),
+        },
+        vec![(
+            vibehq_balancer::http::router(BalancerState::default()),
+            <vibehq_balancer::http::BalancerDoc as utoipa::OpenApi>::openapi(),
+        )],
+    ))
+    .await;
+    let (_, doc) = get_json(&format!("{api}/openapi.json")).await;
+    for path in [
+        "/api/containers/scale/{instances}",
+        "/api/containers/status",
+        "/api/containers/health/{container_id}",
+        "/api/containers/{container_id}/restart",
+        "/api/containers/usage",
+        "/health/load-balancer",
+    ] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from the document"
+        );
+    }
+    lb.pool.scale(0).await.expect("scale down");
+}
