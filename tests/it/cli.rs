@@ -270,6 +270,12 @@ async fn api_tokens_guard_every_route_but_health() {
         200,
         "load balancers probe /health without a token"
     );
+    let balancer = client
+        .get(format!("{}/health/load-balancer", up.http))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(balancer.status().as_u16(), 200, "and /health/load-balancer");
 
     up.signal(Signal::SIGTERM);
     up.child.wait().await.expect("exit");

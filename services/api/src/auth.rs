@@ -1,6 +1,7 @@
 //! Bearer-token access to the HTTP API.
 //!
-//! With tokens configured, every request but `GET /health` (for load balancers' probes) must
+//! With tokens configured, every request but the health endpoints (`GET /health` and
+//! `/health/…`, for load balancers' probes) must
 //! carry `Authorization: Bearer <token>` matching one of them. Tokens are compared in constant
 //! time and never logged ([`Token`]'s `Debug` is redacted). Listening beyond loopback without
 //! tokens is refused at start ([`crate::Error::Unprotected`]).
@@ -36,7 +37,8 @@ pub(crate) async fn require(
     request: Request,
     next: Next,
 ) -> Response {
-    if request.uri().path() == "/health" {
+    let path = request.uri().path();
+    if path == "/health" || path.starts_with("/health/") {
         return next.run(request).await;
     }
     let presented = request
