@@ -556,18 +556,7 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
         Ok(instance) => instance,
         Err(e) => {
             let reason = format!("cannot start: {e}");
-            pool.update(slot, |s| {
-                s.state = State::Unhealthy;
-                s.last_error = Some(reason.clone());
-            });
-            pool.record(
-                slot,
-                container::Unhealthy {
-                    instance_id: instance_id.to_owned(),
-                    reason: reason.clone(),
-                },
-            )
-            .await;
+            mark_unhealthy(pool, slot, instance_id, &reason).await;
             return (Ended::Broke(reason), Duration::ZERO);
         }
     };
@@ -644,18 +633,7 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
     drop(exited);
     pool.update(slot, |s| s.in_rotation = false);
     if let Ended::Broke(reason) = &ended {
-        pool.update(slot, |s| {
-            s.state = State::Unhealthy;
-            s.last_error = Some(reason.clone());
-        });
-        pool.record(
-            slot,
-            container::Unhealthy {
-                instance_id: instance_id.to_owned(),
-                reason: reason.clone(),
-            },
-        )
-        .await;
+        mark_unhealthy(pool, slot, instance_id, reason).await;
     }
     instance.stop(pool.policy.stop_grace).await;
     pool.update(slot, |s| s.pid = None);
@@ -663,6 +641,23 @@ async fn run_once(pool: &Arc<Inner>, slot: &Arc<Slot>, instance_id: &str) -> (En
         ended,
         healthy_since.map_or(Duration::ZERO, |at| at.elapsed()),
     )
+}
+
+/// Takes the instance out of rotation as unhealthy, recording why.
+async fn mark_unhealthy(pool: &Inner, slot: &Slot, instance_id: &str, reason: &str) {
+    pool.update(slot, |s| {
+        s.state = State::Unhealthy;
+        s.in_rotation = false;
+        s.last_error = Some(reason.to_owned());
+    });
+    pool.record(
+        slot,
+        container::Unhealthy {
+            instance_id: instance_id.to_owned(),
+            reason: reason.to_owned(),
+        },
+    )
+    .await;
 }
 
 /// The next heartbeat, or never if heartbeats are not watched.
