@@ -8,8 +8,11 @@
 //! # Layout
 //! - [`NatsServer`]: a real JetStream server per test.
 //! - [`fixtures`]: events of every kind, and workloads for benchmarks.
+//! - [`openai`]: a deterministic OpenAI-compatible server for the AI gateway's tests.
+//! - `vibehq-echo` (a binary): the HTTP instance the load balancer's tests run.
 
 pub mod fixtures;
+pub mod openai;
 
 use std::time::Duration;
 

@@ -1,0 +1,291 @@
+//! A deterministic OpenAI-compatible server on loopback, for the AI gateway's tests.
+//!
+//! Tests script what `POST /v1/chat/completions` answers, one [`Reply`] per request in order:
+//! text, tool calls, streamed chunks (Server-Sent Events, as the Chat Completions API streams),
+//! slow answers, and error statuses with `retry-after`. Every request body is kept for
+//! assertions. The production code reaches it exactly as it reaches a real provider: over HTTP,
+//! at the base URL [`FakeOpenAi::url`] gives.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A completion whose message says `text`.
+    Text(String),
+    /// A completion that calls tool `name` with `arguments`.
+    ToolCall { name: String, arguments: Value },
+    /// A streamed completion: each string is one content delta.
+    Stream(Vec<String>),
+    /// A streamed tool call whose arguments arrive in `parts`.
+    StreamToolCall { name: String, parts: Vec<String> },
+    /// An error status with an OpenAI-shaped error body, and `retry-after` seconds if set.
+    Status {
+        code: u16,
+        retry_after: Option<u64>,
+        message: String,
+    },
+    /// `then`, after `delay`.
+    Slow { delay: Duration, then: Box<Reply> },
+}
+
+impl Reply {
+    /// 429 Too Many Requests, asking to retry after `seconds`.
+    pub fn rate_limited(seconds: u64) -> Self {
+        Reply::Status {
+            code: 429,
+            retry_after: Some(seconds),
+            message: "Rate limit reached".into(),
+        }
+    }
+
+    /// 500 Internal Server Error.
+    pub fn server_error() -> Self {
+        Reply::Status {
+            code: 500,
+            retry_after: None,
+            message: "The server had an error while processing your request".into(),
+        }
+    }
+}
+
+/// Tokens every scripted completion reports using (prompt, completion, cached).
+pub const USAGE: (u64, u64, u64) = (12, 5, 4);
+
+#[derive(Debug, Default)]
+struct Script {
+    replies: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<Value>>,
+}
+
+/// The running server; stops when dropped.
+#[derive(Debug)]
+pub struct FakeOpenAi {
+    addr: std::net::SocketAddr,
+    script: Arc<Script>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeOpenAi {
+    /// Starts the server on a free loopback port.
+    pub async fn start() -> Self {
+        let script = Arc::new(Script::default());
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind the fake OpenAI server: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("fake OpenAI address: {e}"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            script,
+            server,
+        }
+    }
+
+    /// The base URL to configure as the provider's (`…/v1`).
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Queues the answer to the next request that finds the queue empty before it.
+    pub fn push(&self, reply: Reply) {
+        lock(&self.script.replies).push_back(reply);
+    }
+
+    /// Every request body received so far, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        lock(&self.script.requests).clone()
+    }
+}
+
+impl Drop for FakeOpenAi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn chat(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> Response {
+    let model = request["model"].as_str().unwrap_or("fake").to_owned();
+    lock(&script.requests).push(request);
+    let mut reply = lock(&script.replies)
+        .pop_front()
+        .unwrap_or_else(|| Reply::Text("ok".into()));
+    while let Reply::Slow { delay, then } = reply {
+        tokio::time::sleep(delay).await;
+        reply = *then;
+    }
+    match reply {
+        Reply::Text(text) => Json(completion(
+            &model,
+            json!({"role": "assistant", "content": text}),
+            "stop",
+        ))
+        .into_response(),
+        Reply::ToolCall { name, arguments } => Json(completion(
+            &model,
+            json!({"role": "assistant", "content": null, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": name, "arguments": arguments.to_string()}
+            }]}),
+            "tool_calls",
+        ))
+        .into_response(),
+        Reply::Stream(parts) => {
+            let chunks = parts
+                .iter()
+                .map(|part| json!({"role": "assistant", "content": part}))
+                .collect();
+            sse(&model, chunks, "stop")
+        }
+        Reply::StreamToolCall { name, parts } => {
+            let mut chunks = vec![json!({"role": "assistant", "tool_calls": [{
+                "index": 0, "id": "call_1", "type": "function",
+                "function": {"name": name, "arguments": ""}
+            }]})];
+            chunks.extend(parts.iter().map(
+                |part| json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+            ));
+            sse(&model, chunks, "tool_calls")
+        }
+        Reply::Status {
+            code,
+            retry_after,
+            message,
+        } => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = json!({"error": {"message": message, "type": "fake_error", "code": code}});
+            let mut response = (status, Json(body)).into_response();
+            if let Some(seconds) = retry_after
+                && let Ok(value) = seconds.to_string().parse()
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Reply::Slow { .. } => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn usage() -> Value {
+    let (prompt, completion, cached) = USAGE;
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached}
+    })
+}
+
+fn completion(model: &str, message: Value, finish: &str) -> Value {
+    json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": usage(),
+    })
+}
+
+/// A streamed completion: one chunk per delta, a final chunk with the finish reason and the
+/// usage, then `[DONE]`.
+fn sse(model: &str, deltas: Vec<Value>, finish: &str) -> Response {
+    let chunk = |delta: Value, finish: Option<&str>, usage: Option<Value>| {
+        let mut chunk = json!({
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        if let Some(usage) = usage {
+            chunk["usage"] = usage;
+        }
+        format!("data: {chunk}\n\n")
+    };
+    let mut body: String = deltas.into_iter().map(|d| chunk(d, None, None)).collect();
+    body.push_str(&chunk(json!({}), Some(finish), Some(usage())));
+    body.push_str("data: [DONE]\n\n");
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ask(fake: &FakeOpenAi) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/chat/completions", fake.url()))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    #[tokio::test]
+    async fn replies_come_in_the_scripted_order_and_requests_are_kept() {
+        let fake = FakeOpenAi::start().await;
+        fake.push(Reply::rate_limited(2));
+        fake.push(Reply::Text("hello".into()));
+
+        let limited = ask(&fake).await;
+        assert_eq!(limited.status().as_u16(), 429);
+        assert_eq!(limited.headers()["retry-after"], "2");
+        let answer: Value = ask(&fake).await.json().await.expect("JSON");
+        assert_eq!(answer["choices"][0]["message"]["content"], "hello");
+        assert_eq!(answer["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+        assert_eq!(fake.requests().len(), 2);
+        assert_eq!(fake.requests()[0]["model"], "m");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_tool_call_arrives_as_argument_fragments() {
+        let fake = FakeOpenAi::start().await;
+        fake.push(Reply::StreamToolCall {
+            name: "get_task".into(),
+            parts: vec!["{\"task_".into(), "id\": ".into(), "\"t-1\"}".into()],
+        });
+        let response = ask(&fake).await;
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let text = response.text().await.expect("body");
+        let arguments: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(arguments, "{\"task_id\": \"t-1\"}");
+        assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+}
