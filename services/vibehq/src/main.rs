@@ -41,10 +41,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the control plane: NATS (embedded by default), streams, projector, HTTP API.
+    /// Run the control plane: NATS (embedded by default), streams, projector, HTTP API, task
+    /// queue, load balancer.
     ///
     /// Without --nats-url, a local nats-server with JetStream is started with its store in the
-    /// data folder, listening on loopback only. Stops cleanly on Ctrl-C or SIGTERM.
+    /// data folder, listening on loopback only. The task queue's dispatcher and the RPC services
+    /// (ContainerTaskQueueOps, ContainerLoadBalancerOps) always run; instances and their proxy
+    /// run when the config file has a [balancer] table (see README "Load balancer"). Stops
+    /// cleanly on Ctrl-C or SIGTERM, stopping the instances it started.
     Up,
     Worker(worker::WorkerArgs),
     Replay(replay::ReplayArgs),
