@@ -452,22 +452,7 @@ async fn keep(pool: Arc<Inner>, slot: Arc<Slot>) {
             backoff = policy.restart_backoff;
         }
         let reason = match ended {
-            Ended::Stopped => {
-                pool.update(&slot, |s| {
-                    s.state = State::Stopped;
-                    s.in_rotation = false;
-                    s.pid = None;
-                });
-                pool.record(
-                    &slot,
-                    container::Stopped {
-                        instance_id: instance_id.clone(),
-                        reason: Some("scaled down".into()),
-                    },
-                )
-                .await;
-                return;
-            }
+            Ended::Stopped => return mark_stopped(&pool, &slot, &instance_id, "scaled down").await,
             Ended::Restart => "restart requested".to_owned(),
             Ended::Broke(reason) => {
                 restarts += 1;
@@ -489,12 +474,13 @@ async fn keep(pool: Arc<Inner>, slot: Arc<Slot>) {
                     return;
                 }
                 tracing::warn!(%reason, retry_in = ?backoff, "instance out of rotation; restarting");
-                tokio::select! {
-                    _ = slot.stop.cancelled() => continue_stopped(&pool, &slot, &instance_id).await,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                if slot.stop.is_cancelled() {
-                    return;
+                let stopped = tokio::select! {
+                    _ = slot.stop.cancelled() => true,
+                    _ = tokio::time::sleep(backoff) => false,
+                };
+                if stopped {
+                    let reason = "scaled down while restarting";
+                    return mark_stopped(&pool, &slot, &instance_id, reason).await;
                 }
                 backoff = (backoff * 2).min(policy.max_backoff);
                 reason
@@ -516,17 +502,18 @@ async fn keep(pool: Arc<Inner>, slot: Arc<Slot>) {
     }
 }
 
-/// Records a stop that came while an instance waited to restart.
-async fn continue_stopped(pool: &Inner, slot: &Slot, instance_id: &str) {
+/// Marks the instance stopped on purpose, recording why.
+async fn mark_stopped(pool: &Inner, slot: &Slot, instance_id: &str, reason: &str) {
     pool.update(slot, |s| {
         s.state = State::Stopped;
         s.in_rotation = false;
+        s.pid = None;
     });
     pool.record(
         slot,
         container::Stopped {
             instance_id: instance_id.to_owned(),
-            reason: Some("scaled down while restarting".into()),
+            reason: Some(reason.to_owned()),
         },
     )
     .await;

@@ -373,7 +373,7 @@ impl Queue {
         claimer: &Actor,
         message: async_nats::jetstream::Message,
     ) -> Result<Option<Claim>, Error> {
-        let Ok(item) = serde_json::from_slice::<WorkItem>(&message.payload) else {
+        let Ok(mut item) = serde_json::from_slice::<WorkItem>(&message.payload) else {
             tracing::warn!(subject = %message.subject, "dropping undecodable work");
             let _ = message.ack_with(AckKind::Term).await;
             return Ok(None);
@@ -381,7 +381,7 @@ impl Queue {
         let lease = message.reply.as_ref().map(|r| r.to_string());
         let info = message.info().ok();
         let work_sequence = info.as_ref().map(|i| i.stream_sequence);
-        if let Some(carried) = item.task.clone()
+        if let Some(carried) = item.task.take()
             && info.is_some_and(|i| i.delivered == 1)
         {
             // First delivery: most likely nothing happened since the submission, so assign
