@@ -161,6 +161,43 @@ pub struct ToolCallStreamed {
     pub duration_ms: f64,
 }
 
+/// The gateway tried one provider for a model call (`ai_model_calls`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCalled {
+    /// This attempt.
+    pub attempt_id: String,
+    /// The gateway call the attempt belongs to (its attempts share it).
+    pub request_id: String,
+    /// 1-based position in the fallback chain.
+    pub attempt: u32,
+    /// What asked: `ask`, `route`, `structured`, `tools`, `evaluate` or `plan`.
+    pub operation: String,
+    pub provider: String,
+    pub model: String,
+    pub streamed: bool,
+    /// `ok`, `timeout`, `rate_limited`, `server_error` or `error`.
+    pub outcome: String,
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// How long the provider asked us to stay away (its `retry-after`).
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
+    pub latency_ms: f64,
+    #[serde(default)]
+    pub first_token_ms: Option<f64>,
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+    /// From the configured price table; `None` when the model has no price.
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+}
+
 macro_rules! ai_subject {
     ($($ty:ty => $variant:ident($field:ident)),+ $(,)?) => {$(
         impl $ty {
@@ -181,4 +218,5 @@ ai_subject!(
     StructuredOutput => Structured(output_id),
     ToolCalled => ToolCall(call_id),
     ToolCallStreamed => ToolStream(stream_id),
+    ModelCalled => ModelCall(request_id),
 );

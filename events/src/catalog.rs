@@ -119,6 +119,8 @@ catalog! {
     AiToolCalled(ai::ToolCalled) = "ai.tool_called",
     /// A streamed model response (with tool-call deltas) finished.
     AiToolCallStreamed(ai::ToolCallStreamed) = "ai.tool_call_streamed",
+    /// The gateway tried one provider for a model call (one event per attempt).
+    AiModelCalled(ai::ModelCalled) = "ai.model_called",
 }
 
 impl std::fmt::Display for EventKind {

@@ -32,6 +32,8 @@ pub enum Subject {
     ToolCall(String),
     /// A streamed response: `vibehq.ai.streams.<stream_id>`.
     ToolStream(String),
+    /// One gateway request and its attempts: `vibehq.ai.calls.<request_id>`.
+    ModelCall(String),
 }
 
 /// An id that cannot be a subject token.
@@ -57,6 +59,7 @@ impl Subject {
             Subject::Structured(_) => "vibehq.ai.structured",
             Subject::ToolCall(_) => "vibehq.ai.tools",
             Subject::ToolStream(_) => "vibehq.ai.streams",
+            Subject::ModelCall(_) => "vibehq.ai.calls",
         }
     }
 
@@ -72,7 +75,8 @@ impl Subject {
             | Subject::Routing(id)
             | Subject::Structured(id)
             | Subject::ToolCall(id)
-            | Subject::ToolStream(id) => id,
+            | Subject::ToolStream(id)
+            | Subject::ModelCall(id) => id,
         }
     }
 
@@ -86,7 +90,8 @@ impl Subject {
             | Subject::Routing(_)
             | Subject::Structured(_)
             | Subject::ToolCall(_)
-            | Subject::ToolStream(_) => StreamKind::Ai,
+            | Subject::ToolStream(_)
+            | Subject::ModelCall(_) => StreamKind::Ai,
         }
     }
 

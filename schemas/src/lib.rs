@@ -34,9 +34,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_instance_usage.sql",
         sql: include_str!("../migrations/0003_instance_usage.sql"),
     },
+    Migration {
+        name: "0004_ai_model_calls.sql",
+        sql: include_str!("../migrations/0004_ai_model_calls.sql"),
+    },
 ];
 
-/// The ten domain tables of the seed plan, each with `worker_name` and `container_name`.
+/// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten, and
+/// `ai_model_calls` (one row per AI gateway attempt, which the seed's tables have no place for).
 pub const TABLES: &[&str] = &[
     "container_tasks",
     "container_instances",
@@ -48,6 +53,7 @@ pub const TABLES: &[&str] = &[
     "ai_structured_outputs",
     "ai_tool_calls",
     "ai_tool_call_streams",
+    "ai_model_calls",
 ];
 
 /// A migration failed; the database is left as it was before that migration.
@@ -123,7 +129,8 @@ mod tests {
             vec![
                 "0001_init.sql",
                 "0002_projector.sql",
-                "0003_instance_usage.sql"
+                "0003_instance_usage.sql",
+                "0004_ai_model_calls.sql"
             ]
         );
         let second = migrate(&mut conn).expect("second run");

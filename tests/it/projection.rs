@@ -43,6 +43,7 @@ fn row_of(kind: EventKind, tag: &str) -> (&'static str, &'static str, String) {
         AiStructuredOutput => ("ai_structured_outputs", "output_id", format!("out-{tag}")),
         AiToolCalled => ("ai_tool_calls", "call_id", format!("call-{tag}")),
         AiToolCallStreamed => ("ai_tool_call_streams", "stream_id", format!("stream-{tag}")),
+        AiModelCalled => ("ai_model_calls", "attempt_id", format!("attempt-{tag}")),
     }
 }
 

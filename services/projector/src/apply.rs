@@ -434,6 +434,37 @@ pub fn apply(db: &Connection, sequence: u64, event: &Envelope) -> rusqlite::Resu
                 at
             ],
         ),
+        Payload::AiModelCalled(p) => exec(
+            "INSERT INTO ai_model_calls (attempt_id, request_id, attempt, worker_name,
+               container_name, operation, provider, model, streamed, outcome, status_code, error,
+               retry_after_ms, latency_ms, first_token_ms, input_tokens, output_tokens,
+               cached_tokens, cost_usd, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+               ?18, ?19, ?20)
+             ON CONFLICT (attempt_id) DO NOTHING",
+            params![
+                p.attempt_id,
+                p.request_id,
+                p.attempt,
+                worker,
+                container,
+                p.operation,
+                p.provider,
+                p.model,
+                p.streamed,
+                p.outcome,
+                p.status_code,
+                p.error,
+                p.retry_after_ms.map(|ms| ms as i64),
+                p.latency_ms,
+                p.first_token_ms,
+                p.input_tokens.map(|n| n as i64),
+                p.output_tokens.map(|n| n as i64),
+                p.cached_tokens.map(|n| n as i64),
+                p.cost_usd,
+                at
+            ],
+        ),
     }?;
     Ok(())
 }

@@ -148,6 +148,15 @@ pub const TABLES: &[Table] = &[
         json: &["tool_calls", "chunks"],
     },
     Table {
+        name: "ai_model_calls",
+        stream: Some(StreamKind::Ai),
+        key: "attempt_id",
+        status: None,
+        time: "created_at",
+        filters: &["request_id", "provider", "model", "outcome", "operation"],
+        json: &[],
+    },
+    Table {
         name: "projector_rejected",
         stream: None,
         key: "id",

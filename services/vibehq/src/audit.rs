@@ -36,6 +36,8 @@ enum AggregateKind {
     Pool,
     /// An agent task and its approvals.
     AiTask,
+    /// An AI gateway request: every provider it tried.
+    AiCall,
 }
 
 pub async fn run(settings: Settings, args: AuditArgs) -> Result<()> {
@@ -45,6 +47,7 @@ pub async fn run(settings: Settings, args: AuditArgs) -> Result<()> {
         AggregateKind::Health => Subject::Health(args.id),
         AggregateKind::Pool => Subject::Pool(args.id),
         AggregateKind::AiTask => Subject::AiTask(args.id),
+        AggregateKind::AiCall => Subject::ModelCall(args.id),
     };
     let log = EventLog::new(connect(&settings.client_nats_url()?).await?);
     let history = log.history(&subject).await?;

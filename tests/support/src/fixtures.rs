@@ -206,6 +206,26 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
             duration_ms: 40.0,
         }
         .into()),
+        e(ai::ModelCalled {
+            attempt_id: format!("attempt-{tag}"),
+            request_id: format!("request-{tag}"),
+            attempt: 1,
+            operation: "ask".into(),
+            provider: "openai".into(),
+            model: "gpt-4o".into(),
+            streamed: false,
+            outcome: "ok".into(),
+            status_code: Some(200),
+            error: None,
+            retry_after_ms: None,
+            latency_ms: 80.0,
+            first_token_ms: None,
+            input_tokens: Some(12),
+            output_tokens: Some(5),
+            cached_tokens: Some(4),
+            cost_usd: Some(0.0001),
+        }
+        .into()),
     ];
     debug_assert!(
         EventKind::ALL
