@@ -12,9 +12,11 @@
 //! - [`health`]: `GET /health`.
 //! - [`auth`]: bearer tokens (required beyond loopback).
 //! - [`error`]: the JSON error body.
+//! - [`body`]: JSON request bodies, parsed so every error names its field (REST and RPC alike).
 //! - [`rpc`]: the plumbing of the NATS micro services (`$SRV.*`) other services expose.
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod health;
 pub mod rpc;

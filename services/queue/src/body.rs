@@ -3,179 +3,58 @@
 //! REST (`/api/tasks…`) and RPC (`vibehq.rpc.tasks.*`) accept the same JSON objects, so they
 //! are checked by the same code here: an input is refused the same way, with the same field
 //! named, whichever door it came in by. Bodies are read by hand from JSON objects so every error
-//! names its field, and unknown fields are refused rather than ignored. Errors are
-//! [`ApiError`]s: HTTP answers with them as they are; RPC turns their status into the service
-//! error's code and their JSON body into its description.
+//! names its field, and unknown fields are refused rather than ignored: the generic parser
+//! ([`Body`], [`unprocessable`], [`too_large`], [`MAX_BODY`]) is [`vibehq_api::body`], shared with
+//! other services; what is here is the tasks' own fields. Errors are [`ApiError`]s: HTTP answers
+//! with them as they are; RPC turns their status into the service error's code and their JSON
+//! body into its description.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::Value;
+pub use vibehq_api::body::MAX_BODY;
+pub(crate) use vibehq_api::body::{Body, too_large, unprocessable};
 use vibehq_api::error::ApiError;
 use vibehq_events::subject::validate_id;
 use vibehq_events::work::MAX_PRIORITY;
 
 use crate::queue::{Actor, NewTask};
 
-/// Largest request body accepted (413 beyond).
-pub const MAX_BODY: usize = 256 * 1024;
-
 /// Longest a claim request may wait for work.
 pub(crate) const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
 
-/// A JSON object body, with errors naming what is wrong.
-#[derive(Debug, Default)]
-pub(crate) struct Body(pub(crate) Map<String, Value>);
+/// The acting worker and container (`worker_name` required).
+pub(crate) fn actor(body: &Body) -> Result<Actor, ApiError> {
+    let worker = body
+        .name("worker_name")?
+        .ok_or_else(|| unprocessable("worker_name", "worker_name is required"))?;
+    Ok(Actor::new(worker, body.name("container_name")?))
+}
 
-impl Body {
-    /// Parses a body: empty means `{}`; anything but a JSON object is refused (400, `body`),
-    /// and so is anything over [`MAX_BODY`] (413, `body`).
-    pub(crate) fn from_json(bytes: &[u8]) -> Result<Self, ApiError> {
-        if bytes.len() > MAX_BODY {
-            return Err(too_large());
-        }
-        if bytes.is_empty() {
-            return Ok(Self::default());
-        }
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(ApiError::invalid("body", "the body must be a JSON object")),
-            Err(e) => Err(ApiError::invalid(
-                "body",
-                format!("the body is not valid JSON: {e}"),
-            )),
-        }
-    }
+/// The attempt a result or heartbeat names (required).
+pub(crate) fn attempt(body: &Body) -> Result<u32, ApiError> {
+    let attempt = body
+        .integer("attempt", 1..=i64::from(u32::MAX))?
+        .ok_or_else(|| unprocessable("attempt", "attempt is required (from the claim)"))?;
+    Ok(attempt as u32)
+}
 
-    /// Refuses (422) the first field not in `allowed`.
-    pub(crate) fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
-        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
-            Some(unknown) => Err(unprocessable(
-                unknown,
-                format!("unknown field {unknown:?}; allowed: {}", allowed.join(", ")),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    pub(crate) fn string(&self, field: &str) -> Result<Option<String>, ApiError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(unprocessable(field, format!("{field} must be a string"))),
-        }
-    }
-
-    pub(crate) fn required_string(&self, field: &str, max: usize) -> Result<String, ApiError> {
-        let value = self
-            .string(field)?
-            .ok_or_else(|| unprocessable(field, format!("{field} is required")))?;
-        if value.trim().is_empty() || value.len() > max {
-            return Err(unprocessable(
-                field,
-                format!("{field} must be 1-{max} characters"),
-            ));
-        }
-        Ok(value)
-    }
-
-    /// A worker, container or other name: one subject token.
-    pub(crate) fn name(&self, field: &str) -> Result<Option<String>, ApiError> {
-        match self.string(field)? {
-            Some(name) => {
-                validate_id(&name).map_err(|e| unprocessable(field, e.to_string()))?;
-                Ok(Some(name))
-            }
-            None => Ok(None),
-        }
-    }
-
-    pub(crate) fn integer(
-        &self,
-        field: &str,
-        range: std::ops::RangeInclusive<i64>,
-    ) -> Result<Option<i64>, ApiError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(i) if range.contains(&i) => Ok(Some(i)),
-                _ => Err(unprocessable(
-                    field,
-                    format!(
-                        "{field} must be an integer from {} to {}",
-                        range.start(),
-                        range.end()
-                    ),
-                )),
-            },
-            Some(_) => Err(unprocessable(field, format!("{field} must be an integer"))),
-        }
-    }
-
-    pub(crate) fn boolean(&self, field: &str) -> Result<Option<bool>, ApiError> {
-        match self.0.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(unprocessable(
-                field,
-                format!("{field} must be true or false"),
-            )),
-        }
-    }
-
-    /// The acting worker and container (`worker_name` required).
-    pub(crate) fn actor(&self) -> Result<Actor, ApiError> {
-        let worker = self
-            .name("worker_name")?
-            .ok_or_else(|| unprocessable("worker_name", "worker_name is required"))?;
-        Ok(Actor::new(worker, self.name("container_name")?))
-    }
-
-    /// The attempt a result or heartbeat names (required).
-    pub(crate) fn attempt(&self) -> Result<u32, ApiError> {
-        let attempt = self
-            .integer("attempt", 1..=i64::from(u32::MAX))?
-            .ok_or_else(|| unprocessable("attempt", "attempt is required (from the claim)"))?;
-        Ok(attempt as u32)
-    }
-
-    /// Removes and checks `task_id`, for callers that carry it in the body rather than the
-    /// path (RPC). Missing is 422; an id no task can have is 404, as it is in a REST path.
-    pub(crate) fn take_task_id(&mut self) -> Result<String, ApiError> {
-        let task_id = self
-            .string("task_id")?
-            .ok_or_else(|| unprocessable("task_id", "task_id is required"))?;
-        self.0.remove("task_id");
-        task_path(&task_id)?;
-        Ok(task_id)
-    }
+/// Removes and checks `task_id`, for callers that carry it in the body rather than the path
+/// (RPC). Missing is 422; an id no task can have is 404, as it is in a REST path.
+pub(crate) fn take_task_id(body: &mut Body) -> Result<String, ApiError> {
+    let task_id = body
+        .string("task_id")?
+        .ok_or_else(|| unprocessable("task_id", "task_id is required"))?;
+    body.0.remove("task_id");
+    task_path(&task_id)?;
+    Ok(task_id)
 }
 
 /// Checks a task id from a path (or an RPC body): an id that cannot be a subject token names no
 /// task (404).
 pub(crate) fn task_path(task_id: &str) -> Result<(), ApiError> {
     validate_id(task_id).map_err(|e| ApiError::not_found("task_id", e.to_string()))
-}
-
-/// A 422 naming `field`.
-pub(crate) fn unprocessable(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_field",
-        message,
-        Some(field.to_owned()),
-    )
-}
-
-/// The 413 for a body over [`MAX_BODY`].
-pub(crate) fn too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        format!("the body is larger than {MAX_BODY} bytes"),
-        Some("body".into()),
-    )
 }
 
 /// A submission: who submits (`submitted_by`, default `api`) and the task.
@@ -253,7 +132,7 @@ pub(crate) fn new_task(body: &Body) -> Result<(Actor, NewTask), ApiError> {
 /// long to wait for work (`wait_ms`, 0-30000, default 0).
 pub(crate) fn claim_next(body: &Body) -> Result<(Actor, Duration), ApiError> {
     body.only(&["worker_name", "container_name", "wait_ms"])?;
-    let claimer = body.actor()?;
+    let claimer = actor(body)?;
     let wait = Duration::from_millis(
         body.integer("wait_ms", 0..=MAX_CLAIM_WAIT.as_millis() as i64)?
             .unwrap_or(0) as u64,
@@ -273,8 +152,8 @@ pub(crate) struct Completion {
 pub(crate) fn completion(body: &Body) -> Result<Completion, ApiError> {
     body.only(&["worker_name", "container_name", "attempt", "output"])?;
     Ok(Completion {
-        attempt: body.attempt()?,
-        claimer: body.actor()?,
+        attempt: attempt(body)?,
+        claimer: actor(body)?,
         output: body.string("output")?,
     })
 }
@@ -294,8 +173,8 @@ pub(crate) fn failure(body: &Body) -> Result<Failure, ApiError> {
     body.only(&["worker_name", "container_name", "attempt", "error", "retry"])?;
     let error = body.required_string("error", 64 * 1024)?;
     Ok(Failure {
-        attempt: body.attempt()?,
-        claimer: body.actor()?,
+        attempt: attempt(body)?,
+        claimer: actor(body)?,
         error,
         retry: body.boolean("retry")?.unwrap_or(true),
     })
@@ -375,24 +254,13 @@ mod tests {
     }
 
     #[test]
-    fn a_body_that_is_not_an_object_or_too_large_is_refused_as_the_body() {
-        let error = Body::from_json(b"[1]").expect_err("refused");
-        assert_eq!(field(error), (400, Some("body".into())));
-        let error = Body::from_json(&vec![b' '; MAX_BODY + 1]).expect_err("refused");
-        assert_eq!(field(error), (413, Some("body".into())));
-        assert!(Body::from_json(b"").expect("empty is {}").0.is_empty());
-    }
-
-    #[test]
     fn a_task_id_in_the_body_is_required_and_must_be_an_id() {
-        let error = body(json!({})).take_task_id().expect_err("missing");
+        let error = take_task_id(&mut body(json!({}))).expect_err("missing");
         assert_eq!(field(error), (422, Some("task_id".into())));
-        let error = body(json!({"task_id": "a.b"}))
-            .take_task_id()
-            .expect_err("not an id");
+        let error = take_task_id(&mut body(json!({"task_id": "a.b"}))).expect_err("not an id");
         assert_eq!(field(error), (404, Some("task_id".into())));
         let mut with_id = body(json!({"task_id": "t1", "attempt": 1}));
-        assert_eq!(with_id.take_task_id().expect("ok"), "t1");
+        assert_eq!(take_task_id(&mut with_id).expect("ok"), "t1");
         assert!(with_id.only(&["attempt"]).is_ok(), "task_id was taken out");
     }
 

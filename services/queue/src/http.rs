@@ -203,7 +203,10 @@ pub async fn claim_task(
     let body = parse(body)?;
     body.only(&["worker_name", "container_name"])?;
     Ok(Json(
-        state.queue.claim_task(&task_id, &body.actor()?).await?,
+        state
+            .queue
+            .claim_task(&task_id, &body::actor(&body)?)
+            .await?,
     ))
 }
 
@@ -222,7 +225,7 @@ pub async fn start(
     body.only(&["worker_name", "container_name", "attempt"])?;
     let sequence = state
         .queue
-        .start(&task_id, body.attempt()?, &body.actor()?)
+        .start(&task_id, body::attempt(&body)?, &body::actor(&body)?)
         .await?;
     Ok(Json(Written { task_id, sequence }))
 }
@@ -242,7 +245,7 @@ pub async fn heartbeat(
     body.only(&["worker_name", "container_name", "attempt"])?;
     state
         .queue
-        .heartbeat(&task_id, body.attempt()?, &body.actor()?)
+        .heartbeat(&task_id, body::attempt(&body)?, &body::actor(&body)?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -148,7 +148,7 @@ async fn handle(
             json(&state.queue.claim(&claimer, wait).await?)
         }
         Operation::CompleteTask => {
-            let task_id = body.take_task_id()?;
+            let task_id = body::take_task_id(&mut body)?;
             let done = body::completion(&body)?;
             let sequence = state
                 .queue
@@ -157,7 +157,7 @@ async fn handle(
             json(&Written { task_id, sequence })
         }
         Operation::FailTask => {
-            let task_id = body.take_task_id()?;
+            let task_id = body::take_task_id(&mut body)?;
             let failed = body::failure(&body)?;
             json(
                 &state
