@@ -1,6 +1,7 @@
 //! Integration tests against a real `nats-server` (started per test by `vibehq-test-support`)
 //! and real SQLite files. Each module is one area of the system, written as its specification.
 
+mod ai;
 mod api;
 mod balancer;
 mod cli;

@@ -1,1 +1,64 @@
-//! AI operations.
+//! AI operations: every model call goes through one [`Gateway`], and every call and decision is
+//! an event on the `VIBEHQ_AI` stream, so the `ai_*` tables are projections like the rest.
+//!
+//! # Layout
+//! - [`provider`]: the only module that speaks rig-core: OpenAI-compatible endpoints and
+//!   Anthropic, behind [`provider::Conversation`] in, [`provider::Answer`] or deltas out.
+//! - [`gateway`]: [`Gateway`]: fallback across providers, timeouts, `retry-after`, an
+//!   `ai.model_called` event per attempt with tokens and cost.
+//! - [`route`]: `routePrompt`: cheap prompt features → a model tier (`ai_routing_decisions`).
+//! - [`structured`]: `generateStructuredOutput`: answers checked against a JSON Schema and
+//!   repaired with the validation errors fed back (`ai_structured_outputs`).
+//! - [`tools`]: `callTool` and model-driven tool loops, streamed (`ai_tool_calls`,
+//!   `ai_tool_call_streams`), with built-in tools that act on the task queue and the pool.
+//! - [`evaluate`]: `evaluateModel`: generate, evaluate, improve (`ai_evaluations`).
+//! - [`agent`]: goals turned into plans of tasks, with human approval (`ai_tasks`,
+//!   `ai_tasks_hitl`); approved commands go to the task queue.
+//! - [`http`] and [`rpc`]: the REST routes and the `AIOps` NATS micro service.
+
+pub mod agent;
+pub mod evaluate;
+pub mod gateway;
+pub mod http;
+pub mod ops;
+pub mod provider;
+pub mod route;
+pub mod rpc;
+pub mod structured;
+pub mod tools;
+
+pub use gateway::{Gateway, GatewayConfig, GatewayError, Operation, Reply, Request};
+pub use provider::{Conversation, Tier};
+
+use vibehq_events::{Envelope, Payload};
+use vibehq_projector::Table;
+
+/// Who is asking: the worker (and container) every row records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub worker_name: String,
+    pub container_name: Option<String>,
+}
+
+impl Caller {
+    pub fn new(worker_name: impl Into<String>, container_name: Option<String>) -> Self {
+        Self {
+            worker_name: worker_name.into(),
+            container_name,
+        }
+    }
+
+    /// An event by this caller.
+    pub fn envelope(&self, payload: impl Into<Payload>) -> Envelope {
+        let event = Envelope::new(&self.worker_name, payload);
+        match &self.container_name {
+            Some(container) => event.in_container(container),
+            None => event,
+        }
+    }
+}
+
+/// One of the projection's tables, by a name written in this crate (never from a request).
+pub(crate) fn table(name: &str) -> &'static Table {
+    Table::named(name).unwrap_or_else(|| unreachable!("the projection has no table {name}"))
+}

@@ -66,6 +66,8 @@ struct File {
     commands: BTreeMap<String, vibehq_worker::Command>,
     /// The load balancer's service: a `[balancer]` table.
     balancer: Option<Balancer>,
+    /// The AI gateway: `[ai]` with `[[ai.providers]]` in fallback order.
+    ai: Option<vibehq_ai::GatewayConfig>,
 }
 
 /// `[balancer]`: the service `vibehq up` runs instances of, and the proxy in front of them.
@@ -264,6 +266,8 @@ pub struct Settings {
     pub commands: BTreeMap<String, vibehq_worker::Command>,
     /// The load balancer's service, if configured.
     pub balancer: Option<Balancer>,
+    /// The AI gateway's providers; none configured means AI calls answer 409 saying how.
+    pub ai: vibehq_ai::GatewayConfig,
 }
 
 impl Settings {
@@ -314,6 +318,7 @@ impl Settings {
             },
             commands: file.commands,
             balancer: file.balancer,
+            ai: file.ai.unwrap_or_default(),
         })
     }
 

@@ -16,7 +16,8 @@ use crate::config::{Settings, connect};
 
 /// Runs NATS (embedded unless configured), the streams, the projector, the HTTP API, the
 /// task queue's dispatcher and RPC service (`ContainerTaskQueueOps`), and the load balancer
-/// (its RPC service `ContainerLoadBalancerOps`; its pool and proxy when configured) until
+/// (its RPC service `ContainerLoadBalancerOps`; its pool and proxy when configured), and the AI
+/// operations (REST, `/ws/ai`, the RPC service `AIOps`) until
 /// SIGINT/SIGTERM, then shuts down in order: stop taking requests, finish the projector's
 /// batch, stop the embedded server.
 pub async fn run(settings: Settings) -> Result<()> {
@@ -88,6 +89,25 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
         },
     )
     .extend(queue_routes, vibehq_queue::http::QueueDoc::openapi());
+    let gateway = vibehq_ai::Gateway::new(settings.ai.clone(), log.clone())
+        .context("cannot set up the AI gateway ([ai] in the config file)")?;
+    let ai = vibehq_ai::ops::Ai {
+        tools: vibehq_ai::tools::Registry::builtin(
+            queue_state.queue.clone(),
+            Reader::new(&database),
+        ),
+        agents: vibehq_ai::agent::Agents {
+            gateway: gateway.clone(),
+            reader: Reader::new(&database),
+            projector: queue_state.projector.clone(),
+            queue: Some(queue_state.queue.clone()),
+        },
+        gateway,
+    };
+    let api = api.extend(
+        vibehq_ai::http::router(ai.clone()),
+        vibehq_ai::http::AiDoc::openapi(),
+    );
     let (pool, proxy) = match &settings.balancer {
         Some(config) => {
             let (mut spec, policy, strategy) = config.parts()?;
@@ -142,7 +162,7 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     tracing::info!(nats = %url, http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
 
     // Whichever stops first (shutdown, or a failure) stops the other.
-    let (projected, served, dispatched, answered, balanced, proxied) = tokio::join!(
+    let (projected, served, dispatched, answered, balanced, advised, proxied) = tokio::join!(
         async {
             let result = projector.run(shutdown.clone()).await;
             shutdown.cancel();
@@ -171,6 +191,12 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
             result
         },
         async {
+            let client = log.jetstream().client();
+            let result = vibehq_ai::rpc::run(ai, client, shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
+        async {
             let Some((listener, proxy)) = proxy else {
                 return Ok(());
             };
@@ -191,6 +217,7 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     );
     proxied?;
     balanced?;
+    advised?;
     served?;
     dispatched?;
     answered?;

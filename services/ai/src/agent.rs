@@ -1,0 +1,418 @@
+//! The agent task manager: a goal becomes a plan of tasks, run in order, with a human's
+//! approval where a step asks for one.
+//!
+//! A plan lives only in events (`ai.task_created`, `ai.task_updated`, `ai.approval_requested`,
+//! `ai.approval_decided` on each task's subject) and so in `ai_tasks` / `ai_tasks_hitl`. Nothing
+//! waits in memory: [`Agents::advance`] reads the plan from the projection and takes every step
+//! it can — a step needing approval stops it there with a request in `ai_tasks_hitl`; a decision
+//! through REST, RPC or the CLI appends the decision and advances again. A process restart
+//! therefore loses nothing, and two deciders race on the task's version (the loser gets a 409).
+//!
+//! An approved step that names a command is submitted to the task queue (its `queue_task_id`
+//! is recorded and the step is `running`); a step without one is done when it is reached. A
+//! rejected step stops the plan: the steps after it are `cancelled`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use vibehq_events::ai::{ApprovalDecided, ApprovalRequested, TaskCreated, TaskUpdated};
+use vibehq_events::log::Expect;
+use vibehq_events::stream::StreamKind;
+use vibehq_projector::{Handle, Reader, query};
+use vibehq_queue::{Actor, NewTask, Queue};
+
+use crate::provider::Tier;
+use crate::structured::{self, Ask, StructuredError};
+use crate::{Caller, Gateway, table};
+
+/// The most steps a plan may have.
+pub const MAX_STEPS: usize = 50;
+
+/// How long a command waits for the projection to show its own events.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(10);
+
+/// One step of a plan, as given or as the model proposed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Wait for a human before running this step.
+    #[serde(default)]
+    pub requires_approval: bool,
+    /// A task-queue command to run for this step (a name workers allow).
+    #[serde(default)]
+    pub command: Option<String>,
+}
+
+/// A plan and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Plan {
+    pub plan_id: String,
+    /// `running`, `awaiting_approval`, `completed` or `rejected`.
+    pub status: String,
+    /// The plan's `ai_tasks` rows, in order.
+    #[schema(value_type = Vec<Object>)]
+    pub tasks: Vec<Map<String, Value>>,
+    /// Its `ai_tasks_hitl` rows, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub approvals: Vec<Map<String, Value>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("no plan {0}")]
+    UnknownPlan(String),
+    #[error("no approval {0}")]
+    UnknownApproval(String),
+    #[error("approval {approval_id} was already {status}")]
+    AlreadyDecided { approval_id: String, status: String },
+    #[error("the planner's answer was not a usable plan: {0}")]
+    Planning(#[from] StructuredError),
+    #[error("the projection did not catch up within {0:?}")]
+    Lagging(Duration),
+    #[error("cannot submit the step to the task queue: {0}")]
+    Queue(#[from] vibehq_queue::Error),
+    #[error(transparent)]
+    Log(#[from] vibehq_events::log::Error),
+    #[error(transparent)]
+    Projection(#[from] vibehq_projector::Error),
+}
+
+/// The plan schema the model's proposal must satisfy.
+pub fn plan_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "steps": {
+                "type": "array", "minItems": 1, "maxItems": MAX_STEPS,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "description": {"type": "string"},
+                        "requires_approval": {"type": "boolean"},
+                        "command": {"type": "string", "pattern": "^[A-Za-z0-9_.:/-]{1,128}$"}
+                    },
+                    "required": ["title"],
+                    "additionalProperties": false
+                }
+            }
+        },
+        "required": ["steps"]
+    })
+}
+
+const PLANNER: &str = "Turn the goal into a short plan of concrete steps, in order. Mark a step \
+    requires_approval when it changes or deletes something, costs money, or reaches people. \
+    Give a step a command only when one of the workers' named commands does it.";
+
+/// The agent task manager. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Agents {
+    pub gateway: Gateway,
+    pub reader: Reader,
+    pub projector: Handle,
+    /// Where approved commands go; without a queue, command steps complete when reached.
+    pub queue: Option<Queue>,
+}
+
+impl Agents {
+    /// Creates a plan for `goal` (the model proposes the steps unless they are given) and
+    /// takes its first steps.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        goal: &str,
+        steps: Option<Vec<StepSpec>>,
+    ) -> Result<Plan, AgentError> {
+        let steps = match steps {
+            Some(steps) => steps,
+            None => self.propose(caller, goal).await?,
+        };
+        let plan_id = uuid::Uuid::now_v7().to_string();
+        let events: Vec<_> = steps
+            .into_iter()
+            .map(|step| {
+                caller.envelope(TaskCreated {
+                    task_id: uuid::Uuid::now_v7().to_string(),
+                    plan_id: plan_id.clone(),
+                    title: step.title,
+                    description: step.description,
+                    requires_approval: step.requires_approval,
+                    command: step.command,
+                })
+            })
+            .collect();
+        let appended = self.gateway.log().append_all(&events).await?;
+        let last = appended.last().map_or(0, |a| a.sequence);
+        tracing::info!(%plan_id, %goal, steps = events.len(), "plan created");
+        self.advance(caller, &plan_id, last).await
+    }
+
+    async fn propose(&self, caller: &Caller, goal: &str) -> Result<Vec<StepSpec>, AgentError> {
+        let schema = plan_schema();
+        let prompt = format!("{PLANNER}\n\nGoal: {goal}");
+        let output = structured::generate(
+            &self.gateway,
+            caller,
+            Ask {
+                prompt: &prompt,
+                schema: &schema,
+                max_attempts: 3,
+                tier: Tier::Large,
+                provider: None,
+            },
+        )
+        .await?;
+        let steps = output.output.get("steps").cloned().unwrap_or_default();
+        serde_json::from_value(steps).map_err(|e| {
+            AgentError::Planning(StructuredError::InvalidSchema(format!(
+                "the plan's steps do not read as steps: {e}"
+            )))
+        })
+    }
+
+    /// The plan as the projection shows it once `sequence` is applied.
+    pub async fn plan(&self, plan_id: &str, sequence: u64) -> Result<Plan, AgentError> {
+        if !self
+            .projector
+            .wait_for(StreamKind::Ai, sequence, READ_YOUR_WRITES)
+            .await
+        {
+            return Err(AgentError::Lagging(READ_YOUR_WRITES));
+        }
+        let id = plan_id.to_owned();
+        let (tasks, approvals) = self
+            .reader
+            .read(move |conn| {
+                let tasks = rows(conn, "ai_tasks", "plan_id", &id)?;
+                let mut approvals = Vec::new();
+                for task in &tasks {
+                    let task_id = text(task, "task_id").to_owned();
+                    approvals.extend(rows(conn, "ai_tasks_hitl", "task_id", &task_id)?);
+                }
+                Ok((tasks, approvals))
+            })
+            .await?;
+        if tasks.is_empty() {
+            return Err(AgentError::UnknownPlan(plan_id.to_owned()));
+        }
+        let status = plan_status(&tasks).to_owned();
+        Ok(Plan {
+            plan_id: plan_id.to_owned(),
+            status,
+            tasks,
+            approvals,
+        })
+    }
+
+    /// Takes every step the plan allows now, and answers the plan as it then stands.
+    pub async fn advance(
+        &self,
+        caller: &Caller,
+        plan_id: &str,
+        sequence: u64,
+    ) -> Result<Plan, AgentError> {
+        let mut plan = self.plan(plan_id, sequence).await?;
+        let log = self.gateway.log();
+        let mut last = sequence;
+        let mut stopped = false;
+        for task in &plan.tasks {
+            let task_id = text(task, "task_id").to_owned();
+            let version = task.get("version").and_then(Value::as_u64).unwrap_or(0);
+            let status = text(task, "status");
+            if stopped {
+                if status == "pending" {
+                    let cancelled = caller.envelope(updated(&task_id, "cancelled", None, None));
+                    last = log
+                        .append(&cancelled, Expect::Version(version))
+                        .await?
+                        .sequence;
+                }
+                continue;
+            }
+            match status {
+                "pending" if task.get("requires_approval").and_then(Value::as_i64) == Some(1) => {
+                    let request = caller.envelope(ApprovalRequested {
+                        approval_id: uuid::Uuid::now_v7().to_string(),
+                        task_id: task_id.clone(),
+                        action: text(task, "title").to_owned(),
+                        details: Some(json!({
+                            "description": task.get("description"),
+                            "command": task.get("command"),
+                        })),
+                    });
+                    last = log
+                        .append(&request, Expect::Version(version))
+                        .await?
+                        .sequence;
+                    break;
+                }
+                "pending" | "approved" => {
+                    last = self.run_step(caller, task, &task_id, version).await?;
+                }
+                "awaiting_approval" => break,
+                "rejected" => stopped = true,
+                _ => {}
+            }
+        }
+        if last != sequence {
+            plan = self.plan(plan_id, last).await?;
+        }
+        Ok(plan)
+    }
+
+    /// Runs one step: a command goes to the queue, anything else is done when reached.
+    async fn run_step(
+        &self,
+        caller: &Caller,
+        task: &Map<String, Value>,
+        task_id: &str,
+        version: u64,
+    ) -> Result<u64, AgentError> {
+        let command = task.get("command").and_then(Value::as_str);
+        let event = match (command, &self.queue) {
+            (Some(command), Some(queue)) => {
+                let mut parameters = Map::new();
+                parameters.insert("ai_task_id".into(), json!(task_id));
+                parameters.insert("plan_id".into(), json!(text(task, "plan_id")));
+                parameters.insert("title".into(), json!(text(task, "title")));
+                let submitted = queue
+                    .submit(
+                        &Actor::new(&caller.worker_name, caller.container_name.clone()),
+                        NewTask {
+                            task_type: "ai-plan-step".into(),
+                            command: command.to_owned(),
+                            parameters: Some(parameters),
+                            priority: 0,
+                            worker_name: None,
+                            container_name: None,
+                            max_attempts: 3,
+                            // A step is submitted once, even if two deciders race to it.
+                            idempotency_key: Some(format!("ai-task:{task_id}")),
+                        },
+                    )
+                    .await?;
+                updated(task_id, "running", None, Some(submitted.task_id))
+            }
+            _ => updated(task_id, "completed", Some("done".into()), None),
+        };
+        Ok(self
+            .gateway
+            .log()
+            .append(&caller.envelope(event), Expect::Version(version))
+            .await?
+            .sequence)
+    }
+
+    /// Approves or rejects a waiting step, then advances its plan.
+    pub async fn decide(
+        &self,
+        approval_id: &str,
+        approved: bool,
+        decided_by: &Caller,
+        comment: Option<String>,
+    ) -> Result<Plan, AgentError> {
+        let id = approval_id.to_owned();
+        let found = self
+            .reader
+            .read(move |conn| {
+                let Some(approval) = query::get(conn, table("ai_tasks_hitl"), &id)? else {
+                    return Ok(None);
+                };
+                let task = query::get(conn, table("ai_tasks"), text(&approval, "task_id"))?;
+                Ok(task.map(|task| (approval, task)))
+            })
+            .await?;
+        let (approval, task) =
+            found.ok_or_else(|| AgentError::UnknownApproval(approval_id.to_owned()))?;
+        let status = text(&approval, "status");
+        if status != "pending" {
+            return Err(AgentError::AlreadyDecided {
+                approval_id: approval_id.to_owned(),
+                status: status.to_owned(),
+            });
+        }
+        let version = task.get("version").and_then(Value::as_u64).unwrap_or(0);
+        let decision = decided_by.envelope(ApprovalDecided {
+            approval_id: approval_id.to_owned(),
+            task_id: text(&task, "task_id").to_owned(),
+            approved,
+            decided_by: decided_by.worker_name.clone(),
+            comment,
+        });
+        let sequence = match self
+            .gateway
+            .log()
+            .append(&decision, Expect::Version(version))
+            .await
+        {
+            Ok(appended) => appended.sequence,
+            Err(vibehq_events::Error::Conflict { .. }) => {
+                return Err(AgentError::AlreadyDecided {
+                    approval_id: approval_id.to_owned(),
+                    status: "decided by someone else".into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(%approval_id, approved, decided_by = %decided_by.worker_name, "approval decided");
+        let plan_owner = Caller::new(
+            text(&task, "worker_name"),
+            task.get("container_name")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        );
+        self.advance(&plan_owner, text(&task, "plan_id"), sequence)
+            .await
+    }
+}
+
+fn updated(
+    task_id: &str,
+    status: &str,
+    result: Option<String>,
+    queue_task_id: Option<String>,
+) -> TaskUpdated {
+    TaskUpdated {
+        task_id: task_id.to_owned(),
+        status: status.to_owned(),
+        result,
+        queue_task_id,
+    }
+}
+
+/// A plan's status from its tasks' statuses.
+fn plan_status(tasks: &[Map<String, Value>]) -> &'static str {
+    let statuses: Vec<&str> = tasks.iter().map(|t| text(t, "status")).collect();
+    if statuses.contains(&"rejected") {
+        "rejected"
+    } else if statuses.contains(&"awaiting_approval") {
+        "awaiting_approval"
+    } else if statuses.iter().all(|s| *s == "completed") {
+        "completed"
+    } else {
+        "running"
+    }
+}
+
+fn text<'a>(row: &'a Map<String, Value>, column: &str) -> &'a str {
+    row.get(column).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn rows(
+    conn: &rusqlite::Connection,
+    name: &str,
+    column: &'static str,
+    value: &str,
+) -> Result<Vec<Map<String, Value>>, vibehq_projector::Error> {
+    let filter = query::Filter {
+        columns: vec![(column, value.to_owned())],
+        limit: 1000,
+        ..query::Filter::default()
+    };
+    Ok(query::list(conn, table(name), &filter)?.items)
+}

@@ -1,0 +1,528 @@
+//! The AI operations as requests: parsing and answering shared by REST, WebSocket and RPC.
+//!
+//! Each operation takes one JSON object, read by [`Body`] so every error names its field and
+//! unknown fields are refused; the answer is JSON. The HTTP routes and the `AIOps` micro
+//! service are thin doors onto [`handle`]; only streaming (SSE, WebSocket) lives in [`http`]
+//! (crate::http), on top of the same parsed inputs.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use vibehq_api::body::{Body, unprocessable};
+use vibehq_api::error::ApiError;
+
+use crate::agent::{AgentError, Agents, StepSpec};
+use crate::evaluate::{self, Evaluate, EvaluateError};
+use crate::gateway::{GatewayError, Operation, Request};
+use crate::provider::{Conversation, Tier};
+use crate::structured::{self, StructuredError};
+use crate::tools::{self, Registry, Run, ToolError, Within};
+use crate::{Caller, Gateway, route};
+
+/// Longest prompt accepted, in bytes (the body limit is 256 KiB in all).
+const MAX_PROMPT: usize = 200_000;
+
+/// Everything the operations need. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ai {
+    pub gateway: Gateway,
+    pub tools: Registry,
+    pub agents: Agents,
+}
+
+/// The operations, by their RPC names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `ask`: one model call (`prompt`, optional `system`).
+    Ask,
+    /// `routePrompt`: the tier and model for a prompt.
+    RoutePrompt,
+    /// `generateStructuredOutput`: an answer satisfying `schema`.
+    GenerateStructuredOutput,
+    /// `callTool`: run `tool` with `arguments`.
+    CallTool,
+    /// `runTools`: a model-driven tool loop.
+    RunTools,
+    /// `evaluateModel`: the evaluator-optimiser loop.
+    EvaluateModel,
+    /// `createPlan`: a goal turned into agent tasks.
+    CreatePlan,
+    /// `getPlan`: a plan and its approvals.
+    GetPlan,
+    /// `decideApproval`: approve or reject a waiting step.
+    DecideApproval,
+}
+
+impl Op {
+    pub const ALL: [Op; 9] = [
+        Op::Ask,
+        Op::RoutePrompt,
+        Op::GenerateStructuredOutput,
+        Op::CallTool,
+        Op::RunTools,
+        Op::EvaluateModel,
+        Op::CreatePlan,
+        Op::GetPlan,
+        Op::DecideApproval,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Ask => "ask",
+            Op::RoutePrompt => "routePrompt",
+            Op::GenerateStructuredOutput => "generateStructuredOutput",
+            Op::CallTool => "callTool",
+            Op::RunTools => "runTools",
+            Op::EvaluateModel => "evaluateModel",
+            Op::CreatePlan => "createPlan",
+            Op::GetPlan => "getPlan",
+            Op::DecideApproval => "decideApproval",
+        }
+    }
+
+    /// The fields the operation's body may have (beyond `worker_name`, `container_name`).
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Op::Ask => &[
+                "prompt",
+                "system",
+                "tier",
+                "provider",
+                "stream",
+                "timeout_ms",
+            ],
+            Op::RoutePrompt => &["prompt"],
+            Op::GenerateStructuredOutput => {
+                &["prompt", "schema", "max_attempts", "tier", "provider"]
+            }
+            Op::CallTool => &["tool", "arguments"],
+            Op::RunTools => &[
+                "prompt",
+                "system",
+                "tools",
+                "max_steps",
+                "tier",
+                "provider",
+                "stream",
+            ],
+            Op::EvaluateModel => &[
+                "prompt",
+                "criteria",
+                "threshold",
+                "max_rounds",
+                "tier",
+                "provider",
+            ],
+            Op::CreatePlan => &["goal", "steps"],
+            Op::GetPlan => &["plan_id"],
+            Op::DecideApproval => &["approval_id", "approved", "comment"],
+        }
+    }
+
+    /// Refuses fields the operation does not take.
+    pub fn check_fields(self, body: &Body) -> Result<(), ApiError> {
+        let mut allowed = vec!["worker_name", "container_name"];
+        allowed.extend_from_slice(self.fields());
+        body.only(&allowed)
+    }
+}
+
+/// Answers a (non-streaming) operation.
+pub async fn handle(ai: &Ai, op: Op, body: Body) -> Result<Value, ApiError> {
+    op.check_fields(&body)?;
+    if matches!(op, Op::GetPlan) {
+        let plan_id = required(&body, "plan_id", 128)?;
+        return Ok(json!(ai.agents.plan(&plan_id, 0).await?));
+    }
+    let caller = caller(&body)?;
+    match op {
+        Op::Ask => {
+            let ask = AskInput::parse(&body, &ai.gateway)?;
+            if ask.stream {
+                return Err(no_stream());
+            }
+            let reply = ai.gateway.complete(ask.request(&caller)).await?;
+            Ok(json!(reply))
+        }
+        Op::RoutePrompt => {
+            let prompt = required(&body, "prompt", MAX_PROMPT)?;
+            Ok(json!(
+                route::route(&ai.gateway, &caller, &prompt)
+                    .await
+                    .map_err(|e| match e {
+                        route::RouteError::NoProvider => GatewayError::NoProviders.into(),
+                        route::RouteError::Record(e) => ApiError::from(GatewayError::Record(e)),
+                    })?
+            ))
+        }
+        Op::GenerateStructuredOutput => {
+            let prompt = required(&body, "prompt", MAX_PROMPT)?;
+            let schema = match body.0.get("schema") {
+                Some(schema @ (Value::Object(_) | Value::Bool(_))) => schema.clone(),
+                Some(_) => {
+                    return Err(unprocessable(
+                        "schema",
+                        "schema must be a JSON Schema object",
+                    ));
+                }
+                None => return Err(unprocessable("schema", "schema is required")),
+            };
+            let max_attempts = body
+                .integer("max_attempts", 1..=i64::from(structured::MAX_ATTEMPTS))?
+                .unwrap_or(3) as u32;
+            let provider = provider(&body, &ai.gateway)?;
+            let ask = structured::Ask {
+                prompt: &prompt,
+                schema: &schema,
+                max_attempts,
+                tier: tier(&body)?,
+                provider: provider.as_deref(),
+            };
+            Ok(json!(
+                structured::generate(&ai.gateway, &caller, ask).await?
+            ))
+        }
+        Op::CallTool => {
+            let name = required(&body, "tool", 128)?;
+            let arguments = match body.0.get("arguments") {
+                None | Some(Value::Null) => json!({}),
+                Some(args @ Value::Object(_)) => args.clone(),
+                Some(_) => {
+                    return Err(unprocessable(
+                        "arguments",
+                        "arguments must be a JSON object",
+                    ));
+                }
+            };
+            let log = ai.gateway.log();
+            let called = ai
+                .tools
+                .call(log, &caller, &name, arguments, Within::default())
+                .await?;
+            Ok(json!(called))
+        }
+        Op::RunTools => {
+            let input = RunInput::parse(&body, ai)?;
+            if input.stream {
+                return Err(no_stream());
+            }
+            let finished = tools::run(&ai.gateway, &ai.tools, &caller, input.run(), None).await?;
+            Ok(json!(finished))
+        }
+        Op::EvaluateModel => {
+            let prompt = required(&body, "prompt", MAX_PROMPT)?;
+            let criteria = required(&body, "criteria", MAX_PROMPT)?;
+            let provider = provider(&body, &ai.gateway)?;
+            let ask = Evaluate {
+                prompt: &prompt,
+                criteria: &criteria,
+                threshold: number(&body, "threshold", 0.0..=1.0)?.unwrap_or(0.8),
+                max_rounds: body
+                    .integer("max_rounds", 1..=i64::from(evaluate::MAX_ROUNDS))?
+                    .unwrap_or(3) as u32,
+                tier: tier(&body)?,
+                provider: provider.as_deref(),
+            };
+            Ok(json!(evaluate::evaluate(&ai.gateway, &caller, ask).await?))
+        }
+        Op::CreatePlan => {
+            let goal = required(&body, "goal", MAX_PROMPT)?;
+            let steps = match body.0.get("steps") {
+                None | Some(Value::Null) => None,
+                Some(steps) => {
+                    let steps: Vec<StepSpec> = serde_json::from_value(steps.clone())
+                        .map_err(|e| unprocessable("steps", format!("steps: {e}")))?;
+                    if steps.is_empty() || steps.len() > crate::agent::MAX_STEPS {
+                        return Err(unprocessable(
+                            "steps",
+                            format!("a plan has 1 to {} steps", crate::agent::MAX_STEPS),
+                        ));
+                    }
+                    Some(steps)
+                }
+            };
+            Ok(json!(ai.agents.create(&caller, &goal, steps).await?))
+        }
+        Op::DecideApproval => {
+            let approval_id = required(&body, "approval_id", 128)?;
+            let approved = body
+                .boolean("approved")?
+                .ok_or_else(|| unprocessable("approved", "approved (true or false) is required"))?;
+            let comment = body.string("comment")?;
+            Ok(json!(
+                ai.agents
+                    .decide(&approval_id, approved, &caller, comment)
+                    .await?
+            ))
+        }
+        Op::GetPlan => unreachable!("answered above"),
+    }
+}
+
+fn no_stream() -> ApiError {
+    unprocessable(
+        "stream",
+        "streaming is served over HTTP (Server-Sent Events) and WebSocket, not here",
+    )
+}
+
+/// The parsed `ask` body.
+#[derive(Debug, Clone)]
+pub struct AskInput {
+    pub conversation: Conversation,
+    pub tier: Tier,
+    pub provider: Option<String>,
+    pub stream: bool,
+    pub timeout: Option<Duration>,
+}
+
+impl AskInput {
+    pub fn parse(body: &Body, gateway: &Gateway) -> Result<Self, ApiError> {
+        let mut conversation = Conversation::prompt(required(body, "prompt", MAX_PROMPT)?);
+        conversation.system = body.string("system")?;
+        Ok(Self {
+            conversation,
+            tier: tier(body)?,
+            provider: provider(body, gateway)?,
+            stream: body.boolean("stream")?.unwrap_or(false),
+            timeout: body
+                .integer("timeout_ms", 1..=600_000)?
+                .map(|ms| Duration::from_millis(ms as u64)),
+        })
+    }
+
+    pub fn request<'a>(&'a self, caller: &'a Caller) -> Request<'a> {
+        Request {
+            caller,
+            operation: Operation::Ask,
+            tier: self.tier,
+            provider: self.provider.as_deref(),
+            conversation: &self.conversation,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The parsed `runTools` body.
+#[derive(Debug, Clone)]
+pub struct RunInput {
+    pub prompt: String,
+    pub system: Option<String>,
+    pub tools: Option<Vec<String>>,
+    pub max_steps: u32,
+    pub tier: Tier,
+    pub provider: Option<String>,
+    pub stream: bool,
+}
+
+impl RunInput {
+    pub fn parse(body: &Body, ai: &Ai) -> Result<Self, ApiError> {
+        let tools = match body.0.get("tools") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(names)) => Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        let name = n.as_str().ok_or_else(|| {
+                            unprocessable("tools", "tools must be a list of tool names")
+                        })?;
+                        if !ai.tools.contains(name) {
+                            return Err(ApiError::new(
+                                StatusCode::NOT_FOUND,
+                                "unknown_tool",
+                                format!("unknown tool {name:?}"),
+                                Some("tools".into()),
+                            ));
+                        }
+                        Ok(name.to_owned())
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => return Err(unprocessable("tools", "tools must be a list of tool names")),
+        };
+        Ok(Self {
+            prompt: required(body, "prompt", MAX_PROMPT)?,
+            system: body.string("system")?,
+            tools,
+            max_steps: body
+                .integer("max_steps", 1..=i64::from(tools::MAX_STEPS))?
+                .unwrap_or(5) as u32,
+            tier: tier(body)?,
+            provider: provider(body, &ai.gateway)?,
+            stream: body.boolean("stream")?.unwrap_or(false),
+        })
+    }
+
+    pub fn run(&self) -> Run<'_> {
+        Run {
+            prompt: &self.prompt,
+            system: self.system.as_deref(),
+            tools: self.tools.as_deref(),
+            max_steps: self.max_steps,
+            tier: self.tier,
+            provider: self.provider.as_deref(),
+        }
+    }
+}
+
+/// The caller: `worker_name` (required) and `container_name`.
+pub fn caller(body: &Body) -> Result<Caller, ApiError> {
+    let worker = body
+        .name("worker_name")?
+        .ok_or_else(|| unprocessable("worker_name", "worker_name is required"))?;
+    Ok(Caller::new(worker, body.name("container_name")?))
+}
+
+fn required(body: &Body, field: &str, max: usize) -> Result<String, ApiError> {
+    body.required_string(field, max)
+}
+
+fn tier(body: &Body) -> Result<Tier, ApiError> {
+    match body.string("tier")? {
+        None => Ok(Tier::Medium),
+        Some(name) => Tier::parse(&name)
+            .ok_or_else(|| unprocessable("tier", "tier must be small, medium or large")),
+    }
+}
+
+fn provider(body: &Body, gateway: &Gateway) -> Result<Option<String>, ApiError> {
+    let Some(name) = body.string("provider")? else {
+        return Ok(None);
+    };
+    gateway.check_provider(&name)?;
+    Ok(Some(name))
+}
+
+fn number(
+    body: &Body,
+    field: &str,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<Option<f64>, ApiError> {
+    match body.0.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) if range.contains(&x) => Ok(Some(x)),
+            _ => Err(unprocessable(
+                field,
+                format!(
+                    "{field} must be a number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        },
+        Some(_) => Err(unprocessable(field, format!("{field} must be a number"))),
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(error: GatewayError) -> Self {
+        let message = error.to_string();
+        match error {
+            GatewayError::UnknownProvider(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_provider",
+                message,
+                Some("provider".into()),
+            ),
+            GatewayError::NoProviders => {
+                ApiError::new(StatusCode::CONFLICT, "not_configured", message, None)
+            }
+            GatewayError::Exhausted {
+                retry_after: Some(wait),
+                ref failures,
+                ..
+            } if failures.iter().all(|f| f.contains("cooling down")) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "providers_cooling_down",
+                format!(
+                    "every provider asked to wait (retry after {:.1} s): {message}",
+                    wait.as_secs_f64()
+                ),
+                None,
+            ),
+            GatewayError::Exhausted { .. }
+            | GatewayError::Failed { .. }
+            | GatewayError::Interrupted { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "provider_failed", message, None)
+            }
+            GatewayError::Record(_) => ApiError::unavailable(message),
+        }
+    }
+}
+
+impl From<StructuredError> for ApiError {
+    fn from(error: StructuredError) -> Self {
+        let message = error.to_string();
+        match error {
+            StructuredError::InvalidSchema(_) => unprocessable("schema", message),
+            StructuredError::NeverValid { output_id, .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "never_valid",
+                format!("{message} (recorded as output {output_id})"),
+                Some("schema".into()),
+            ),
+            StructuredError::Gateway(e) => e.into(),
+            StructuredError::Record(e) => GatewayError::Record(e).into(),
+        }
+    }
+}
+
+impl From<ToolError> for ApiError {
+    fn from(error: ToolError) -> Self {
+        let message = error.to_string();
+        match error {
+            ToolError::UnknownTool { .. } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_tool",
+                message,
+                Some("tool".into()),
+            ),
+            ToolError::InvalidArguments { .. } => unprocessable("arguments", message),
+            ToolError::Failed { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "tool_failed", message, None)
+            }
+            ToolError::Gateway(e) => e.into(),
+            ToolError::Record(e) => GatewayError::Record(e).into(),
+        }
+    }
+}
+
+impl From<EvaluateError> for ApiError {
+    fn from(error: EvaluateError) -> Self {
+        match error {
+            EvaluateError::Gateway(e) => e.into(),
+            EvaluateError::Record(e) => GatewayError::Record(e).into(),
+        }
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(error: AgentError) -> Self {
+        let message = error.to_string();
+        match error {
+            AgentError::UnknownPlan(_) => ApiError::not_found("plan_id", message),
+            AgentError::UnknownApproval(_) => ApiError::not_found("approval_id", message),
+            AgentError::AlreadyDecided { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_decided",
+                message,
+                Some("approval_id".into()),
+            ),
+            AgentError::Planning(e) => e.into(),
+            AgentError::Queue(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "queue_failed", message, None)
+            }
+            AgentError::Lagging(_) | AgentError::Log(_) => ApiError::unavailable(message),
+            AgentError::Projection(e) => e.into(),
+        }
+    }
+}
+
+/// Puts an id from a REST path into the body, where RPC callers give it, so both doors share
+/// one parser.
+pub fn with_path_id(mut body: Body, field: &str, value: String) -> Body {
+    body.0.insert(field.to_owned(), Value::String(value));
+    body
+}
