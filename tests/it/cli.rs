@@ -213,6 +213,7 @@ async fn help_explains_every_command() {
         "up",
         "replay",
         "audit",
+        "ai",
         "migrate",
         "--nats-url",
         "VIBEHQ_NATS_URL",

@@ -1,8 +1,10 @@
 //! `vibehq`: the control plane binary.
 //!
 //! `vibehq up` runs everything (embedded NATS unless `--nats-url` is given, the streams, the
-//! projector and the HTTP API); the other subcommands are tools over the same event log.
+//! projector and the HTTP API); the other subcommands are tools over the same event log, except
+//! `vibehq ai`, a client of a running `vibehq up`'s AI API.
 
+mod ai;
 mod audit;
 mod config;
 mod replay;
@@ -22,7 +24,13 @@ use tracing_subscriber::EnvFilter;
 /// Settings come from flags, `VIBEHQ_*` environment variables and a TOML file (--config), in
 /// that order of precedence.
 #[derive(Debug, Parser)]
-#[command(name = "vibehq", version, propagate_version = true)]
+// The global flags sort after each subcommand's own in its --help.
+#[command(
+    name = "vibehq",
+    version,
+    propagate_version = true,
+    next_display_order = 100
+)]
 struct Cli {
     #[command(flatten)]
     flags: config::Flags,
@@ -53,6 +61,14 @@ enum Command {
     Worker(worker::WorkerArgs),
     Replay(replay::ReplayArgs),
     Audit(audit::AuditArgs),
+    /// Call a running `vibehq up`'s AI API from a terminal: ask a model, route a prompt, get
+    /// structured output, call tools, run a tool loop, evaluate, and plan with approvals.
+    ///
+    /// Each subcommand is one request to `/api/ai/…` at --url (default: http://<--http-addr>),
+    /// made as --worker-name ("cli" unless set). `ask` and `run` print the answer as it is
+    /// written. A refusal prints the server's message and the field at fault and exits non-zero;
+    /// --json prints the server's answer as it is.
+    Ai(ai::AiArgs),
     /// Apply the schema migrations to a SQLite file (creating it), e.g. to inspect the schema.
     Migrate {
         /// The database file.
@@ -89,6 +105,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Worker(args) => worker::run(settings, args).await,
         Command::Replay(args) => replay::run(settings, args).await,
         Command::Audit(args) => audit::run(settings, args).await,
+        Command::Ai(args) => ai::run(settings, args).await,
         Command::Migrate { database } => {
             let mut conn = rusqlite::Connection::open(&database)?;
             let applied = vibehq_schemas::migrate(&mut conn)?;
