@@ -251,6 +251,50 @@ async fn a_slow_provider_times_out_and_the_next_answers_and_server_errors_fall_b
 }
 
 #[tokio::test]
+async fn a_stream_that_breaks_before_its_first_token_falls_back_but_not_after_it() {
+    let rig = Rig::start().await;
+    let ask = json!({"worker_name": "w", "prompt": "hi", "stream": true});
+    let stream = async |body: &Value| {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/ai/ask", rig.base))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        sse_events(&response.text().await.expect("body"))
+    };
+
+    // Nothing reached the caller yet: the next provider answers.
+    rig.a.push(Reply::BrokenStream(vec![]));
+    rig.b.push(Reply::Stream(vec!["from ".into(), "b".into()]));
+    let events = stream(&ask).await;
+    let (name, done) = events.last().expect("an end");
+    assert_eq!(
+        (name.as_str(), done["answer"]["text"].as_str()),
+        ("done", Some("from b")),
+        "{events:?}"
+    );
+    assert_eq!(done["attempts"], 2);
+
+    // Half an answer was shown: no second provider's answer is spliced onto it.
+    rig.a.push(Reply::BrokenStream(vec!["half an ".into()]));
+    let before = rig.b.requests().len();
+    let events = stream(&ask).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["delta", "error"]);
+    let message = events[1].1["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("after the answer began streaming"),
+        "{message}"
+    );
+    assert_eq!(
+        rig.b.requests().len(),
+        before,
+        "b was asked after a's first token"
+    );
+}
+
+#[tokio::test]
 async fn structured_output_is_repaired_on_retry_and_a_never_valid_answer_ends_in_a_clear_error() {
     let rig = Rig::start().await;
     let schema = json!({

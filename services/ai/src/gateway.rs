@@ -31,7 +31,7 @@ use crate::provider::{
 };
 
 /// The gateway's configuration (`[ai]` in the config file).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Providers in fallback order.
@@ -50,6 +50,18 @@ pub struct GatewayConfig {
 
 fn default_timeout_ms() -> u64 {
     60_000
+}
+
+impl Default for GatewayConfig {
+    /// No providers, and the file's defaults for the rest.
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            timeout_ms: default_timeout_ms(),
+            fallback_after_first_token: false,
+            prices: PriceTable::new(),
+        }
+    }
 }
 
 /// What asked for a model call (recorded with each attempt).
@@ -453,4 +465,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_config_files_defaults() {
+        let from_file: GatewayConfig = serde_json::from_str("{}").expect("an empty [ai]");
+        assert_eq!(GatewayConfig::default().timeout_ms, from_file.timeout_ms);
+        assert_eq!(from_file.timeout_ms, 60_000);
+    }
 }

@@ -280,7 +280,10 @@ impl CallError {
                 status: Some(status),
                 message,
             },
-            None if matches!(error, ProviderError::Http(_)) => CallError::Unreachable(message),
+            // A dropped connection, before or during the answer.
+            None if matches!(error, ProviderError::Http(_) | ProviderError::Truncated) => {
+                CallError::Unreachable(message)
+            }
             None => CallError::Other {
                 status: None,
                 message,

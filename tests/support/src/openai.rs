@@ -27,6 +27,9 @@ pub enum Reply {
     ToolCall { name: String, arguments: Value },
     /// A streamed completion: each string is one content delta.
     Stream(Vec<String>),
+    /// A stream that sends these content deltas, then breaks off: no finish reason, no
+    /// `[DONE]`, as when a provider's connection drops mid-answer.
+    BrokenStream(Vec<String>),
     /// A streamed tool call whose arguments arrive in `parts`.
     StreamToolCall { name: String, parts: Vec<String> },
     /// An error status with an OpenAI-shaped error body, and `retry-after` seconds if set.
@@ -158,7 +161,14 @@ async fn chat(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> 
                 .iter()
                 .map(|part| json!({"role": "assistant", "content": part}))
                 .collect();
-            sse(&model, chunks, "stop")
+            sse(&model, chunks, Some("stop"))
+        }
+        Reply::BrokenStream(parts) => {
+            let chunks = parts
+                .iter()
+                .map(|part| json!({"role": "assistant", "content": part}))
+                .collect();
+            sse(&model, chunks, None)
         }
         Reply::StreamToolCall { name, parts } => {
             let mut chunks = vec![json!({"role": "assistant", "tool_calls": [{
@@ -168,7 +178,7 @@ async fn chat(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> 
             chunks.extend(parts.iter().map(
                 |part| json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
             ));
-            sse(&model, chunks, "tool_calls")
+            sse(&model, chunks, Some("tool_calls"))
         }
         Reply::Status {
             code,
@@ -211,8 +221,8 @@ fn completion(model: &str, message: Value, finish: &str) -> Value {
 }
 
 /// A streamed completion: one chunk per delta, a final chunk with the finish reason and the
-/// usage, then `[DONE]`.
-fn sse(model: &str, deltas: Vec<Value>, finish: &str) -> Response {
+/// usage, then `[DONE]`; without a finish reason, the deltas alone (a broken stream).
+fn sse(model: &str, deltas: Vec<Value>, finish: Option<&str>) -> Response {
     let chunk = |delta: Value, finish: Option<&str>, usage: Option<Value>| {
         let mut chunk = json!({
             "id": "chatcmpl-fake",
@@ -227,8 +237,10 @@ fn sse(model: &str, deltas: Vec<Value>, finish: &str) -> Response {
         format!("data: {chunk}\n\n")
     };
     let mut body: String = deltas.into_iter().map(|d| chunk(d, None, None)).collect();
-    body.push_str(&chunk(json!({}), Some(finish), Some(usage())));
-    body.push_str("data: [DONE]\n\n");
+    if let Some(finish) = finish {
+        body.push_str(&chunk(json!({}), Some(finish), Some(usage())));
+        body.push_str("data: [DONE]\n\n");
+    }
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from(body))
