@@ -220,7 +220,7 @@ pub enum CallError {
     #[error("unreachable: {0}")]
     Unreachable(String),
     /// Anything else (a 4xx, an answer that does not parse): another provider would not help.
-    #[error("{message}")]
+    #[error("{}{message}", .status.map(|s| format!("HTTP {s}: ")).unwrap_or_default())]
     Other {
         status: Option<u16>,
         message: String,
@@ -264,6 +264,7 @@ impl CallError {
         let status = error.provider_response_status().map(|s| s.as_u16());
         let message = error
             .provider_response_body()
+            .filter(|body| !body.trim().is_empty())
             .map(str::to_owned)
             .unwrap_or_else(|| error.to_string());
         match status {
