@@ -100,6 +100,12 @@ impl Rig {
         post(&format!("{}{path}", self.base), body).await
     }
 
+    /// The gateway's attempts for the call that answered `reply`.
+    async fn attempts(&self, reply: &Value) -> Vec<Map<String, Value>> {
+        let request_id = reply["request_id"].as_str().expect("a request id");
+        self.rows("ai_model_calls", "request_id", request_id).await
+    }
+
     /// Rows of an `ai_*` table once the projection holds everything appended so far.
     async fn rows(
         &self,
@@ -157,13 +163,7 @@ async fn a_rate_limited_provider_falls_back_to_the_next_and_both_attempts_are_re
         (Some("b"), Some(2))
     );
 
-    let attempts = rig
-        .rows(
-            "ai_model_calls",
-            "request_id",
-            reply["request_id"].as_str().expect("id"),
-        )
-        .await;
+    let attempts = rig.attempts(&reply).await;
     assert_eq!(attempts.len(), 2);
     let (first, second) = (&attempts[0], &attempts[1]);
     assert_eq!(
@@ -232,13 +232,7 @@ async fn a_slow_provider_times_out_and_the_next_answers_and_server_errors_fall_b
         (200, Some("in time")),
         "{reply}"
     );
-    let attempts = rig
-        .rows(
-            "ai_model_calls",
-            "request_id",
-            reply["request_id"].as_str().expect("id"),
-        )
-        .await;
+    let attempts = rig.attempts(&reply).await;
     assert_eq!(attempts[0]["outcome"], "timeout");
 
     rig.a.push(Reply::server_error());
@@ -705,21 +699,18 @@ async fn routing_evaluation_and_every_ai_table_fill_from_replay_exactly_as_live(
     .await
     .expect("replay");
     let (live, replayed) = (dump(&rig.live.database), dump(&copy));
-    for table in [
-        "ai_tasks",
-        "ai_tasks_hitl",
-        "ai_evaluations",
-        "ai_routing_decisions",
-        "ai_structured_outputs",
-        "ai_tool_calls",
-        "ai_tool_call_streams",
-        "ai_model_calls",
-    ] {
+    for table in vibehq_schemas::TABLES
+        .iter()
+        .filter(|t| t.starts_with("ai_"))
+    {
         assert!(
-            !live[table].is_empty(),
+            !live[*table].is_empty(),
             "{table} is empty: the test did not exercise it"
         );
-        assert_eq!(live[table], replayed[table], "{table} differs after replay");
+        assert_eq!(
+            live[*table], replayed[*table],
+            "{table} differs after replay"
+        );
     }
 }
 

@@ -8,7 +8,6 @@
 
 use serde::{Deserialize, Serialize};
 use vibehq_events::ai::EvaluationRound;
-use vibehq_events::log::Expect;
 
 use crate::gateway::{GatewayError, Operation, Request};
 use crate::provider::{Conversation, Tier};
@@ -116,10 +115,7 @@ pub async fn evaluate(
             feedback: feedback.clone(),
             passed,
         };
-        gateway
-            .log()
-            .append(&caller.envelope(event), Expect::Any)
-            .await?;
+        gateway.record(caller, event).await?;
         rounds.push(Round {
             round,
             output,

@@ -193,6 +193,20 @@ impl Gateway {
         &self.inner.log
     }
 
+    /// Appends an AI event by `caller` (unconditionally: each one is a new aggregate or a
+    /// new fact about one).
+    pub(crate) async fn record(
+        &self,
+        caller: &Caller,
+        payload: impl Into<vibehq_events::Payload>,
+    ) -> Result<(), vibehq_events::log::Error> {
+        self.inner
+            .log
+            .append(&caller.envelope(payload), Expect::Any)
+            .await
+            .map(drop)
+    }
+
     /// The configured providers, in fallback order.
     pub fn providers(&self) -> impl Iterator<Item = &ProviderConfig> {
         self.inner.providers.iter().map(|p| &p.config)
@@ -285,7 +299,7 @@ impl Gateway {
                 };
                 let latency = attempt_started.elapsed();
                 let streamed = on_delta.is_some();
-                self.record(
+                self.record_attempt(
                     &request, &request_id, attempt, provider, model, &result, latency,
                     first_token, streamed,
                 )
@@ -369,7 +383,7 @@ impl Gateway {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn record(
+    async fn record_attempt(
         &self,
         request: &Request<'_>,
         request_id: &str,
@@ -404,11 +418,7 @@ impl Gateway {
             cached_tokens: usage.cached_tokens,
             cost_usd: self.inner.prices.get(model).and_then(|p| p.cost(&usage)),
         };
-        self.inner
-            .log
-            .append(&request.caller.envelope(event), Expect::Any)
-            .await?;
-        Ok(())
+        Ok(self.record(request.caller, event).await?)
     }
 }
 

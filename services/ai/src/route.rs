@@ -9,7 +9,6 @@
 use serde::Serialize;
 use serde_json::json;
 use vibehq_events::ai::RoutingDecided;
-use vibehq_events::log::Expect;
 
 use crate::provider::Tier;
 use crate::{Caller, Gateway};
@@ -176,10 +175,7 @@ pub async fn route(
         reasons: decision.reasons.clone(),
         features: Some(decision.features.clone()),
     };
-    gateway
-        .log()
-        .append(&caller.envelope(event), Expect::Any)
-        .await?;
+    gateway.record(caller, event).await?;
     Ok(decision)
 }
 

@@ -8,7 +8,6 @@
 use serde::Serialize;
 use serde_json::Value;
 use vibehq_events::ai::StructuredOutput;
-use vibehq_events::log::Expect;
 
 use crate::gateway::{GatewayError, Operation, Request};
 use crate::provider::{Conversation, Tier, Turn};
@@ -187,10 +186,7 @@ async fn record(
         attempts,
         errors: errors.to_vec(),
     };
-    gateway
-        .log()
-        .append(&caller.envelope(event), Expect::Any)
-        .await?;
+    gateway.record(caller, event).await?;
     Ok(())
 }
 

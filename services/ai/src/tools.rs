@@ -322,10 +322,7 @@ pub async fn run(
                     first_token_ms: reply.first_token_ms,
                     duration_ms: started.elapsed().as_secs_f64() * 1000.0,
                 };
-                gateway
-                    .log()
-                    .append(&caller.envelope(event), Expect::Any)
-                    .await?;
+                gateway.record(caller, event).await?;
                 reply
             }
         };
