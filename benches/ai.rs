@@ -43,6 +43,7 @@ async fn run() {
         model: "bench-model".into(),
         small_model: None,
         large_model: None,
+        max_tokens: None,
     };
     let direct = Provider::new(config.clone()).unwrap_or_else(|e| panic!("provider: {e}"));
     let gateway = Gateway::new(

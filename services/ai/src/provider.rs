@@ -90,6 +90,10 @@ pub struct ProviderConfig {
     pub small_model: Option<String>,
     #[serde(default)]
     pub large_model: Option<String>,
+    /// The most tokens an answer may use, unless a call says. Anthropic requires a limit, so
+    /// it gets 4096 when this is unset; OpenAI-compatible servers use their own default.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
 }
 
 impl ProviderConfig {
@@ -378,13 +382,21 @@ impl Provider {
         }
     }
 
+    /// The answer-length limit a call gets when it names none.
+    fn max_tokens(&self) -> Option<u64> {
+        match self.config.kind {
+            ProviderKind::Anthropic => Some(self.config.max_tokens.unwrap_or(4096)),
+            ProviderKind::Openai => self.config.max_tokens,
+        }
+    }
+
     /// Asks `model` and waits for the whole answer.
     pub async fn complete(
         &self,
         model: &str,
         conversation: &Conversation,
     ) -> Result<Answer, CallError> {
-        let request = request(conversation)?;
+        let request = request(conversation, self.max_tokens())?;
         let response = self
             .model(model)
             .call(request)
@@ -405,7 +417,7 @@ impl Provider {
         model: &str,
         conversation: &Conversation,
     ) -> Result<DeltaStream, CallError> {
-        let request = request(conversation)?;
+        let request = request(conversation, self.max_tokens())?;
         let streamed = self
             .model(model)
             .stream(request)
@@ -486,7 +498,10 @@ fn tool_name(name: &str) -> Result<ToolName, CallError> {
     })
 }
 
-fn request(conversation: &Conversation) -> Result<CompletionRequest, CallError> {
+fn request(
+    conversation: &Conversation,
+    default_max_tokens: Option<u64>,
+) -> Result<CompletionRequest, CallError> {
     let mut messages = Vec::with_capacity(conversation.turns.len() + 1);
     if let Some(system) = &conversation.system {
         messages.push(Message::system(system));
@@ -539,7 +554,7 @@ fn request(conversation: &Conversation) -> Result<CompletionRequest, CallError> 
     Ok(request
         .tools(tools)
         .temperature(conversation.temperature)
-        .max_tokens(conversation.max_tokens))
+        .max_tokens(conversation.max_tokens.or(default_max_tokens)))
 }
 
 /// Prices per million tokens, by model (`[ai.prices."<model>"]`).

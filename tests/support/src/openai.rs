@@ -1,5 +1,7 @@
 //! A deterministic OpenAI-compatible server on loopback, for the AI gateway's tests.
 //!
+//! It also speaks Anthropic's `POST /v1/messages` for text answers and error statuses.
+//!
 //! Tests script what `POST /v1/chat/completions` answers, one [`Reply`] per request in order:
 //! text, tool calls, streamed chunks (Server-Sent Events, as the Chat Completions API streams),
 //! slow answers, and error statuses with `retry-after`. Every request body is kept for
@@ -85,6 +87,7 @@ impl FakeOpenAi {
         let script = Arc::new(Script::default());
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/messages", post(messages))
             .with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -184,19 +187,58 @@ async fn chat(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> 
             code,
             retry_after,
             message,
-        } => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body = json!({"error": {"message": message, "type": "fake_error", "code": code}});
-            let mut response = (status, Json(body)).into_response();
-            if let Some(seconds) = retry_after
-                && let Ok(value) = seconds.to_string().parse()
-            {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
+        } => status(
+            code,
+            retry_after,
+            json!({"error": {"message": message, "type": "fake_error", "code": code}}),
+        ),
         Reply::Slow { .. } => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// Anthropic's Messages API (`POST /v1/messages`), from the same script: text answers and
+/// error statuses (other replies are not scripted for it and answer 500).
+async fn messages(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> Response {
+    let model = request["model"].as_str().unwrap_or("fake").to_owned();
+    lock(&script.requests).push(request);
+    let reply = lock(&script.replies)
+        .pop_front()
+        .unwrap_or_else(|| Reply::Text("ok".into()));
+    match reply {
+        Reply::Text(text) => {
+            let (input, output, cached) = USAGE;
+            Json(json!({
+                "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": input - cached, "output_tokens": output,
+                          "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
+            }))
+            .into_response()
+        }
+        Reply::Status {
+            code,
+            retry_after,
+            message,
+        } => status(
+            code,
+            retry_after,
+            json!({"type": "error", "error": {"type": "fake_error", "message": message}}),
+        ),
+        _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// An error answer with `body`, and `retry-after` when given.
+fn status(code: u16, retry_after: Option<u64>, body: Value) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(body)).into_response();
+    if let Some(seconds) = retry_after
+        && let Ok(value) = seconds.to_string().parse()
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 fn usage() -> Value {
