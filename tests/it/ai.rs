@@ -524,7 +524,8 @@ async fn a_step_needing_approval_blocks_until_approved_and_a_rejected_step_stops
         )
         .await;
     assert_eq!(status, 200, "{plan}");
-    assert_eq!(statuses(&plan), ["completed", "running", "completed"]);
+    // The approved command runs on the task queue, and the plan waits for it.
+    assert_eq!(statuses(&plan), ["completed", "running", "pending"]);
     let queue_task = plan["tasks"][1]["queue_task_id"]
         .as_str()
         .expect("submitted to the queue");
@@ -537,6 +538,39 @@ async fn a_step_needing_approval_blocks_until_approved_and_a_rejected_step_stops
         .expect("the queued step");
     assert_eq!(task.submitted.command, "restart-workers");
     assert_eq!(plan["approvals"][0]["decided_by"], "alice");
+
+    // A container runs it; when it completes, the plan goes on by itself.
+    let container = Actor::new("factory-1", Some("c1".into()));
+    let claim = rig
+        .harness
+        .queue
+        .claim_task(queue_task, &container)
+        .await
+        .expect("claim the step");
+    rig.harness
+        .queue
+        .complete(
+            queue_task,
+            claim.attempt,
+            &container,
+            Some("3 restarted".into()),
+        )
+        .await
+        .expect("complete");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let finished = loop {
+        let rows = rig.rows("ai_tasks", "plan_id", &plan_id).await;
+        let now: Vec<&str> = rows.iter().filter_map(|r| r["status"].as_str()).collect();
+        if now == ["completed", "completed", "completed"] {
+            break rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the plan did not go on: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(finished[1]["result"], "3 restarted");
 
     let (status, error) = rig
         .post(
@@ -592,11 +626,13 @@ async fn the_model_turns_a_goal_into_the_plan_when_no_steps_are_given() {
         .filter_map(|t| t["title"].as_str())
         .collect();
     assert_eq!(titles, ["Run the health audit", "Scale the pool to 3"]);
-    assert_eq!(plan["status"], "awaiting_approval");
+    // The first step runs on the task queue; the approval is asked for once it is done.
+    assert_eq!(plan["status"], "running");
     assert!(
         plan["tasks"][0]["queue_task_id"].is_string(),
         "the first step went to the queue"
     );
+    assert_eq!(plan["tasks"][1]["status"], "pending");
 }
 
 #[tokio::test]
@@ -790,6 +826,12 @@ async fn bad_input_gets_a_clear_error_naming_the_field_over_rest_and_rpc() {
         (
             "/api/ai/plans",
             json!({"worker_name": "w", "goal": "g", "steps": [{"name": "x"}]}),
+            422,
+            "steps",
+        ),
+        (
+            "/api/ai/plans",
+            json!({"worker_name": "w", "goal": "g", "steps": [{"title": "t", "command": "rm -rf /"}]}),
             422,
             "steps",
         ),

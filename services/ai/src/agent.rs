@@ -8,9 +8,11 @@
 //! through REST, RPC or the CLI appends the decision and advances again. A process restart
 //! therefore loses nothing, and two deciders race on the task's version (the loser gets a 409).
 //!
-//! An approved step that names a command is submitted to the task queue (its `queue_task_id`
-//! is recorded and the step is `running`); a step without one is done when it is reached. A
-//! rejected step stops the plan: the steps after it are `cancelled`.
+//! A step that names a command is submitted to the task queue once it may run (its
+//! `queue_task_id` is recorded and the step is `running`), and the plan waits for that task:
+//! completed, the plan goes on; failed or cancelled, the step fails and the plan stops. A step
+//! without a command is done when it is reached. A rejected or failed step stops the plan: the
+//! steps after it are `cancelled`.
 
 use std::time::Duration;
 
@@ -32,6 +34,9 @@ pub const MAX_STEPS: usize = 50;
 /// How long a command waits for the projection to show its own events.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(10);
 
+/// How often a watched step's queue task is checked even without news of it.
+const WATCH_RECHECK: Duration = Duration::from_secs(30);
+
 /// One step of a plan, as given or as the model proposed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +56,7 @@ pub struct StepSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Plan {
     pub plan_id: String,
-    /// `running`, `awaiting_approval`, `completed` or `rejected`.
+    /// `running`, `awaiting_approval`, `completed`, `rejected` or `failed`.
     pub status: String,
     /// The plan's `ai_tasks` rows, in order.
     #[schema(value_type = Vec<Object>)]
@@ -209,6 +214,38 @@ impl Agents {
         })
     }
 
+    /// A plan as it stands, after taking any step that became possible (a queue task that
+    /// ended while nothing watched it, say, across a restart).
+    pub async fn get(&self, plan_id: &str) -> Result<Plan, AgentError> {
+        let plan = self.plan(plan_id, 0).await?;
+        let owner = plan.tasks.first().map(|task| {
+            Caller::new(
+                text(task, "worker_name"),
+                task.get("container_name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            )
+        });
+        match owner {
+            Some(owner) if !matches!(plan.status.as_str(), "completed" | "rejected" | "failed") => {
+                self.advance(&owner, plan_id, 0).await
+            }
+            _ => Ok(plan),
+        }
+    }
+
+    /// Checks steps a caller gave against [`plan_schema`], naming the first wrong one.
+    pub fn check_steps(steps: &Value) -> Result<Vec<StepSpec>, String> {
+        let plan = json!({ "steps": steps });
+        let validator = jsonschema::validator_for(&plan_schema()).map_err(|e| e.to_string())?;
+        if let Some(error) = validator.iter_errors(&plan).next() {
+            let path = error.instance_path().to_string();
+            let within = path.strip_prefix("/steps").unwrap_or(&path);
+            return Err(format!("{within}: {error}"));
+        }
+        serde_json::from_value(steps.clone()).map_err(|e| e.to_string())
+    }
+
     /// Takes every step the plan allows now, and answers the plan as it then stands.
     pub async fn advance(
         &self,
@@ -217,7 +254,6 @@ impl Agents {
         sequence: u64,
     ) -> Result<Plan, AgentError> {
         let mut plan = self.plan(plan_id, sequence).await?;
-        let log = self.gateway.log();
         let mut last = sequence;
         let mut stopped = false;
         for task in &plan.tasks {
@@ -226,17 +262,17 @@ impl Agents {
             let status = text(task, "status");
             if stopped {
                 if status == "pending" {
-                    let cancelled = caller.envelope(updated(&task_id, "cancelled", None, None));
-                    last = log
-                        .append(&cancelled, Expect::Version(version))
-                        .await?
-                        .sequence;
+                    let cancelled = updated(&task_id, "cancelled", None, None);
+                    match self.step(caller, cancelled, version).await? {
+                        Some(sequence) => last = sequence,
+                        None => break,
+                    }
                 }
                 continue;
             }
-            match status {
+            let next = match status {
                 "pending" if task.get("requires_approval").and_then(Value::as_i64) == Some(1) => {
-                    let request = caller.envelope(ApprovalRequested {
+                    let request = ApprovalRequested {
                         approval_id: uuid::Uuid::now_v7().to_string(),
                         task_id: task_id.clone(),
                         action: text(task, "title").to_owned(),
@@ -244,19 +280,31 @@ impl Agents {
                             "description": task.get("description"),
                             "command": task.get("command"),
                         })),
-                    });
-                    last = log
-                        .append(&request, Expect::Version(version))
-                        .await?
-                        .sequence;
+                    };
+                    if let Some(sequence) = self.step(caller, request, version).await? {
+                        last = sequence;
+                    }
                     break;
                 }
-                "pending" | "approved" => {
-                    last = self.run_step(caller, task, &task_id, version).await?;
-                }
+                "pending" | "approved" => self.run_step(caller, task, &task_id, version).await?,
+                "running" => self.settle(caller, task, &task_id, version).await?,
                 "awaiting_approval" => break,
-                "rejected" => stopped = true,
-                _ => {}
+                "rejected" | "failed" => {
+                    stopped = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            match next {
+                Next::Continue(sequence) => last = sequence,
+                Next::Wait(sequence) => {
+                    last = sequence.unwrap_or(last);
+                    break;
+                }
+                Next::Stop(sequence) => {
+                    last = sequence;
+                    stopped = true;
+                }
             }
         }
         if last != sequence {
@@ -265,14 +313,113 @@ impl Agents {
         Ok(plan)
     }
 
-    /// Runs one step: a command goes to the queue, anything else is done when reached.
+    /// Appends a step's change if the step is still at `version`; `None` when another
+    /// process moved it first (the caller stops and reads the plan again).
+    async fn step(
+        &self,
+        caller: &Caller,
+        payload: impl Into<vibehq_events::Payload>,
+        version: u64,
+    ) -> Result<Option<u64>, AgentError> {
+        let event = caller.envelope(payload);
+        match self
+            .gateway
+            .log()
+            .append(&event, Expect::Version(version))
+            .await
+        {
+            Ok(appended) => Ok(Some(appended.sequence)),
+            Err(vibehq_events::Error::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A running step's queue task, if it ended: completed lets the plan go on, failed or
+    /// cancelled stops it.
+    async fn settle(
+        &self,
+        caller: &Caller,
+        task: &Map<String, Value>,
+        task_id: &str,
+        version: u64,
+    ) -> Result<Next, AgentError> {
+        let queue_task_id = text(task, "queue_task_id").to_owned();
+        let row = self
+            .reader
+            .read(move |conn| query::get(conn, table("container_tasks"), &queue_task_id))
+            .await?;
+        let column = |name: &str| {
+            row.as_ref()
+                .and_then(|r| r.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let (status, go_on) = match column("status").as_deref() {
+            Some("completed") => ("completed", true),
+            Some("failed" | "cancelled") => ("failed", false),
+            _ => return Ok(Next::Wait(None)),
+        };
+        let result = column("output").or_else(|| column("error"));
+        let Some(sequence) = self
+            .step(caller, updated(task_id, status, result, None), version)
+            .await?
+        else {
+            return Ok(Next::Wait(None));
+        };
+        Ok(if go_on {
+            Next::Continue(sequence)
+        } else {
+            Next::Stop(sequence)
+        })
+    }
+
+    /// Advances `plan_id` whenever the queue task of its running step changes, until the
+    /// step is no longer running. Each change is announced on the task's subject; the
+    /// projection is read once it has caught up with the tasks stream. A restart drops this
+    /// watch; reading the plan (`getPlan`) advances it again.
+    fn watch(&self, owner: Caller, plan_id: String, task_id: String, queue_task_id: String) {
+        let agents = self.clone();
+        tokio::spawn(async move {
+            let subject = vibehq_events::Subject::Task(queue_task_id).to_string();
+            let client = agents.gateway.log().jetstream().client();
+            let Ok(mut changes) = client.subscribe(subject).await else {
+                return;
+            };
+            loop {
+                // Checked once before the first change too: the task may have ended already.
+                if let Ok(info) = agents.gateway.log().stream_info(StreamKind::Tasks).await {
+                    let last = info.state.last_sequence;
+                    agents
+                        .projector
+                        .wait_for(StreamKind::Tasks, last, READ_YOUR_WRITES)
+                        .await;
+                }
+                match agents.advance(&owner, &plan_id, 0).await {
+                    Ok(plan)
+                        if plan.tasks.iter().any(|t| {
+                            text(t, "task_id") == task_id && text(t, "status") == "running"
+                        }) => {}
+                    Ok(_) => return,
+                    Err(error) => tracing::warn!(%plan_id, %error, "cannot advance the plan"),
+                }
+                let next =
+                    tokio::time::timeout(WATCH_RECHECK, futures::StreamExt::next(&mut changes));
+                if let Ok(None) = next.await {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Runs one step: a command goes to the queue (and the plan waits for it), anything else
+    /// is done when reached.
     async fn run_step(
         &self,
         caller: &Caller,
         task: &Map<String, Value>,
         task_id: &str,
         version: u64,
-    ) -> Result<u64, AgentError> {
+    ) -> Result<Next, AgentError> {
         let command = task.get("command").and_then(Value::as_str);
         let event = match (command, &self.queue) {
             (Some(command), Some(queue)) => {
@@ -296,16 +443,25 @@ impl Agents {
                         },
                     )
                     .await?;
-                updated(task_id, "running", None, Some(submitted.task_id))
+                let running = updated(task_id, "running", None, Some(submitted.task_id.clone()));
+                let Some(sequence) = self.step(caller, running, version).await? else {
+                    return Ok(Next::Wait(None));
+                };
+                let plan_id = text(task, "plan_id").to_owned();
+                self.watch(
+                    caller.clone(),
+                    plan_id,
+                    task_id.to_owned(),
+                    submitted.task_id,
+                );
+                return Ok(Next::Wait(Some(sequence)));
             }
             _ => updated(task_id, "completed", Some("done".into()), None),
         };
-        Ok(self
-            .gateway
-            .log()
-            .append(&caller.envelope(event), Expect::Version(version))
-            .await?
-            .sequence)
+        Ok(match self.step(caller, event, version).await? {
+            Some(sequence) => Next::Continue(sequence),
+            None => Next::Wait(None),
+        })
     }
 
     /// Approves or rejects a waiting step, then advances its plan.
@@ -385,11 +541,24 @@ fn updated(
     }
 }
 
+/// What a plan does after a step.
+#[derive(Debug)]
+enum Next {
+    /// Go on to the next step.
+    Continue(u64),
+    /// Stop here for now (a command is running, or another process moved the step).
+    Wait(Option<u64>),
+    /// The plan ends: the remaining steps are cancelled.
+    Stop(u64),
+}
+
 /// A plan's status from its tasks' statuses.
 fn plan_status(tasks: &[Map<String, Value>]) -> &'static str {
     let statuses: Vec<&str> = tasks.iter().map(|t| text(t, "status")).collect();
     if statuses.contains(&"rejected") {
         "rejected"
+    } else if statuses.contains(&"failed") {
+        "failed"
     } else if statuses.contains(&"awaiting_approval") {
         "awaiting_approval"
     } else if statuses.iter().all(|s| *s == "completed") {

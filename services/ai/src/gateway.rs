@@ -131,7 +131,9 @@ pub enum GatewayError {
     Exhausted {
         request_id: String,
         failures: Vec<String>,
-        /// When the soonest provider said it would take calls again.
+        /// Whether every provider is rate limiting (answered 429, or is cooling down from one).
+        rate_limited: bool,
+        /// When the soonest of them said it would take calls again.
         retry_after: Option<Duration>,
     },
     /// A failure another provider would not mend (a 400, an unparsable answer).
@@ -269,6 +271,9 @@ impl Gateway {
             let mut failures = Vec::new();
             let mut attempt = 0;
             let mut soonest: Option<Duration> = None;
+            let mut rate_limited = true;
+            // Whether the caller was shown part of an answer that then broke.
+            let mut shown = false;
             for provider in chain {
                 if let Some(wait) = self.cooling_for(provider.name()) {
                     failures.push(format!("{}: cooling down for {wait:?} (retry-after)", provider.name()));
@@ -289,7 +294,7 @@ impl Gateway {
                         (result, None, false)
                     }
                     Some(sink) => {
-                        if attempt > 1 && self.inner.fallback_after_first_token {
+                        if std::mem::take(&mut shown) {
                             sink(Delta::Restart {
                                 provider: provider.name().to_owned(),
                             });
@@ -321,7 +326,10 @@ impl Gateway {
                         tracing::warn!(provider = provider.name(), model, attempt, %error, "attempt failed");
                         if let Some(wait) = error.retry_after() {
                             self.cool(provider.name(), wait);
+                            soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
                         }
+                        rate_limited &= matches!(error, CallError::RateLimited { .. });
+                        shown = delivered;
                         if delivered && !self.inner.fallback_after_first_token {
                             return Err(GatewayError::Interrupted {
                                 request_id,
@@ -343,6 +351,7 @@ impl Gateway {
             Err(GatewayError::Exhausted {
                 request_id,
                 failures,
+                rate_limited,
                 retry_after: soonest,
             })
         }

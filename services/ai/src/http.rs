@@ -297,7 +297,8 @@ fn start(ai: &Ai, op: Op, body: Body) -> Result<mpsc::UnboundedReceiver<Named>, 
     match op {
         Op::Ask => {
             let input = AskInput::parse(&body, &ai.gateway)?;
-            tokio::spawn(async move {
+            let gone = tx.clone();
+            spawn_until_gone(gone, async move {
                 let events = tx.clone();
                 let mut sink = move |delta| {
                     let _ = events.send(("delta", json!(delta)));
@@ -308,7 +309,8 @@ fn start(ai: &Ai, op: Op, body: Body) -> Result<mpsc::UnboundedReceiver<Named>, 
         }
         Op::RunTools => {
             let input = RunInput::parse(&body, &ai)?;
-            tokio::spawn(async move {
+            let gone = tx.clone();
+            spawn_until_gone(gone, async move {
                 let events = tx.clone();
                 let mut sink = move |event: tools::RunEvent| {
                     let name = match &event {
@@ -337,6 +339,20 @@ fn start(ai: &Ai, op: Op, body: Body) -> Result<mpsc::UnboundedReceiver<Named>, 
         }
     }
     Ok(rx)
+}
+
+/// Runs `work` until it ends or the client stops listening (the SSE response or the socket
+/// was dropped): a client that went away stops paying for model calls and tool runs.
+fn spawn_until_gone(
+    listener: mpsc::UnboundedSender<Named>,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = listener.closed() => tracing::info!("the client went away; stopped its AI call"),
+            () = work => {}
+        }
+    });
 }
 
 fn finish(tx: &mpsc::UnboundedSender<Named>, result: Result<Value, ApiError>) {
@@ -376,6 +392,22 @@ async fn serve_socket(mut socket: WebSocket, ai: Ai) {
         let text = match message {
             Message::Text(text) => text,
             Message::Close(_) => return,
+            Message::Binary(_) => {
+                let refusal = ApiError::invalid("body", "send requests as JSON text messages");
+                if send(
+                    &mut socket,
+                    "error",
+                    json!(ErrorBody {
+                        error: refusal.detail
+                    }),
+                )
+                .await
+                .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             _ => continue,
         };
         let mut events = match socket_request(&ai, text.as_bytes()) {

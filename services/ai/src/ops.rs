@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use vibehq_api::body::{Body, unprocessable};
 use vibehq_api::error::ApiError;
 
-use crate::agent::{AgentError, Agents, StepSpec};
+use crate::agent::{AgentError, Agents};
 use crate::evaluate::{self, Evaluate, EvaluateError};
 use crate::gateway::{GatewayError, Operation, Request};
 use crate::provider::{Conversation, Tier};
@@ -133,7 +133,7 @@ pub async fn handle(ai: &Ai, op: Op, body: Body) -> Result<Value, ApiError> {
     op.check_fields(&body)?;
     if matches!(op, Op::GetPlan) {
         let plan_id = required(&body, "plan_id", 128)?;
-        return Ok(json!(ai.agents.plan(&plan_id, 0).await?));
+        return Ok(json!(ai.agents.get(&plan_id).await?));
     }
     let caller = caller(&body)?;
     match op {
@@ -230,17 +230,14 @@ pub async fn handle(ai: &Ai, op: Op, body: Body) -> Result<Value, ApiError> {
             let goal = required(&body, "goal", MAX_PROMPT)?;
             let steps = match body.0.get("steps") {
                 None | Some(Value::Null) => None,
-                Some(steps) => {
-                    let steps: Vec<StepSpec> = serde_json::from_value(steps.clone())
-                        .map_err(|e| unprocessable("steps", format!("steps: {e}")))?;
-                    if steps.is_empty() || steps.len() > crate::agent::MAX_STEPS {
-                        return Err(unprocessable(
-                            "steps",
-                            format!("a plan has 1 to {} steps", crate::agent::MAX_STEPS),
-                        ));
-                    }
-                    Some(steps)
-                }
+                Some(steps) => Some(Agents::check_steps(steps).map_err(|e| {
+                    unprocessable(
+                        "steps",
+                        format!(
+                            "steps{e} (each step: title, description, requires_approval, command)"
+                        ),
+                    )
+                })?),
             };
             Ok(json!(ai.agents.create(&caller, &goal, steps).await?))
         }
@@ -430,16 +427,19 @@ impl From<GatewayError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "not_configured", message, None)
             }
             GatewayError::Exhausted {
-                retry_after: Some(wait),
-                ref failures,
+                rate_limited: true,
+                retry_after,
                 ..
-            } if failures.iter().all(|f| f.contains("cooling down")) => ApiError::new(
+            } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "providers_cooling_down",
-                format!(
-                    "every provider asked to wait (retry after {:.1} s): {message}",
-                    wait.as_secs_f64()
-                ),
+                "rate_limited",
+                match retry_after {
+                    Some(wait) => format!(
+                        "every provider asked to wait (retry after {:.1} s): {message}",
+                        wait.as_secs_f64()
+                    ),
+                    None => format!("every provider is rate limiting: {message}"),
+                },
                 None,
             ),
             GatewayError::Exhausted { .. }
@@ -510,7 +510,10 @@ impl From<AgentError> for ApiError {
                 message,
                 Some("approval_id".into()),
             ),
-            AgentError::Planning(e) => e.into(),
+            AgentError::Planning(StructuredError::Gateway(e)) => e.into(),
+            AgentError::Planning(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "planner_failed", message, None)
+            }
             AgentError::Queue(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "queue_failed", message, None)
             }

@@ -223,7 +223,12 @@ pub enum CallError {
     /// The provider could not be reached (connection refused, reset, DNS).
     #[error("unreachable: {0}")]
     Unreachable(String),
-    /// Anything else (a 4xx, an answer that does not parse): another provider would not help.
+    /// 401, 402, 403 or 404: this provider will not serve the call (an expired key, no
+    /// credit, a model it does not have), though another may.
+    #[error("refused (HTTP {status}): {message}")]
+    Refused { status: u16, message: String },
+    /// Anything else (a 400 or 422, an answer that does not parse or reports a failure):
+    /// another provider would fail the same way.
     #[error("{}{message}", .status.map(|s| format!("HTTP {s}: ")).unwrap_or_default())]
     Other {
         status: Option<u16>,
@@ -244,6 +249,7 @@ impl CallError {
             CallError::RateLimited { .. } => "rate_limited",
             CallError::Server { .. } => "server_error",
             CallError::Unreachable(_) => "unreachable",
+            CallError::Refused { .. } => "refused",
             CallError::Other { .. } => "error",
         }
     }
@@ -251,7 +257,7 @@ impl CallError {
     pub fn status(&self) -> Option<u16> {
         match self {
             CallError::RateLimited { .. } => Some(429),
-            CallError::Server { status, .. } => Some(*status),
+            CallError::Server { status, .. } | CallError::Refused { status, .. } => Some(*status),
             CallError::Other { status, .. } => *status,
             CallError::Timeout(_) | CallError::Unreachable(_) => None,
         }
@@ -281,6 +287,7 @@ impl CallError {
             },
             Some(status @ 500..=599) => CallError::Server { status, message },
             Some(408) => CallError::Timeout(Duration::ZERO),
+            Some(status @ 401..=404) => CallError::Refused { status, message },
             Some(status) => CallError::Other {
                 status: Some(status),
                 message,
@@ -297,6 +304,9 @@ impl CallError {
     }
 }
 
+/// The longest `retry-after` honoured: a provider asking for more is tried again after this.
+const MAX_RETRY_AFTER: f64 = 3600.0;
+
 /// `retry-after` in seconds (the HTTP-date form is rare for model APIs and is ignored).
 fn parse_retry_after(value: &str) -> Option<Duration> {
     value
@@ -304,7 +314,7 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         .parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER)))
 }
 
 /// A stream of deltas, ending with the whole answer.
@@ -435,6 +445,13 @@ impl Provider {
                     Some(Err(error)) => return Some((Err(CallError::from_rig(error)), None)),
                     None => {
                         let response = streamed.partial();
+                        if let Some(error) = response.error {
+                            let error = CallError::Other {
+                                status: None,
+                                message: error,
+                            };
+                            return Some((Err(error), None));
+                        }
                         return Some((
                             Ok(Streamed::Done(answer(&response.choice, &response.usage))),
                             None,
@@ -507,7 +524,7 @@ fn request(
         messages.push(Message::system(system));
     }
     for turn in &conversation.turns {
-        messages.push(match turn {
+        let message = match turn {
             Turn::User(text) => Message::user(text),
             Turn::Assistant { text, tool_calls } => {
                 let mut content = Vec::new();
@@ -523,14 +540,28 @@ fn request(
                 }
                 Message::Assistant(AssistantMessage::new(content))
             }
-            Turn::ToolResult { call, content } => Message::User {
-                content: vec![UserContent::tool_result(
+            Turn::ToolResult { call, content } => {
+                let result = UserContent::tool_result(
                     CallId::from_wire(&call.id),
                     tool_name(&call.name)?,
                     vec![rig_core::message::ToolResultContent::text(content)],
-                )],
-            },
-        });
+                );
+                // The results of one turn's calls travel in one message: Anthropic refuses
+                // a tool call whose result is not in the message right after it.
+                if let Some(Message::User { content }) = messages.last_mut()
+                    && content
+                        .iter()
+                        .all(|c| matches!(c, UserContent::ToolResult(_)))
+                {
+                    content.push(result);
+                    continue;
+                }
+                Message::User {
+                    content: vec![result],
+                }
+            }
+        };
+        messages.push(message);
     }
     let Some(last) = messages.pop() else {
         return Err(CallError::Other {
@@ -604,7 +635,7 @@ mod tests {
     }
 
     #[test]
-    fn only_timeouts_rate_limits_server_errors_and_unreachable_providers_fall_back() {
+    fn a_call_falls_back_unless_every_provider_would_refuse_it_the_same_way() {
         assert!(CallError::Timeout(Duration::from_secs(1)).falls_back());
         assert!(CallError::RateLimited { retry_after: None }.falls_back());
         assert!(
@@ -616,6 +647,13 @@ mod tests {
         );
         assert!(CallError::Unreachable("refused".into()).falls_back());
         assert!(
+            CallError::Refused {
+                status: 401,
+                message: "expired key".into()
+            }
+            .falls_back()
+        );
+        assert!(
             !CallError::Other {
                 status: Some(400),
                 message: "bad request".into()
@@ -625,9 +663,43 @@ mod tests {
     }
 
     #[test]
+    fn the_results_of_one_turns_tool_calls_travel_in_one_message() {
+        let call = |id: &str| ToolCall {
+            id: id.into(),
+            name: "get_task_status".into(),
+            arguments: serde_json::json!({}),
+        };
+        let conversation = Conversation {
+            turns: vec![
+                Turn::User("status?".into()),
+                Turn::Assistant {
+                    text: String::new(),
+                    tool_calls: vec![call("a"), call("b")],
+                },
+                Turn::ToolResult {
+                    call: call("a"),
+                    content: "1".into(),
+                },
+                Turn::ToolResult {
+                    call: call("b"),
+                    content: "2".into(),
+                },
+            ],
+            ..Conversation::default()
+        };
+        let request = request(&conversation, None).expect("a request");
+        assert_eq!(request.chat_history.len(), 3);
+        assert!(matches!(
+            request.chat_history.last(),
+            Some(Message::User { content }) if content.len() == 2
+        ));
+    }
+
+    #[test]
     fn retry_after_is_read_in_seconds() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("1e20"), Some(Duration::from_secs(3600)));
     }
 }
