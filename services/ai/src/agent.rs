@@ -167,6 +167,7 @@ impl Agents {
                 prompt: &prompt,
                 schema: &schema,
                 max_attempts: 3,
+                operation: crate::Operation::Plan,
                 tier: Tier::Large,
                 provider: None,
             },

@@ -176,6 +176,7 @@ pub async fn handle(ai: &Ai, op: Op, body: Body) -> Result<Value, ApiError> {
                 prompt: &prompt,
                 schema: &schema,
                 max_attempts,
+                operation: Operation::Structured,
                 tier: tier(&body)?,
                 provider: provider.as_deref(),
             };

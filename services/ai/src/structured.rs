@@ -25,6 +25,8 @@ pub struct Ask<'a> {
     pub max_attempts: u32,
     pub tier: Tier,
     pub provider: Option<&'a str>,
+    /// Recorded with each model call: `Structured`, or `Plan` for the agent's planner.
+    pub operation: Operation,
 }
 
 /// A valid output.
@@ -83,7 +85,7 @@ pub async fn generate(
         let reply = gateway
             .complete(Request {
                 caller,
-                operation: Operation::Structured,
+                operation: ask.operation,
                 tier: ask.tier,
                 provider: ask.provider,
                 conversation: &conversation,

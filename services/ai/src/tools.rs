@@ -173,8 +173,23 @@ impl Registry {
         arguments: Value,
         within: Within<'_>,
     ) -> Result<Called, ToolError> {
-        let (tool, validator) = self.tools.get(name).ok_or_else(|| self.unknown(name))?;
         let call_id = uuid::Uuid::now_v7().to_string();
+        let Some((tool, validator)) = self.tools.get(name) else {
+            // Recorded too: a model that calls a tool it was not given is worth seeing.
+            let unknown = self.unknown(name);
+            let event = ToolCalled {
+                call_id,
+                run_id: within.run_id.map(str::to_owned),
+                step: within.step,
+                tool_name: name.to_owned(),
+                arguments,
+                result: None,
+                error: Some(unknown.to_string()),
+                duration_ms: 0.0,
+            };
+            log.append(&caller.envelope(event), Expect::Any).await?;
+            return Err(unknown);
+        };
         let started = Instant::now();
         let problems: Vec<String> = validator
             .iter_errors(&arguments)
