@@ -37,7 +37,8 @@ pub struct GatewayConfig {
     /// Providers in fallback order.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
-    /// The longest one attempt may take, in milliseconds (a request may ask for less).
+    /// The longest one attempt may take, in milliseconds (a request may ask for less); for a
+    /// streamed answer, the longest wait for its next delta.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Fall back even after a streamed answer's first delta reached the caller.
@@ -432,7 +433,8 @@ impl Gateway {
 }
 
 /// One streamed attempt: the answer (or why not), when the first delta came, and whether any
-/// delta reached the caller.
+/// delta reached the caller. `timeout` is the longest silence: before the first delta and
+/// between two.
 async fn stream_attempt(
     provider: &Provider,
     model: &str,
@@ -441,14 +443,15 @@ async fn stream_attempt(
     sink: &mut (dyn FnMut(Delta) + Send),
 ) -> (Result<Answer, CallError>, Option<Duration>, bool) {
     let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut stream = match provider.stream(model, conversation) {
         Ok(stream) => stream,
         Err(error) => return (Err(error), None, false),
     };
     let mut first = None;
     loop {
-        let next = match tokio::time::timeout_at(deadline, stream.next()).await {
+        // The timeout bounds the wait for each delta, so a long answer that keeps streaming is
+        // never cut off, and a provider that stalls is left after `timeout` either way.
+        let next = match tokio::time::timeout(timeout, stream.next()).await {
             Ok(next) => next,
             Err(_) => return (Err(CallError::Timeout(timeout)), first, first.is_some()),
         };
