@@ -154,7 +154,7 @@ impl Agents {
         let appended = self.gateway.log().append_all(&events).await?;
         let last = appended.last().map_or(0, |a| a.sequence);
         tracing::info!(%plan_id, %goal, steps = events.len(), "plan created");
-        self.advance(caller, &plan_id, last).await
+        self.advance(&plan_id, last).await
     }
 
     async fn propose(&self, caller: &Caller, goal: &str) -> Result<Vec<StepSpec>, AgentError> {
@@ -215,46 +215,24 @@ impl Agents {
         })
     }
 
-    /// A plan as it stands, after taking any step that became possible (a queue task that
-    /// ended while nothing watched it, say, across a restart).
-    pub async fn get(&self, plan_id: &str) -> Result<Plan, AgentError> {
-        let plan = self.plan(plan_id, 0).await?;
-        let owner = plan.tasks.first().map(|task| {
-            Caller::new(
-                text(task, "worker_name"),
-                task.get("container_name")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            )
-        });
-        match owner {
-            Some(owner) if !matches!(plan.status.as_str(), "completed" | "rejected" | "failed") => {
-                self.advance(&owner, plan_id, 0).await
-            }
-            _ => Ok(plan),
-        }
-    }
-
     /// Checks steps a caller gave against [`plan_schema`], naming the first wrong one.
     pub fn check_steps(steps: &Value) -> Result<Vec<StepSpec>, String> {
         let plan = json!({ "steps": steps });
         let validator = jsonschema::validator_for(&plan_schema()).map_err(|e| e.to_string())?;
-        if let Some(error) = validator.iter_errors(&plan).next() {
-            let path = error.instance_path().to_string();
-            let within = path.strip_prefix("/steps").unwrap_or(&path);
-            return Err(format!("{within}: {error}"));
+        if let Some(error) = crate::schema_errors(&validator, &plan).first() {
+            return Err(error.strip_prefix("/steps").unwrap_or(error).to_owned());
         }
         serde_json::from_value(steps.clone()).map_err(|e| e.to_string())
     }
 
-    /// Takes every step the plan allows now, and answers the plan as it then stands.
-    pub async fn advance(
-        &self,
-        caller: &Caller,
-        plan_id: &str,
-        sequence: u64,
-    ) -> Result<Plan, AgentError> {
+    /// Takes every step the plan allows now (once the projection holds `sequence`), and
+    /// answers the plan as it then stands. Steps are taken in the name of the plan's owner.
+    /// Safe to call any time: reading a plan this way also moves on a plan whose queue task
+    /// ended while nothing watched it (across a restart, say).
+    pub async fn advance(&self, plan_id: &str, sequence: u64) -> Result<Plan, AgentError> {
         let mut plan = self.plan(plan_id, sequence).await?;
+        let owner = plan.owner();
+        let caller = &owner;
         let mut last = sequence;
         let mut stopped = false;
         for task in &plan.tasks {
@@ -378,7 +356,7 @@ impl Agents {
     /// step is no longer running. Each change is announced on the task's subject; the
     /// projection is read once it has caught up with the tasks stream. A restart drops this
     /// watch; reading the plan (`getPlan`) advances it again.
-    fn watch(&self, owner: Caller, plan_id: String, task_id: String, queue_task_id: String) {
+    fn watch(&self, plan_id: String, task_id: String, queue_task_id: String) {
         let agents = self.clone();
         tokio::spawn(async move {
             let subject = vibehq_events::Subject::Task(queue_task_id).to_string();
@@ -395,7 +373,7 @@ impl Agents {
                         .wait_for(StreamKind::Tasks, last, READ_YOUR_WRITES)
                         .await;
                 }
-                match agents.advance(&owner, &plan_id, 0).await {
+                match agents.advance(&plan_id, 0).await {
                     Ok(plan)
                         if plan.tasks.iter().any(|t| {
                             text(t, "task_id") == task_id && text(t, "status") == "running"
@@ -449,12 +427,7 @@ impl Agents {
                     return Ok(Next::Wait(None));
                 };
                 let plan_id = text(task, "plan_id").to_owned();
-                self.watch(
-                    caller.clone(),
-                    plan_id,
-                    task_id.to_owned(),
-                    submitted.task_id,
-                );
+                self.watch(plan_id, task_id.to_owned(), submitted.task_id);
                 return Ok(Next::Wait(Some(sequence)));
             }
             _ => updated(task_id, "completed", Some("done".into()), None),
@@ -517,14 +490,7 @@ impl Agents {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(%approval_id, approved, decided_by = %decided_by.worker_name, "approval decided");
-        let plan_owner = Caller::new(
-            text(&task, "worker_name"),
-            task.get("container_name")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        );
-        self.advance(&plan_owner, text(&task, "plan_id"), sequence)
-            .await
+        self.advance(text(&task, "plan_id"), sequence).await
     }
 }
 
@@ -539,6 +505,18 @@ fn updated(
         status: status.to_owned(),
         result,
         queue_task_id,
+    }
+}
+
+impl Plan {
+    /// Who the plan belongs to: the worker (and container) that created it.
+    fn owner(&self) -> Caller {
+        let first = self.tasks.first();
+        let column = |name: &str| first.and_then(|t| t.get(name)).and_then(Value::as_str);
+        Caller::new(
+            column("worker_name").unwrap_or_default(),
+            column("container_name").map(str::to_owned),
+        )
     }
 }
 

@@ -63,3 +63,18 @@ impl Caller {
 pub(crate) fn table(name: &str) -> &'static Table {
     Table::named(name).unwrap_or_else(|| unreachable!("the projection has no table {name}"))
 }
+
+/// What is wrong with `value` against a schema, one line per error, each prefixed by where
+/// (`/` for the value itself, `/steps/1/command` deeper in): fed back to models and callers.
+pub(crate) fn schema_errors(
+    validator: &jsonschema::Validator,
+    value: &serde_json::Value,
+) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            format!("{}: {e}", if path.is_empty() { "/" } else { &path })
+        })
+        .collect()
+}

@@ -133,7 +133,8 @@ pub async fn handle(ai: &Ai, op: Op, body: Body) -> Result<Value, ApiError> {
     op.check_fields(&body)?;
     if matches!(op, Op::GetPlan) {
         let plan_id = required(&body, "plan_id", 128)?;
-        return Ok(json!(ai.agents.get(&plan_id).await?));
+        // Reading a plan also takes any step that became possible while nothing watched it.
+        return Ok(json!(ai.agents.advance(&plan_id, 0).await?));
     }
     let caller = caller(&body)?;
     match op {
@@ -196,10 +197,9 @@ pub async fn handle(ai: &Ai, op: Op, body: Body) -> Result<Value, ApiError> {
                     ));
                 }
             };
-            let log = ai.gateway.log();
             let called = ai
                 .tools
-                .call(log, &caller, &name, arguments, Within::default())
+                .call(&ai.gateway, &caller, &name, arguments, Within::default())
                 .await?;
             Ok(json!(called))
         }
@@ -218,7 +218,7 @@ pub async fn handle(ai: &Ai, op: Op, body: Body) -> Result<Value, ApiError> {
             let ask = Evaluate {
                 prompt: &prompt,
                 criteria: &criteria,
-                threshold: number(&body, "threshold", 0.0..=1.0)?.unwrap_or(0.8),
+                threshold: body.number("threshold", 0.0..=1.0)?.unwrap_or(0.8),
                 max_rounds: body
                     .integer("max_rounds", 1..=i64::from(evaluate::MAX_ROUNDS))?
                     .unwrap_or(3) as u32,
@@ -390,28 +390,6 @@ fn provider(body: &Body, gateway: &Gateway) -> Result<Option<String>, ApiError> 
     };
     gateway.check_provider(&name)?;
     Ok(Some(name))
-}
-
-fn number(
-    body: &Body,
-    field: &str,
-    range: std::ops::RangeInclusive<f64>,
-) -> Result<Option<f64>, ApiError> {
-    match body.0.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(x) if range.contains(&x) => Ok(Some(x)),
-            _ => Err(unprocessable(
-                field,
-                format!(
-                    "{field} must be a number from {} to {}",
-                    range.start(),
-                    range.end()
-                ),
-            )),
-        },
-        Some(_) => Err(unprocessable(field, format!("{field} must be a number"))),
-    }
 }
 
 impl From<GatewayError> for ApiError {

@@ -97,13 +97,7 @@ pub async fn generate(
         let problem = match parse(&text) {
             Err(e) => format!("not JSON: {e}"),
             Ok(value) => {
-                let problems: Vec<String> = validator
-                    .iter_errors(&value)
-                    .map(|e| {
-                        let path = e.instance_path().to_string();
-                        format!("{}: {e}", if path.is_empty() { "/" } else { &path })
-                    })
-                    .collect();
+                let problems: Vec<String> = crate::schema_errors(&validator, &value);
                 if problems.is_empty() {
                     let (provider, model) = (reply.provider, reply.model);
                     record(

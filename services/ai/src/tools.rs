@@ -17,7 +17,6 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use vibehq_events::ai::{ToolCallStreamed, ToolCalled};
-use vibehq_events::log::Expect;
 use vibehq_projector::{Reader, query};
 use vibehq_queue::{Actor, NewTask, Queue};
 
@@ -167,7 +166,7 @@ impl Registry {
     /// Validates `arguments`, runs the tool, and records the call.
     pub async fn call(
         &self,
-        log: &vibehq_events::EventLog,
+        gateway: &Gateway,
         caller: &Caller,
         name: &str,
         arguments: Value,
@@ -187,17 +186,11 @@ impl Registry {
                 error: Some(unknown.to_string()),
                 duration_ms: 0.0,
             };
-            log.append(&caller.envelope(event), Expect::Any).await?;
+            gateway.record(caller, event).await?;
             return Err(unknown);
         };
         let started = Instant::now();
-        let problems: Vec<String> = validator
-            .iter_errors(&arguments)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                format!("{}: {e}", if path.is_empty() { "/" } else { &path })
-            })
-            .collect();
+        let problems: Vec<String> = crate::schema_errors(validator, &arguments);
         let outcome = if problems.is_empty() {
             tool.call(caller, arguments.clone()).await
         } else {
@@ -214,7 +207,7 @@ impl Registry {
             error: outcome.as_ref().err().cloned(),
             duration_ms,
         };
-        log.append(&caller.envelope(event), Expect::Any).await?;
+        gateway.record(caller, event).await?;
         match outcome {
             Ok(result) => Ok(Called {
                 call_id,
@@ -356,13 +349,7 @@ pub async fn run(
                 step: Some(step),
             };
             let outcome = registry
-                .call(
-                    gateway.log(),
-                    caller,
-                    &call.name,
-                    call.arguments.clone(),
-                    within,
-                )
+                .call(gateway, caller, &call.name, call.arguments.clone(), within)
                 .await;
             let (call_id, result, error) = match outcome {
                 Ok(called) => {

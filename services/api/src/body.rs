@@ -118,6 +118,29 @@ impl Body {
         }
     }
 
+    /// An optional number within `range`: absent or `null` is `None`; anything else is 422.
+    pub fn number(
+        &self,
+        field: &str,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Result<Option<f64>, ApiError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(x) if range.contains(&x) => Ok(Some(x)),
+                _ => Err(unprocessable(
+                    field,
+                    format!(
+                        "{field} must be a number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )),
+            },
+            Some(_) => Err(unprocessable(field, format!("{field} must be a number"))),
+        }
+    }
+
     /// An optional boolean: absent or `null` is `None`; anything but `true` or `false` is 422.
     pub fn boolean(&self, field: &str) -> Result<Option<bool>, ApiError> {
         match self.0.get(field) {

@@ -159,20 +159,8 @@ async fn chat(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> 
             "tool_calls",
         ))
         .into_response(),
-        Reply::Stream(parts) => {
-            let chunks = parts
-                .iter()
-                .map(|part| json!({"role": "assistant", "content": part}))
-                .collect();
-            sse(&model, chunks, Some("stop"))
-        }
-        Reply::BrokenStream(parts) => {
-            let chunks = parts
-                .iter()
-                .map(|part| json!({"role": "assistant", "content": part}))
-                .collect();
-            sse(&model, chunks, None)
-        }
+        Reply::Stream(parts) => sse(&model, content_deltas(&parts), Some("stop")),
+        Reply::BrokenStream(parts) => sse(&model, content_deltas(&parts), None),
         Reply::StreamToolCall { name, parts } => {
             let mut chunks = vec![json!({"role": "assistant", "tool_calls": [{
                 "index": 0, "id": "call_1", "type": "function",
@@ -227,6 +215,14 @@ async fn messages(State(script): State<Arc<Script>>, Json(request): Json<Value>)
         ),
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// One streamed content delta per part.
+fn content_deltas(parts: &[String]) -> Vec<Value> {
+    parts
+        .iter()
+        .map(|part| json!({"role": "assistant", "content": part}))
+        .collect()
 }
 
 /// An error answer with `body`, and `retry-after` when given.
