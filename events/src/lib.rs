@@ -35,4 +35,4 @@ pub use catalog::{EventKind, Payload};
 pub use envelope::{DecodeError, Envelope, EventId, SCHEMA_VERSION};
 pub use log::{Appended, Error, EventLog, Expect, PIPELINE, Recorded};
 pub use stream::StreamKind;
-pub use subject::{InvalidToken, Subject};
+pub use subject::{InvalidToken, SUBMISSIONS, Subject};

@@ -234,7 +234,8 @@ impl EventLog {
             .map_err(|e| publish_error(e, subject, expect))
     }
 
-    /// The full history of one aggregate, oldest first, read from its stream.
+    /// The full history of one aggregate, oldest first, read from its stream (a task's from
+    /// both of its subjects, see [`Subject::history`]).
     pub async fn history(&self, subject: &Subject) -> Result<Vec<Recorded>, Error> {
         subject.validate()?;
         let kind = subject.stream();
@@ -243,18 +244,23 @@ impl EventLog {
             .get_stream(kind.name())
             .await
             .map_err(|e| nats("look up a stream")(e.into()))?;
-        let subject_name = subject.to_string();
-        let last = match stream.get_last_raw_message_by_subject(&subject_name).await {
-            Ok(message) => message.sequence,
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(nats("find an aggregate's last event")(e.into())),
-        };
-        self.read(kind, Some(subject_name), 1, last)
-            .await?
-            .try_collect()
-            .await
+        let mut history = Vec::new();
+        for subject in subject.history() {
+            let subject_name = subject.to_string();
+            let last = match stream.get_last_raw_message_by_subject(&subject_name).await {
+                Ok(message) => message.sequence,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => return Err(nats("find an aggregate's last event")(e.into())),
+            };
+            let records: Vec<Recorded> = self
+                .read(kind, Some(subject_name), 1, last)
+                .await?
+                .try_collect()
+                .await?;
+            history.extend(records);
+        }
+        history.sort_by_key(|record| record.sequence);
+        Ok(history)
     }
 
     /// Reads `stream` from sequence `from` through `until` (inclusive), in order; with

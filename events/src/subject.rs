@@ -1,9 +1,14 @@
 //! Aggregates and the NATS subjects they live on.
 //!
-//! Each aggregate has exactly one subject, `vibehq.<area>.<kind>.<id>` (tasks are
+//! Each aggregate has one subject, `vibehq.<area>.<kind>.<id>` (tasks are
 //! `vibehq.tasks.<id>`), and the event kind travels in the envelope rather than the subject. One
 //! subject per aggregate is what makes `Nats-Expected-Last-Subject-Sequence` work as optimistic
 //! concurrency on nats-server 2.9, which cannot check the last sequence of a wildcard.
+//!
+//! The one exception is a task's submission, which has a subject of its own,
+//! `vibehq.tasks.submitted.<id>`, so that the queue's dispatcher can consume submissions alone
+//! ([`SUBMISSIONS`]) rather than every task event. A task's later events are on
+//! `vibehq.tasks.<id>`; [`Subject::history`] names both.
 
 use std::fmt;
 
@@ -12,8 +17,10 @@ use crate::stream::StreamKind;
 /// The subject of one aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
-    /// A queued task: `vibehq.tasks.<task_id>`.
+    /// A queued task's events after its submission: `vibehq.tasks.<task_id>`.
     Task(String),
+    /// A task's submission: `vibehq.tasks.submitted.<task_id>`.
+    Submission(String),
     /// A container instance's lifecycle: `vibehq.containers.instances.<instance_id>`.
     Instance(String),
     /// A container instance's health probes: `vibehq.containers.health.<instance_id>`.
@@ -50,6 +57,7 @@ impl Subject {
     pub fn prefix(&self) -> &'static str {
         match self {
             Subject::Task(_) => "vibehq.tasks",
+            Subject::Submission(_) => "vibehq.tasks.submitted",
             Subject::Instance(_) => "vibehq.containers.instances",
             Subject::Health(_) => "vibehq.containers.health",
             Subject::Pool(_) => "vibehq.containers.pools",
@@ -67,6 +75,7 @@ impl Subject {
     pub fn id(&self) -> &str {
         match self {
             Subject::Task(id)
+            | Subject::Submission(id)
             | Subject::Instance(id)
             | Subject::Health(id)
             | Subject::Pool(id)
@@ -83,7 +92,7 @@ impl Subject {
     /// The stream that stores this subject.
     pub fn stream(&self) -> StreamKind {
         match self {
-            Subject::Task(_) => StreamKind::Tasks,
+            Subject::Task(_) | Subject::Submission(_) => StreamKind::Tasks,
             Subject::Instance(_) | Subject::Health(_) | Subject::Pool(_) => StreamKind::Containers,
             Subject::AiTask(_)
             | Subject::Evaluation(_)
@@ -95,11 +104,27 @@ impl Subject {
         }
     }
 
+    /// The subjects holding the aggregate's whole history: a task's submission and its later
+    /// events; any other aggregate's one subject.
+    pub fn history(&self) -> Vec<Subject> {
+        match self {
+            Subject::Task(id) | Subject::Submission(id) => {
+                vec![Subject::Submission(id.clone()), Subject::Task(id.clone())]
+            }
+            other => vec![other.clone()],
+        }
+    }
+
     /// Checks that the id is a single valid subject token.
     pub fn validate(&self) -> Result<(), InvalidToken> {
         validate_id(self.id())
     }
 }
+
+/// Every task submission: the filter of the queue's dispatcher.
+///
+/// `vibehq.tasks.*` is every task's later events; the two never overlap, whatever a task's id.
+pub const SUBMISSIONS: &str = "vibehq.tasks.submitted.*";
 
 /// Checks that `id` can be one subject token (and so an aggregate id).
 pub fn validate_id(id: &str) -> Result<(), InvalidToken> {
@@ -129,6 +154,10 @@ mod tests {
     fn subjects_render_with_their_prefix() {
         assert_eq!(Subject::Task("t1".into()).to_string(), "vibehq.tasks.t1");
         assert_eq!(
+            Subject::Submission("t1".into()).to_string(),
+            "vibehq.tasks.submitted.t1"
+        );
+        assert_eq!(
             Subject::Health("i-1".into()).to_string(),
             "vibehq.containers.health.i-1"
         );
@@ -146,6 +175,7 @@ mod tests {
     fn every_subject_falls_under_its_streams_filter() {
         for subject in [
             Subject::Task("a".into()),
+            Subject::Submission("a".into()),
             Subject::Instance("a".into()),
             Subject::Health("a".into()),
             Subject::AiTask("a".into()),

@@ -127,8 +127,14 @@ macro_rules! task_subject {
         }
     )+};
 }
+impl Submitted {
+    /// The submission's own subject (see [`crate::subject::SUBMISSIONS`]).
+    pub fn subject(&self) -> Subject {
+        Subject::Submission(self.task_id.clone())
+    }
+}
+
 task_subject!(
-    Submitted,
     Assigned,
     Started,
     Completed,

@@ -53,8 +53,8 @@ pub struct WorkItem {
     /// The stream sequence of the `task.submitted` event this work came from.
     pub submitted_sequence: u64,
     /// The submission itself, so a first claim needs no read of the task's history: it
-    /// appends `task.assigned` expecting `submitted_sequence`, and only if the task moved
-    /// since does it read the history. Absent in work written by older versions.
+    /// appends `task.assigned` expecting the task's subject to be empty, and only if the task
+    /// moved since does it read the history. Absent in work written by older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Carried>,
 }

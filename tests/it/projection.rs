@@ -353,11 +353,7 @@ async fn an_append_expecting_a_stale_version_is_refused() {
     let log = EventLog::new(nats.connect().await);
     log.ensure_streams(1).await.expect("streams");
     let submitted = fixtures::every_kind("w", "c", "occ").remove(0);
-    let v1 = log
-        .append(&submitted, Expect::New)
-        .await
-        .expect("create")
-        .sequence;
+    log.append(&submitted, Expect::New).await.expect("create");
     let claim = |worker: &str| {
         Envelope::new(
             worker,
@@ -370,13 +366,21 @@ async fn an_append_expecting_a_stale_version_is_refused() {
             },
         )
     };
-    log.append(&claim("a"), Expect::Version(v1))
+    // The submission has a subject of its own: the task's subject starts out empty.
+    let v1 = log
+        .append(&claim("a"), Expect::New)
         .await
-        .expect("first claim wins");
-    let lost = log.append(&claim("b"), Expect::Version(v1)).await;
+        .expect("first claim wins")
+        .sequence;
+    let lost = log.append(&claim("b"), Expect::New).await;
     assert!(
         matches!(lost, Err(vibehq_events::Error::Conflict { .. })),
         "{lost:?}"
+    );
+    let stale = log.append(&claim("b"), Expect::Version(v1 - 1)).await;
+    assert!(
+        matches!(stale, Err(vibehq_events::Error::Conflict { .. })),
+        "{stale:?}"
     );
     let again = log.append(&submitted.clone(), Expect::New).await;
     // Same event id: JetStream answers as a duplicate before checking the version.

@@ -1,8 +1,8 @@
 //! A task's current state, folded from its events in the stream.
 //!
 //! Commands decide on this, never on the projection (which may lag): the fold reads the
-//! task's subject with direct gets, and its `version` is the last event's stream sequence, which
-//! the command's append then expects.
+//! task's submission and its later events with direct gets, and its `version` is the stream
+//! sequence of the last event on the task's subject, which the command's append then expects.
 
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use vibehq_events::{Envelope, Payload, Subject, task};
@@ -28,12 +28,14 @@ pub struct Task {
     pub assigned_to: Option<String>,
     /// The last error or requeue reason.
     pub error: Option<String>,
-    /// The stream sequence of the task's last event.
+    /// The stream sequence of the task's last event on `vibehq.tasks.<id>`; 0 while it has
+    /// none (only its submission, which has its own subject).
     pub version: u64,
 }
 
 impl Task {
-    /// A task just submitted: pending, no attempt yet, at the submission's `version`.
+    /// A task just submitted: pending, no attempt yet, at `version` (0, unless the submission
+    /// was stored on the task's subject, as vibehq did before submissions had their own).
     pub fn pending(submitted: task::Submitted, submitted_by: String, version: u64) -> Self {
         Task {
             submitted,
@@ -49,7 +51,7 @@ impl Task {
     }
 }
 
-/// Loads task `task_id` from the tasks stream; `None` if it has no events.
+/// Loads task `task_id` from the tasks stream; `None` if it was never submitted.
 ///
 /// `known` is an earlier state of the same task (from a cache): only the events after its
 /// version are read, so a task this process has just handled costs one request.
@@ -61,32 +63,52 @@ pub async fn load(
     let subject = Subject::Task(task_id.to_owned()).to_string();
     let last = match stream.direct_get_last_for_subject(subject.as_str()).await {
         Ok(message) => message.sequence,
-        Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => 0,
         Err(e) => return Err(Error::nats("read a task's last event", e)),
     };
-    let from = known.as_ref().map_or(1, |t| t.version + 1);
-    let mut task = known.filter(|t| t.version <= last);
-    if task.as_ref().is_some_and(|t| t.version == last) {
-        return Ok(task);
-    }
-    let mut next = Some(if task.is_some() { from } else { 1 });
+    let mut task = match known.filter(|t| t.version <= last) {
+        Some(known) if known.version == last => return Ok(Some(known)),
+        Some(known) => Some(known),
+        None => submission(stream, task_id).await?,
+    };
+    let mut next = (last > 0).then(|| task.as_ref().map_or(1, |t| t.version + 1));
     while let Some(from) = next {
         let message = stream
             .direct_get_next_for_subject(subject.as_str(), Some(from))
             .await
             .map_err(|e| Error::nats("read a task's events", e))?;
-        let event = Envelope::decode(&message.payload).map_err(|source| Error::Corrupt {
-            task_id: task_id.to_owned(),
-            sequence: message.sequence,
-            source,
-        })?;
+        let event = decode(task_id, message.sequence, &message.payload)?;
         fold(&mut task, &event, message.sequence);
         next = (message.sequence < last).then_some(message.sequence + 1);
     }
     Ok(task)
 }
 
-/// Applies one event (at stream `sequence`) to the task's state.
+/// The task as submitted, from its submission's subject; `None` if there is none there (never
+/// submitted, or submitted on the task's own subject by an older vibehq, which the fold reads).
+async fn submission(stream: &Stream, task_id: &str) -> Result<Option<Task>, Error> {
+    let subject = Subject::Submission(task_id.to_owned()).to_string();
+    let message = match stream.direct_get_last_for_subject(subject.as_str()).await {
+        Ok(message) => message,
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::nats("read a task's submission", e)),
+    };
+    let event = decode(task_id, message.sequence, &message.payload)?;
+    Ok(match event.payload {
+        Payload::TaskSubmitted(submitted) => Some(Task::pending(submitted, event.worker_name, 0)),
+        _ => None,
+    })
+}
+
+fn decode(task_id: &str, sequence: u64, payload: &[u8]) -> Result<Envelope, Error> {
+    Envelope::decode(payload).map_err(|source| Error::Corrupt {
+        task_id: task_id.to_owned(),
+        sequence,
+        source,
+    })
+}
+
+/// Applies one event of the task's subject (at stream `sequence`) to the task's state.
 pub(crate) fn fold(task: &mut Option<Task>, event: &Envelope, sequence: u64) {
     if let Payload::TaskSubmitted(submitted) = &event.payload {
         if task.is_none() {

@@ -4,6 +4,9 @@
 //! with a message id derived from the event's id: if the process dies between publishing and
 //! acknowledging, the redelivered event's work is recognised as a duplicate. Every vibehq
 //! process may run one; they share the durable consumer and split the events.
+//!
+//! Submissions have their own subjects ([`SUBMISSIONS`]), so the dispatcher is handed nothing
+//! else: a task's later events never cost it a delivery and an ack.
 
 use std::time::Duration;
 
@@ -12,12 +15,16 @@ use async_nats::jetstream::message::{AckKind, PublishMessage};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use vibehq_events::work::{self, Carried, Target, WorkItem};
-use vibehq_events::{EventKind, EventLog, Payload, StreamKind, log::KIND_HEADER};
+use vibehq_events::{EventLog, Payload, SUBMISSIONS, StreamKind};
 
 use crate::Error;
 
 /// The dispatcher's durable consumer on the tasks stream.
-pub const CONSUMER: &str = "vibehq-dispatcher";
+pub const CONSUMER: &str = "vibehq-dispatch";
+
+/// The consumer of vibehq versions whose dispatcher read every task event (its filter cannot be
+/// changed in place on nats-server 2.9); removed on start.
+const LEGACY_CONSUMER: &str = "vibehq-dispatcher";
 
 /// Runs the dispatcher until `shutdown`.
 pub async fn run(log: EventLog, shutdown: CancellationToken) -> Result<(), Error> {
@@ -26,12 +33,19 @@ pub async fn run(log: EventLog, shutdown: CancellationToken) -> Result<(), Error
         .get_stream(StreamKind::Tasks.name())
         .await
         .map_err(|e| Error::nats("find the tasks stream", e))?;
+    if stream.delete_consumer(LEGACY_CONSUMER).await.is_ok() {
+        tracing::info!(
+            consumer = LEGACY_CONSUMER,
+            "removed the old dispatcher's consumer"
+        );
+    }
     let consumer = stream
         .get_or_create_consumer(
             CONSUMER,
             consumer::pull::Config {
                 durable_name: Some(CONSUMER.into()),
                 description: Some("carries task.submitted into VIBEHQ_WORK".into()),
+                filter_subject: SUBMISSIONS.to_owned(),
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(30),
@@ -65,23 +79,16 @@ pub async fn run(log: EventLog, shutdown: CancellationToken) -> Result<(), Error
                     continue;
                 }
             };
-            let submitted = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(KIND_HEADER))
-                .is_some_and(|k| k.as_str() == EventKind::TaskSubmitted.as_str());
-            if submitted {
-                match carried(&message) {
-                    Some(item) => work.push(item),
-                    None => {
-                        // Perhaps written by a newer vibehq: leave it for a dispatcher that
-                        // can read it rather than lose the task's work.
-                        tracing::error!(subject = %message.subject, "cannot read a task.submitted; leaving it for another dispatcher");
-                        let _ = message
-                            .ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
-                            .await;
-                        continue;
-                    }
+            match carried(&message) {
+                Some(item) => work.push(item),
+                None => {
+                    // Perhaps written by a newer vibehq: leave it for a dispatcher that can
+                    // read it rather than lose the task's work.
+                    tracing::error!(subject = %message.subject, "cannot read a task.submitted; leaving it for another dispatcher");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(30))))
+                        .await;
+                    continue;
                 }
             }
             done.push(message);

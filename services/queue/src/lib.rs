@@ -1,7 +1,8 @@
 //! The task queue: submit, claim, heartbeat, complete, fail, cancel, over JetStream.
 //!
-//! A task is an aggregate on `vibehq.tasks.<task_id>`; its events are the truth and
-//! `container_tasks` is their projection. Pending work lives in a separate work-queue stream
+//! A task is an aggregate on `vibehq.tasks.<task_id>` (its submission on
+//! `vibehq.tasks.submitted.<task_id>`); its events are the truth and `container_tasks` is their
+//! projection. Pending work lives in a separate work-queue stream
 //! that containers pull from with durable consumers, one per priority band and target
 //! (see [`vibehq_events::work`]): nothing polls SQLite to hand out work. A claim is an append
 //! of `task.assigned` expecting the task's current version, so two racing claimers cannot both

@@ -243,26 +243,20 @@ impl Queue {
                 created: true,
             }),
             Err(vibehq_events::Error::Conflict { .. }) => {
-                let existing = self.require(&task_id).await?;
-                let sequence = self
-                    .first_sequence(&task_id)
-                    .await?
-                    .unwrap_or(existing.version);
+                let subject = vibehq_events::Subject::Submission(task_id.clone()).to_string();
+                let first = self
+                    .inner
+                    .tasks
+                    .direct_get_last_for_subject(subject)
+                    .await
+                    .map_err(|e| Error::nats("read a task's submission", e))?;
                 Ok(Submitted {
                     task_id,
-                    sequence,
+                    sequence: first.sequence,
                     created: false,
                 })
             }
             Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn first_sequence(&self, task_id: &str) -> Result<Option<u64>, Error> {
-        let subject = vibehq_events::Subject::Task(task_id.to_owned()).to_string();
-        match self.inner.tasks.direct_get_first_for_subject(subject).await {
-            Ok(message) => Ok(Some(message.sequence)),
-            Err(_) => Ok(None),
         }
     }
 
@@ -385,12 +379,9 @@ impl Queue {
             && info.is_some_and(|i| i.delivered == 1)
         {
             // First delivery: most likely nothing happened since the submission, so assign
-            // expecting exactly that; if the task moved, the history below decides.
-            let submitted = Task::pending(
-                carried.submitted,
-                carried.submitted_by,
-                item.submitted_sequence,
-            );
+            // expecting exactly that (no event on the task's subject yet); if the task moved, the
+            // history below decides.
+            let submitted = Task::pending(carried.submitted, carried.submitted_by, 0);
             match self
                 .assign(claimer, submitted, lease.clone(), work_sequence)
                 .await
@@ -786,12 +777,11 @@ impl Queue {
     }
 
     async fn append_raw(&self, task: &Task, event: Envelope) -> Result<u64, Error> {
-        match self
-            .inner
-            .log
-            .append(&event, Expect::Version(task.version))
-            .await
-        {
+        let expect = match task.version {
+            0 => Expect::New,
+            version => Expect::Version(version),
+        };
+        match self.inner.log.append(&event, expect).await {
             Ok(appended) => {
                 // The task is now exactly its last view plus this event.
                 let mut now = Some(task.clone());

@@ -301,7 +301,7 @@ impl Known {
                 return None;
             }
         };
-        let Subject::Task(task_id) = event.subject() else {
+        let (Subject::Task(task_id) | Subject::Submission(task_id)) = event.subject() else {
             return None;
         };
         let status = moves_to(&event.payload);
