@@ -18,7 +18,8 @@
 //! for this process and the nats-server, and NATS messages from the client's statistics.
 //!
 //! `cargo bench -p vibehq-benches --bench queue`; size: `VIBEHQ_BENCH_TASKS` (default 20,000
-//! per worker count).
+//! per worker count); `VIBEHQ_BENCH_WORKERS=4` runs one worker count; `TOKIO_WORKER_THREADS`
+//! sets the runtime's threads (default: one per core).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ use vibehq_projector::{Handle, Projector};
 use vibehq_queue::{Actor, NewTask, Queue};
 use vibehq_test_support::{NatsServer, fixtures};
 
-/// Concurrent claim → complete loops.
+/// Concurrent claim → complete loops (one count only: `VIBEHQ_BENCH_WORKERS`).
 const WORKERS: [usize; 3] = [1, 4, 16];
 /// Concurrent `Queue::submit` loops (each submit awaits its append).
 const SUBMITTERS: usize = 16;
@@ -62,9 +63,17 @@ fn main() {
 
 async fn run() {
     let tasks = size("VIBEHQ_BENCH_TASKS", 20_000);
+    let workers = match size("VIBEHQ_BENCH_WORKERS", 0) {
+        0 => WORKERS.to_vec(),
+        one => vec![one],
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Tokio reads TOKIO_WORKER_THREADS itself; on 2 cores shared with nats-server, 1 thread
+    // measured faster than the default (fewer cross-thread wake-ups).
+    let threads = std::env::var("TOKIO_WORKER_THREADS").unwrap_or_else(|_| cores.to_string());
     println!(
-        "queue benchmark: {tasks} tasks per worker count W, nats-server on loopback, {cores} cores\n\
+        "queue benchmark: {tasks} tasks per worker count W, nats-server on loopback, {cores} cores, \
+         {threads} runtime threads (TOKIO_WORKER_THREADS)\n\
          - vibehq: Queue::submit ({SUBMITTERS} concurrent submitters) → dispatcher → W × (Queue::claim → \
          Queue::complete) → live projector;\n  tasks/s from the first submit until all are completed \
          and projected; claim latency of the claims that returned a task\n\
@@ -75,7 +84,7 @@ async fn run() {
          their completions published pipelined\n"
     );
     let mut rows = Vec::new();
-    for workers in WORKERS {
+    for &workers in &workers {
         let nats = NatsServer::start().await;
         let raw = raw_round_trip(&nats, tasks, workers, 1).await;
         let batched = raw_round_trip(&nats, tasks, workers, RAW_BATCH).await;
@@ -123,7 +132,7 @@ async fn run() {
          waiting in Queue::claim (no projector)",
         TRICKLE_EVERY.as_millis()
     );
-    for workers in WORKERS {
+    for &workers in &workers {
         let run = trickle(workers).await;
         println!(
             "W = {workers:<2} submit → claimed {}",

@@ -680,3 +680,40 @@ async fn a_duplicate_work_message_never_takes_a_task_from_its_holder() {
     let task = h.queue.load(&id).await.expect("load").expect("task");
     assert_eq!((task.state.as_str(), task.attempt), ("completed", 1));
 }
+
+#[tokio::test]
+async fn a_submission_has_its_own_subject_and_the_dispatcher_reads_nothing_else() {
+    let mut h = Harness::start(Options::default()).await;
+    let ids = h.submit_all(vec![task(1), task(2)]).await;
+    let a = container("factory", "a");
+    while let Some(claim) = h.queue.claim(&a, Duration::ZERO).await.expect("claim") {
+        h.queue
+            .complete(&claim.task_id, claim.attempt, &a, None)
+            .await
+            .expect("complete");
+    }
+
+    let history = h
+        .log
+        .history(&Subject::Task(ids[0].clone()))
+        .await
+        .expect("history");
+    let subjects: Vec<&str> = history.iter().map(|r| r.subject.as_str()).collect();
+    let submission = format!("vibehq.tasks.submitted.{}", ids[0]);
+    let later = format!("vibehq.tasks.{}", ids[0]);
+    assert_eq!(subjects, [&submission, &later, &later]);
+
+    // Two tasks, six events: the dispatcher was handed the two submissions only.
+    let dispatcher = h
+        .log
+        .jetstream()
+        .get_stream("VIBEHQ_TASKS")
+        .await
+        .expect("tasks stream")
+        .consumer_info(vibehq_queue::dispatch::CONSUMER)
+        .await
+        .expect("dispatcher consumer")
+        .clone();
+    assert_eq!(dispatcher.delivered.consumer_sequence, 2);
+    assert_eq!(dispatcher.num_pending, 0);
+}
