@@ -717,3 +717,35 @@ async fn a_submission_has_its_own_subject_and_the_dispatcher_reads_nothing_else(
     assert_eq!(dispatcher.delivered.consumer_sequence, 2);
     assert_eq!(dispatcher.num_pending, 0);
 }
+
+#[tokio::test]
+async fn concurrent_claimers_in_one_process_share_pulls_and_never_share_a_task() {
+    let mut h = Harness::start(Options::default()).await;
+    let claimers: Vec<_> = (0..8)
+        .map(|i| {
+            let queue = h.queue.clone();
+            tokio::spawn(async move {
+                let me = container("factory", &format!("c{i}"));
+                let mut mine = Vec::new();
+                while let Some(claim) = queue
+                    .claim(&me, Duration::from_millis(500))
+                    .await
+                    .expect("claim")
+                {
+                    mine.push(claim.task_id);
+                }
+                mine
+            })
+        })
+        .collect();
+    let ids = h.submit_all((0..200).map(|i| task(i % 3)).collect()).await;
+
+    let mut claimed = Vec::new();
+    for claimer in claimers {
+        claimed.extend(claimer.await.expect("claimer"));
+    }
+    claimed.sort();
+    let mut submitted = ids;
+    submitted.sort();
+    assert_eq!(claimed, submitted, "every task claimed exactly once");
+}

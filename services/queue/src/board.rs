@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy, PullConsumer};
+use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
 use tokio::sync::Notify;
@@ -171,27 +172,74 @@ impl Board {
     }
 
     /// Pulls up to `max` messages from `subject`'s consumer and updates its hint.
+    ///
+    /// Claimers of one subject in this process share pulls: whoever holds the subject's turn
+    /// pulls for every claimer queued by then, in one request, and hands each its share. So
+    /// claimers waiting for the turn mostly find their messages already delivered, instead of
+    /// each paying a round trip in line.
     pub(crate) async fn pull(
         &self,
         subject: &str,
         max: usize,
     ) -> Result<Vec<async_nats::jetstream::Message>, Error> {
         let puller = self.puller(subject).await?;
-        let _turn = puller.turn.lock().await;
+        let (share, mut mine) = tokio::sync::oneshot::channel();
+        puller.queued().push((max, share));
+        let _turn = tokio::select! {
+            served = &mut mine => return served.unwrap_or_else(|_| Ok(Vec::new())),
+            turn = puller.turn.lock() => turn,
+        };
+        if let Ok(served) = mine.try_recv() {
+            return served;
+        }
+        let queued = std::mem::take(&mut *puller.queued());
+        let want: usize = queued.iter().map(|(max, _)| max).sum();
+        let fetched = self.pull_in_turn(&puller, subject, want).await;
+        let mut messages = match fetched {
+            Ok(messages) => messages.into_iter(),
+            Err(error) => {
+                let reason = error.to_string();
+                for (_, share) in queued {
+                    let _ = share.send(Err(Error::Nats {
+                        op: "fetch work",
+                        source: reason.clone().into(),
+                    }));
+                }
+                return mine.await.unwrap_or(Err(error));
+            }
+        };
+        for (max, share) in queued {
+            if let Err(Ok(unwanted)) = share.send(Ok(messages.by_ref().take(max).collect())) {
+                // That claimer gave up meanwhile: hand its share back now, not after a lease.
+                for message in unwanted {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
+            }
+        }
+        mine.await.unwrap_or_else(|_| Ok(Vec::new()))
+    }
+
+    /// One pull for `want` messages by the holder of `subject`'s turn.
+    async fn pull_in_turn(
+        &self,
+        puller: &Puller,
+        subject: &str,
+        want: usize,
+    ) -> Result<Vec<async_nats::jetstream::Message>, Error> {
         // Claimers woken together all see the same hint; whoever pulled before us may have
         // emptied it, and a pull that finds nothing is the slow case (see FETCH_EXPIRES).
         let seen = {
             let subjects = self.subjects();
-            if subjects.pending.get(subject).is_none_or(|n| *n == 0) {
+            if want == 0 || subjects.pending.get(subject).is_none_or(|n| *n == 0) {
                 return Ok(Vec::new());
             }
             subjects.published.get(subject).copied().unwrap_or(0)
         };
-        let messages = puller.fetch_in_turn(max).await?;
+        let messages = puller.fetch_in_turn(want).await?;
         // What the consumer still holds back, plus whatever was stored meanwhile (which may
         // double count a message this pull took: a wasted pull, never a missed task).
         let left = match messages.last() {
-            Some(last) if messages.len() == max => last.info().map_or(1, |i| i.pending),
+            Some(last) if messages.len() == want => last.info().map_or(1, |i| i.pending),
             _ => 0,
         };
         let mut subjects = self.subjects();
@@ -234,6 +282,7 @@ impl Board {
         let puller = Puller {
             consumer,
             turn: Arc::default(),
+            queued: Arc::default(),
         };
         pullers.insert(name, puller.clone());
         Ok(puller)
@@ -254,9 +303,22 @@ impl Drop for Board {
 pub(crate) struct Puller {
     consumer: PullConsumer,
     turn: Arc<tokio::sync::Mutex<()>>,
+    /// Claimers waiting for a share of the next pull: how many messages each wants, and where
+    /// to hand them.
+    queued: Arc<Mutex<Vec<(usize, Share)>>>,
 }
 
+/// Where a claimer receives its share of a pull.
+type Share = tokio::sync::oneshot::Sender<Result<Vec<async_nats::jetstream::Message>, Error>>;
+
 impl Puller {
+    fn queued(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Share)>> {
+        // Poisoned only by a panic while pushing or taking: the queue is still whole.
+        self.queued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Pulls up to `max` messages, waiting at most [`FETCH_EXPIRES`] for them.
     pub(crate) async fn fetch(
         &self,
