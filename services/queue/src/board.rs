@@ -227,13 +227,20 @@ impl Board {
         want: usize,
     ) -> Result<Vec<async_nats::jetstream::Message>, Error> {
         // Claimers woken together all see the same hint; whoever pulled before us may have
-        // emptied it, and a pull that finds nothing is the slow case (see FETCH_EXPIRES).
-        let seen = {
+        // emptied it, and a pull that finds nothing is the slow case (see FETCH_EXPIRES). Nor
+        // is more asked for than the hint says is there: a pull that is not filled waits out
+        // its expiry.
+        let (seen, want) = {
             let subjects = self.subjects();
-            if want == 0 || subjects.pending.get(subject).is_none_or(|n| *n == 0) {
+            let pending = subjects.pending.get(subject).copied().unwrap_or(0);
+            if want == 0 || pending == 0 {
                 return Ok(Vec::new());
             }
-            subjects.published.get(subject).copied().unwrap_or(0)
+            let seen = subjects.published.get(subject).copied().unwrap_or(0);
+            (
+                seen,
+                want.min(usize::try_from(pending).unwrap_or(usize::MAX)),
+            )
         };
         let messages = puller.fetch_in_turn(want).await?;
         // What the consumer still holds back, plus whatever was stored meanwhile (which may
