@@ -749,3 +749,35 @@ async fn concurrent_claimers_in_one_process_share_pulls_and_never_share_a_task()
     submitted.sort();
     assert_eq!(claimed, submitted, "every task claimed exactly once");
 }
+
+#[tokio::test]
+async fn a_claim_reports_the_lease_its_subject_really_has() {
+    let thirty = Options {
+        lease: Duration::from_secs(30),
+        ..Options::default()
+    };
+    let mut h = Harness::start(thirty).await;
+    h.submit_all(vec![task(5), task(5)]).await;
+    let first = h
+        .queue
+        .claim(&container("w", "a"), Duration::ZERO)
+        .await
+        .expect("claim")
+        .expect("task");
+    assert_eq!(first.lease_ms, 30_000);
+
+    // Another process configured with a shorter lease claims from the same subject, whose
+    // consumer the first process created: the consumer's lease is the one that holds.
+    let one = Options {
+        lease: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let other = Harness::on(None, h.log.clone(), one).await;
+    let second = other
+        .queue
+        .claim(&container("w", "b"), Duration::ZERO)
+        .await
+        .expect("claim")
+        .expect("task");
+    assert_eq!(second.lease_ms, 30_000);
+}

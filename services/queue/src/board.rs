@@ -263,6 +263,12 @@ impl Board {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The lease of claims on `subject`'s work, if this process has pulled from it.
+    pub(crate) async fn lease(&self, subject: &str) -> Option<Duration> {
+        let pullers = self.pullers.lock().await;
+        pullers.get(&work::consumer_name(subject)).map(|p| p.lease)
+    }
+
     /// The durable consumer of one work subject, created on first use.
     pub(crate) async fn puller(&self, subject: &str) -> Result<Puller, Error> {
         let name = work::consumer_name(subject);
@@ -286,8 +292,20 @@ impl Board {
             )
             .await
             .map_err(|e| Error::nats("create a work consumer", e))?;
+        let lease = consumer.cached_info().config.ack_wait;
+        if lease != self.lease {
+            // The consumer's ack_wait is every claim's lease on this subject, whoever claims;
+            // the first process to create it set it.
+            tracing::warn!(
+                %subject,
+                lease = ?lease,
+                configured = ?self.lease,
+                "this subject's lease was set by another process; claims here use its lease"
+            );
+        }
         let puller = Puller {
             consumer,
+            lease,
             turn: Arc::default(),
             queued: Arc::default(),
         };
@@ -309,6 +327,8 @@ impl Drop for Board {
 #[derive(Debug, Clone)]
 pub(crate) struct Puller {
     consumer: PullConsumer,
+    /// The consumer's `ack_wait`: the lease of every claim made from it.
+    lease: Duration,
     turn: Arc<tokio::sync::Mutex<()>>,
     /// Claimers waiting for a share of the next pull: how many messages each wants, and where
     /// to hand them.

@@ -373,6 +373,8 @@ impl Queue {
             return Ok(None);
         };
         let lease = message.reply.as_ref().map(|r| r.to_string());
+        let period =
+            (self.inner.board.lease(&message.subject).await).unwrap_or(self.inner.options.lease);
         let info = message.info().ok();
         let work_sequence = info.as_ref().map(|i| i.stream_sequence);
         if let Some(carried) = item.task.take()
@@ -383,7 +385,7 @@ impl Queue {
             // history below decides.
             let submitted = Task::pending(carried.submitted, carried.submitted_by, 0);
             match self
-                .assign(claimer, submitted, lease.clone(), work_sequence)
+                .assign(claimer, submitted, (lease.clone(), period), work_sequence)
                 .await
             {
                 Err(Error::Conflict { .. }) => {}
@@ -465,7 +467,7 @@ impl Queue {
                 return Ok(None);
             }
             match self
-                .assign(claimer, current, lease.clone(), work_sequence)
+                .assign(claimer, current, (lease.clone(), period), work_sequence)
                 .await
             {
                 Ok(claim) => return Ok(Some(claim)),
@@ -479,15 +481,16 @@ impl Queue {
     }
 
     /// Appends `task.assigned` for the next attempt of a pending task, expecting its version.
+    /// `lease` is the work message's ack subject and its consumer's `ack_wait`.
     async fn assign(
         &self,
         claimer: &Actor,
         task: Task,
-        lease: Option<String>,
+        (lease, period): (Option<String>, Duration),
         work_sequence: Option<u64>,
     ) -> Result<Claim, Error> {
         let attempt = task.attempt + 1;
-        let lease_ms = self.inner.options.lease.as_millis() as u64;
+        let lease_ms = period.as_millis() as u64;
         let assigned = claimer.envelope(task::Assigned {
             task_id: task.submitted.task_id.clone(),
             attempt,
