@@ -119,11 +119,7 @@ impl Body {
     }
 
     /// An optional number within `range`: absent or `null` is `None`; anything else is 422.
-    pub fn number(
-        &self,
-        field: &str,
-        range: std::ops::RangeInclusive<f64>,
-    ) -> Result<Option<f64>, ApiError> {
+    pub fn number(&self, field: &str, range: RangeInclusive<f64>) -> Result<Option<f64>, ApiError> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => match n.as_f64() {

@@ -171,7 +171,8 @@ impl Board {
         Ok(())
     }
 
-    /// Pulls up to `max` messages from `subject`'s consumer and updates its hint.
+    /// Pulls up to `max` messages from `subject`'s consumer (its [`Board::puller`]) and
+    /// updates its hint.
     ///
     /// Claimers of one subject in this process share pulls: whoever holds the subject's turn
     /// pulls for every claimer queued by then, in one request, and hands each its share. So
@@ -179,10 +180,10 @@ impl Board {
     /// each paying a round trip in line.
     pub(crate) async fn pull(
         &self,
+        puller: &Puller,
         subject: &str,
         max: usize,
     ) -> Result<Vec<async_nats::jetstream::Message>, Error> {
-        let puller = self.puller(subject).await?;
         let (share, mut mine) = tokio::sync::oneshot::channel();
         puller.queued().push((max, share));
         let _turn = tokio::select! {
@@ -194,7 +195,7 @@ impl Board {
         }
         let queued = std::mem::take(&mut *puller.queued());
         let want: usize = queued.iter().map(|(max, _)| max).sum();
-        let fetched = self.pull_in_turn(&puller, subject, want).await;
+        let fetched = self.pull_in_turn(puller, subject, want).await;
         let mut messages = match fetched {
             Ok(messages) => messages.into_iter(),
             Err(error) => {
@@ -261,12 +262,6 @@ impl Board {
             .subjects
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The lease of claims on `subject`'s work, if this process has pulled from it.
-    pub(crate) async fn lease(&self, subject: &str) -> Option<Duration> {
-        let pullers = self.pullers.lock().await;
-        pullers.get(&work::consumer_name(subject)).map(|p| p.lease)
     }
 
     /// The durable consumer of one work subject, created on first use.
@@ -339,6 +334,11 @@ pub(crate) struct Puller {
 type Share = tokio::sync::oneshot::Sender<Result<Vec<async_nats::jetstream::Message>, Error>>;
 
 impl Puller {
+    /// The consumer's `ack_wait`: the lease of every claim made from it.
+    pub(crate) fn lease(&self) -> Duration {
+        self.lease
+    }
+
     fn queued(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Share)>> {
         // Poisoned only by a panic while pushing or taking: the queue is still whole.
         self.queued

@@ -339,9 +339,13 @@ impl Queue {
             if want == 0 {
                 break;
             }
-            let fetched = self.inner.board.pull(&subject, want).await?;
-            let taken =
-                futures::future::join_all(fetched.into_iter().map(|m| self.take(claimer, m))).await;
+            let puller = self.inner.board.puller(&subject).await?;
+            let fetched = self.inner.board.pull(&puller, &subject, want).await?;
+            let lease = puller.lease();
+            let taken = futures::future::join_all(
+                fetched.into_iter().map(|m| self.take(claimer, m, lease)),
+            )
+            .await;
             let mut failed = None;
             for outcome in taken {
                 match outcome {
@@ -361,11 +365,13 @@ impl Queue {
     }
 
     /// Turns a delivered work message into a claim, or disposes of it (its task ended, or ran
-    /// out of attempts). `None` means: look at the next message.
+    /// out of attempts). `None` means: look at the next message. `period` is the lease of the
+    /// consumer that delivered it.
     async fn take(
         &self,
         claimer: &Actor,
         message: async_nats::jetstream::Message,
+        period: Duration,
     ) -> Result<Option<Claim>, Error> {
         let Ok(mut item) = serde_json::from_slice::<WorkItem>(&message.payload) else {
             tracing::warn!(subject = %message.subject, "dropping undecodable work");
@@ -373,8 +379,6 @@ impl Queue {
             return Ok(None);
         };
         let lease = message.reply.as_ref().map(|r| r.to_string());
-        let period =
-            (self.inner.board.lease(&message.subject).await).unwrap_or(self.inner.options.lease);
         let info = message.info().ok();
         let work_sequence = info.as_ref().map(|i| i.stream_sequence);
         if let Some(carried) = item.task.take()
@@ -537,7 +541,8 @@ impl Queue {
             });
         }
         let subject = work::subject(work::band(task.submitted.priority), &target);
-        let fetched = self.inner.board.puller(&subject).await?.fetch(256).await?;
+        let puller = self.inner.board.puller(&subject).await?;
+        let fetched = puller.fetch(256).await?;
         let mut found = None;
         let mut others = Vec::new();
         for message in fetched {
@@ -554,7 +559,7 @@ impl Queue {
             let _ = message.ack_with(AckKind::Nak(None)).await;
         }
         match found {
-            Some(message) => self.take(claimer, message).await?.ok_or_else(|| Error::Conflict {
+            Some(message) => self.take(claimer, message, puller.lease()).await?.ok_or_else(|| Error::Conflict {
                 task_id: task_id.to_owned(),
                 reason: "the task changed while it was being claimed".into(),
             }),
