@@ -11,6 +11,11 @@
 //!   every task is completed and the projection has caught up with the tasks stream. Also run
 //!   with `Queue::claim_many` taking up to 16 tasks per claim, completed concurrently, against
 //!   the 16-per-pull raw round trip.
+//! - **design floor**: the JetStream operations the design itself needs (a submission event,
+//!   `assigned` and `completed` on the task's subject with expected sequences, a reader of every
+//!   event) with no vibehq code, pulled straight from the submissions' lane and, as vibehq
+//!   does, through a dispatcher and a work-queue stream. No implementation of the design can
+//!   beat the first here, so its ratio to the raw round trip bounds what any can reach.
 //!
 //! Then W idle claimers take tasks submitted one at a time (latency and cost per task when
 //! claimers race), and one caller on an idle server times the NATS operations a claim and a
@@ -81,7 +86,10 @@ async fn run() {
          ({PIPELINE} in flight) → W × (pull 1 from\n  one durable consumer → ack → publish a completion \
          to a limits stream, awaiting its ack); tasks/s from the first publish to the last completion\n\
          - raw, {RAW_BATCH} per pull: the same, each (waiting) pull taking up to {RAW_BATCH} messages and \
-         their completions published pipelined\n"
+         their completions published pipelined\n\
+         - design floor: the design's JetStream operations with no vibehq code (submission event → \
+         W × (pull → append assigned and completed\n  with expected sequences → ack) → a reader of \
+         every event, writing nothing); also through a dispatcher and a work-queue stream\n"
     );
     let mut rows = Vec::new();
     for &workers in &workers {
@@ -90,9 +98,29 @@ async fn run() {
         let batched = raw_round_trip(&nats, tasks, workers, RAW_BATCH).await;
         let vibehq = end_to_end(&nats, tasks, workers, 1).await;
         let vibehq_batched = end_to_end(&nats, tasks, workers, RAW_BATCH).await;
-        report(workers, tasks, (&raw, &vibehq), 1);
-        report(workers, tasks, (&batched, &vibehq_batched), RAW_BATCH);
-        rows.push((workers, raw, vibehq, batched, vibehq_batched));
+        let mut floors = Vec::new();
+        for batch in [1, RAW_BATCH] {
+            for layout in [Layout::Events, Layout::WorkStream] {
+                floors.push(event_floor(&nats, tasks, workers, batch, layout).await);
+            }
+        }
+        let [floor, layout, floor_batched, layout_batched] = <[Run; 4]>::try_from(floors)
+            .unwrap_or_else(|_| unreachable!("four floors were measured"));
+        let one = Row {
+            raw,
+            floor,
+            layout,
+            vibehq,
+        };
+        let many = Row {
+            raw: batched,
+            floor: floor_batched,
+            layout: layout_batched,
+            vibehq: vibehq_batched,
+        };
+        report(workers, tasks, &one, 1);
+        report(workers, tasks, &many, RAW_BATCH);
+        rows.push((workers, one, many));
     }
 
     println!(
@@ -100,32 +128,44 @@ async fn run() {
          round trip pulls as many)"
     );
     println!(
-        "{:>7} {:>9} {:>14} {:>14} {:>7} {:>13} {:>13} {:>15} {:>15}",
+        "{:>7} {:>9} {:>14} {:>11} {:>7} {:>11} {:>9} {:>12} {:>12} {:>12} {:>12} {:>12}",
         "workers",
         "per claim",
         "vibehq tasks/s",
         "raw tasks/s",
         "ratio",
+        "floor",
+        "floor/raw",
+        "vibehq/floor",
         "claim p50 ms",
         "claim p99 ms",
-        "complete p50 ms",
-        "complete p99 ms",
+        "compl p50 ms",
+        "compl p99 ms",
     );
-    for (workers, raw, vibehq, batched, vibehq_batched) in &rows {
+    for (workers, one, many) in &rows {
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        for (per_claim, raw, vibehq) in [(1, raw, vibehq), (RAW_BATCH, batched, vibehq_batched)] {
+        let percent = |a: &Run, b: &Run| 100.0 * a.rate / b.rate.max(1e-9);
+        for (per_claim, row) in [(1, one), (RAW_BATCH, many)] {
             println!(
-                "{workers:>7} {per_claim:>9} {:>14.0} {:>14.0} {:>6.1}% {:>13.3} {:>13.3} {:>15.3} {:>15.3}",
-                vibehq.rate,
-                raw.rate,
-                100.0 * vibehq.rate / raw.rate.max(1e-9),
-                ms(&vibehq.take, 0.5),
-                ms(&vibehq.take, 0.99),
-                ms(&vibehq.finish, 0.5),
-                ms(&vibehq.finish, 0.99),
+                "{workers:>7} {per_claim:>9} {:>14.0} {:>11.0} {:>6.1}% {:>11.0} {:>8.1}% {:>11.1}% {:>12.3} {:>12.3} {:>12.3} {:>12.3}",
+                row.vibehq.rate,
+                row.raw.rate,
+                percent(&row.vibehq, &row.raw),
+                row.floor.rate,
+                percent(&row.floor, &row.raw),
+                percent(&row.vibehq, &row.floor),
+                ms(&row.vibehq.take, 0.5),
+                ms(&row.vibehq.take, 0.99),
+                ms(&row.vibehq.finish, 0.5),
+                ms(&row.vibehq.finish, 0.99),
             );
         }
     }
+    println!(
+        "floor: the design's own JetStream operations with no vibehq code (submission, assigned, \
+         completed, a reader of every event);\nno implementation of the design can pass it here, \
+         so floor/raw bounds the ratio any implementation can reach"
+    );
 
     println!(
         "\nidle claimers: {TRICKLE_TASKS} tasks submitted one at a time every {} ms, W claimers \
@@ -184,6 +224,18 @@ async fn run() {
         };
         println!("{name:<46} {} | {}", cells(a), cells(b));
     }
+}
+
+/// One worker count and claim size: the ceiling, the design's floors, and vibehq.
+#[derive(Debug)]
+struct Row {
+    /// The raw round trip.
+    raw: Run,
+    /// The design's floor ([`Layout::Events`]).
+    floor: Run,
+    /// The floor through vibehq's layout ([`Layout::WorkStream`]).
+    layout: Run,
+    vibehq: Run,
 }
 
 /// What one run measured.
@@ -472,6 +524,343 @@ async fn raw_round_trip(nats: &NatsServer, tasks: usize, workers: usize, batch: 
     }
 }
 
+/// Where the floor's workers pull submissions from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Straight from the events stream: submissions on a lane subject, one consumer per lane.
+    Events,
+    /// vibehq's layout: submissions on subjects of their own, carried by a dispatcher into a
+    /// work-queue stream that the workers pull from.
+    WorkStream,
+}
+
+/// The design's floor: the event-sourced queue in JetStream alone, with no vibehq code.
+///
+/// Every task is a submission event, `assigned` on the task's own subject expecting it empty,
+/// and `completed` expecting the `assigned`, all on one limits stream; W workers pull up to
+/// `batch` submissions at a time (from where `layout` says), append those two events and ack;
+/// a reader reads every event as the projector does (decoding it, acking a batch at once) but
+/// writes nothing. Submissions are published as the raw producer does. Tasks/s from the first
+/// submission until the reader has read every event.
+///
+/// No implementation of the design can beat [`Layout::Events`] on this server: it is the
+/// raw round trip plus what the design itself adds (a third stored event, expected-sequence
+/// checks, a reader of every event). The gap between it and vibehq is vibehq's own cost
+/// (its layout, its SQLite projection, its code), not the design's.
+async fn event_floor(
+    nats: &NatsServer,
+    tasks: usize,
+    workers: usize,
+    batch: usize,
+    layout: Layout,
+) -> Run {
+    let client = nats.connect().await;
+    let js = jetstream::new(client.clone());
+    let events = js
+        .create_stream(stream::Config {
+            name: "BENCH_EVENTS".into(),
+            subjects: vec!["bench.ev.>".into()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("floor stream: {e}"));
+    // Where workers pull from: the submissions' own lane, or (vibehq's layout) a work-queue
+    // stream that a dispatcher fills from submissions on subjects of their own.
+    let (lane_stream, lane_subject) = match layout {
+        Layout::Events => (events.clone(), "bench.ev.queued.p0.any"),
+        Layout::WorkStream => (
+            js.create_stream(stream::Config {
+                name: "BENCH_FLOOR_WORK".into(),
+                subjects: vec!["bench.fw.>".into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("floor work stream: {e}")),
+            "bench.fw.p0.any",
+        ),
+    };
+    let lane: consumer::PullConsumer = lane_stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("lane".into()),
+            filter_subject: lane_subject.into(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("floor lane consumer: {e}"));
+    let dispatcher = match layout {
+        Layout::Events => None,
+        Layout::WorkStream => Some(tokio::spawn(floor_dispatcher(js.clone(), events.clone()))),
+    };
+    let reader: consumer::PullConsumer = events
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("reader".into()),
+            ack_policy: consumer::AckPolicy::All,
+            ack_wait: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("floor reader consumer: {e}"));
+    let encode = |payload: vibehq_events::Payload| -> bytes::Bytes {
+        Envelope::new("bench", payload).encode().into()
+    };
+    let task_id = "0197a3c2-5b1e-7c4d-9e8f-0a1b2c3d4e5f".to_owned();
+    let submitted = encode(
+        task::Submitted {
+            task_id: task_id.clone(),
+            task_type: "health_audit".into(),
+            command: "audit".into(),
+            parameters: None,
+            priority: 0,
+            worker_name: None,
+            container_name: None,
+            max_attempts: 3,
+            idempotency_key: None,
+        }
+        .into(),
+    );
+    let assigned = encode(
+        task::Assigned {
+            task_id: task_id.clone(),
+            attempt: 1,
+            lease_ms: 30_000,
+            lease: Some("$JS.ACK.VIBEHQ_TASKS.lane.1.1.1.1.1".into()),
+            work_sequence: Some(1),
+        }
+        .into(),
+    );
+    let completed = encode(
+        task::Completed {
+            task_id,
+            attempt: 1,
+            output: None,
+        }
+        .into(),
+    );
+
+    let read = Finish::new(3 * tasks);
+    let (sent, received) = messages(&client);
+    let cpu = Cpu::now();
+    let started = Instant::now();
+    let producer = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            let mut acks = VecDeque::with_capacity(PIPELINE);
+            for i in 0..tasks {
+                let ack = match layout {
+                    Layout::Events => {
+                        js.publish("bench.ev.queued.p0.any", submitted.clone())
+                            .await
+                    }
+                    Layout::WorkStream => {
+                        let submission = PublishMessage::build()
+                            .payload(submitted.clone())
+                            .expected_last_subject_sequence(0);
+                        js.send_publish(format!("bench.ev.sub.{i}"), submission)
+                            .await
+                    }
+                }
+                .unwrap_or_else(|e| panic!("floor submit: {e}"));
+                acks.push_back(ack);
+                if acks.len() == PIPELINE
+                    && let Some(ack) = acks.pop_front()
+                {
+                    ack.await
+                        .unwrap_or_else(|e| panic!("floor submit ack: {e}"));
+                }
+            }
+            for ack in acks {
+                ack.await
+                    .unwrap_or_else(|e| panic!("floor submit ack: {e}"));
+            }
+        })
+    };
+    let projector = {
+        let read = read.clone();
+        tokio::spawn(async move {
+            let mut chunks = reader
+                .stream()
+                .max_messages_per_batch(1024)
+                .messages()
+                .await
+                .unwrap_or_else(|e| panic!("floor reader: {e}"))
+                .ready_chunks(1024);
+            while read.pending() {
+                let Some(chunk) = chunks.next().await else {
+                    break;
+                };
+                let mut last = None;
+                for message in chunk {
+                    let message = message.unwrap_or_else(|e| panic!("floor read: {e}"));
+                    Envelope::decode(&message.payload)
+                        .unwrap_or_else(|e| panic!("floor decode: {e}"));
+                    read.one();
+                    last = Some(message);
+                }
+                if let Some(last) = last {
+                    let _ = last.ack().await;
+                }
+            }
+        })
+    };
+    let done = Finish::new(tasks);
+    let pullers: Vec<_> = (0..workers)
+        .map(|_| {
+            let (js, lane, done) = (js.clone(), lane.clone(), done.clone());
+            let (assigned, completed) = (assigned.clone(), completed.clone());
+            tokio::spawn(async move {
+                let (mut pulls, mut finishes, mut empty) = (histogram(), histogram(), 0);
+                while done.pending() {
+                    let t = Instant::now();
+                    let pulled: Vec<_> = lane
+                        .batch()
+                        .max_messages(batch)
+                        .expires(PULL_WAIT)
+                        .messages()
+                        .await
+                        .unwrap_or_else(|e| panic!("floor pull: {e}"))
+                        .collect()
+                        .await;
+                    if pulled.is_empty() {
+                        empty += 1;
+                        continue;
+                    }
+                    record(&mut pulls, t.elapsed());
+                    let (t, count) = (Instant::now(), pulled.len());
+                    futures::future::join_all(pulled.into_iter().map(|message| {
+                        let (js, assigned, completed) = (&js, assigned.clone(), completed.clone());
+                        async move {
+                            let message = message.unwrap_or_else(|e| panic!("floor pull: {e}"));
+                            let sequence = message
+                                .info()
+                                .unwrap_or_else(|e| panic!("floor metadata: {e}"))
+                                .stream_sequence;
+                            let subject = format!("bench.ev.task.{sequence}");
+                            let first = js
+                                .send_publish(
+                                    subject.clone(),
+                                    PublishMessage::build()
+                                        .payload(assigned)
+                                        .expected_last_subject_sequence(0),
+                                )
+                                .await
+                                .unwrap_or_else(|e| panic!("floor assign: {e}"))
+                                .await
+                                .unwrap_or_else(|e| panic!("floor assign ack: {e}"));
+                            js.send_publish(
+                                subject,
+                                PublishMessage::build()
+                                    .payload(completed)
+                                    .expected_last_subject_sequence(first.sequence),
+                            )
+                            .await
+                            .unwrap_or_else(|e| panic!("floor complete: {e}"))
+                            .await
+                            .unwrap_or_else(|e| panic!("floor complete ack: {e}"));
+                            message
+                                .ack()
+                                .await
+                                .unwrap_or_else(|e| panic!("floor ack: {e}"));
+                        }
+                    }))
+                    .await;
+                    record(&mut finishes, t.elapsed());
+                    for _ in 0..count {
+                        done.one();
+                    }
+                }
+                (pulls, finishes, empty)
+            })
+        })
+        .collect();
+    read.wait("floor reader").await;
+    let elapsed = started.elapsed();
+    let cpu = Cpu::now().since(&cpu);
+    let (sent_now, received_now) = messages(&client);
+    producer
+        .await
+        .unwrap_or_else(|e| panic!("floor producer: {e}"));
+    let _ = projector.await;
+    let (mut take, mut finishes, mut empty) = (histogram(), histogram(), 0);
+    for puller in pullers {
+        let (p, f, e) = puller.await.unwrap_or_else(|e| panic!("floor worker: {e}"));
+        add(&mut take, &p);
+        add(&mut finishes, &f);
+        empty += e;
+    }
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.abort();
+    }
+    let _ = js.delete_stream("BENCH_EVENTS").await;
+    let _ = js.delete_stream("BENCH_FLOOR_WORK").await;
+    Run {
+        rate: rate(tasks, elapsed),
+        completed_in: elapsed,
+        projection_lag: Duration::ZERO,
+        take,
+        finish: finishes,
+        submit: histogram(),
+        empty,
+        cpu,
+        sent: sent_now - sent,
+        received: received_now - received,
+    }
+}
+
+/// The floor's dispatcher, as vibehq's: carries submissions (acked one by one) into the work
+/// stream, each with a message id so a redelivered submission is not carried twice.
+async fn floor_dispatcher(js: jetstream::Context, events: stream::Stream) {
+    let consumer: consumer::PullConsumer = events
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("dispatch".into()),
+            filter_subject: "bench.ev.sub.*".into(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("floor dispatcher consumer: {e}"));
+    let mut chunks = consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .messages()
+        .await
+        .unwrap_or_else(|e| panic!("floor dispatcher: {e}"))
+        .ready_chunks(1000);
+    while let Some(chunk) = chunks.next().await {
+        let mut acks = Vec::with_capacity(chunk.len());
+        let mut carried = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            let message = message.unwrap_or_else(|e| panic!("floor dispatch: {e}"));
+            let sequence = message
+                .info()
+                .unwrap_or_else(|e| panic!("floor metadata: {e}"))
+                .stream_sequence;
+            let work = PublishMessage::build()
+                .payload(message.payload.clone())
+                .message_id(format!("work-{sequence}"));
+            acks.push(
+                js.send_publish("bench.fw.p0.any", work)
+                    .await
+                    .unwrap_or_else(|e| panic!("floor work: {e}")),
+            );
+            carried.push(message);
+        }
+        for ack in acks {
+            ack.await.unwrap_or_else(|e| panic!("floor work ack: {e}"));
+        }
+        for message in carried {
+            let _ = message.ack().await;
+        }
+    }
+}
+
 fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) {
     into.add(from)
         .unwrap_or_else(|e| panic!("merge histograms: {e}"));
@@ -753,7 +1142,13 @@ async fn trickle(workers: usize) -> Run {
 }
 
 /// One worker count's figures at `batch` tasks per claim (and per raw pull).
-fn report(workers: usize, tasks: usize, (raw, vibehq): (&Run, &Run), batch: usize) {
+fn report(workers: usize, tasks: usize, row: &Row, batch: usize) {
+    let Row {
+        raw,
+        floor,
+        layout,
+        vibehq,
+    } = row;
     let per_task = |count: u64| count as f64 / tasks as f64;
     let slow = |h: &Histogram<u64>| {
         100.0 * h.count_between(10_000, u64::MAX) as f64 / h.len().max(1) as f64
@@ -761,10 +1156,28 @@ fn report(workers: usize, tasks: usize, (raw, vibehq): (&Run, &Run), batch: usiz
     println!("— W = {workers}, up to {batch} per claim");
     line("raw JetStream round trip", raw.rate, "tasks/s", None);
     line(
+        "design floor (its JetStream operations alone)",
+        floor.rate,
+        "tasks/s",
+        Some(("raw round trip", raw.rate)),
+    );
+    line(
+        "  the same through a dispatcher + work stream",
+        layout.rate,
+        "tasks/s",
+        Some(("design floor", floor.rate)),
+    );
+    line(
         "vibehq submit→claim→complete→projected",
         vibehq.rate,
         "tasks/s",
         Some(("raw round trip", raw.rate)),
+    );
+    line(
+        "  vibehq against the design floor",
+        vibehq.rate,
+        "tasks/s",
+        Some(("design floor", floor.rate)),
     );
     for (name, histogram) in [
         ("  vibehq claim latency", &vibehq.take),
@@ -785,16 +1198,22 @@ fn report(workers: usize, tasks: usize, (raw, vibehq): (&Run, &Run), batch: usiz
         vibehq.projection_lag.as_secs_f64() * 1000.0,
     );
     println!(
-        "{:<44} vibehq {}; raw {}",
+        "{:<44} vibehq {}; floor {}; floor via work stream {}; raw {}",
         "  CPU per task",
         vibehq.cpu.per(tasks),
+        floor.cpu.per(tasks),
+        layout.cpu.per(tasks),
         raw.cpu.per(tasks),
     );
     println!(
-        "{:<44} vibehq {:.1} out + {:.1} in; raw {:.1} out + {:.1} in",
+        "{:<44} vibehq {:.1} out + {:.1} in; floor {:.1} + {:.1}; via work stream {:.1} + {:.1}; raw {:.1} + {:.1}",
         "  NATS messages per task (client)",
         per_task(vibehq.sent),
         per_task(vibehq.received),
+        per_task(floor.sent),
+        per_task(floor.received),
+        per_task(layout.sent),
+        per_task(layout.received),
         per_task(raw.sent),
         per_task(raw.received),
     );
