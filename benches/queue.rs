@@ -361,34 +361,15 @@ async fn raw_round_trip(nats: &NatsServer, tasks: usize, workers: usize, batch: 
     let (sent, received) = messages(&client);
     let cpu = Cpu::now();
     let started = Instant::now();
-    let producer = {
-        let js = js.clone();
-        tokio::spawn(async move {
-            let mut acks = VecDeque::with_capacity(PIPELINE);
-            for i in 0..tasks {
-                // A payload shaped like a `WorkItem`.
-                let item = format!(
-                    r#"{{"task_id":"0197a3c2-5b1e-7c4d-9e8f-{i:012x}","submitted_sequence":{i}}}"#
-                );
-                let message = PublishMessage::build()
-                    .payload(item.into())
-                    .message_id(format!("work-{i}"));
-                let ack = js
-                    .send_publish("bench.work.p0.any", message)
-                    .await
-                    .unwrap_or_else(|e| panic!("raw publish: {e}"));
-                acks.push_back(ack);
-                if acks.len() == PIPELINE
-                    && let Some(ack) = acks.pop_front()
-                {
-                    ack.await.unwrap_or_else(|e| panic!("raw publish ack: {e}"));
-                }
-            }
-            for ack in acks {
-                ack.await.unwrap_or_else(|e| panic!("raw publish ack: {e}"));
-            }
-        })
-    };
+    let producer = produce(&js, tasks, |i| {
+        // A payload shaped like a `WorkItem`.
+        let item =
+            format!(r#"{{"task_id":"0197a3c2-5b1e-7c4d-9e8f-{i:012x}","submitted_sequence":{i}}}"#);
+        let message = PublishMessage::build()
+            .payload(item.into())
+            .message_id(format!("work-{i}"));
+        ("bench.work.p0.any".to_owned(), message)
+    });
     let pullers: Vec<_> = (0..workers)
         .map(|_| {
             let (js, consumer, completion, finish) = (
@@ -501,13 +482,7 @@ async fn raw_round_trip(nats: &NatsServer, tasks: usize, workers: usize, batch: 
     producer
         .await
         .unwrap_or_else(|e| panic!("raw producer: {e}"));
-    let (mut take, mut finishes, mut empty) = (histogram(), histogram(), 0);
-    for puller in pullers {
-        let (p, f, e) = puller.await.unwrap_or_else(|e| panic!("raw worker: {e}"));
-        add(&mut take, &p);
-        add(&mut finishes, &f);
-        empty += e;
-    }
+    let (take, finishes, empty) = gather(pullers, "raw worker").await;
     let _ = js.delete_stream("BENCH_WORK").await;
     let _ = js.delete_stream("BENCH_DONE").await;
     Run {
@@ -647,39 +622,16 @@ async fn event_floor(
     let (sent, received) = messages(&client);
     let cpu = Cpu::now();
     let started = Instant::now();
-    let producer = {
-        let js = js.clone();
-        tokio::spawn(async move {
-            let mut acks = VecDeque::with_capacity(PIPELINE);
-            for i in 0..tasks {
-                let ack = match layout {
-                    Layout::Events => {
-                        js.publish("bench.ev.queued.p0.any", submitted.clone())
-                            .await
-                    }
-                    Layout::WorkStream => {
-                        let submission = PublishMessage::build()
-                            .payload(submitted.clone())
-                            .expected_last_subject_sequence(0);
-                        js.send_publish(format!("bench.ev.sub.{i}"), submission)
-                            .await
-                    }
-                }
-                .unwrap_or_else(|e| panic!("floor submit: {e}"));
-                acks.push_back(ack);
-                if acks.len() == PIPELINE
-                    && let Some(ack) = acks.pop_front()
-                {
-                    ack.await
-                        .unwrap_or_else(|e| panic!("floor submit ack: {e}"));
-                }
-            }
-            for ack in acks {
-                ack.await
-                    .unwrap_or_else(|e| panic!("floor submit ack: {e}"));
-            }
-        })
-    };
+    let producer = produce(&js, tasks, move |i| {
+        let submission = PublishMessage::build().payload(submitted.clone());
+        match layout {
+            Layout::Events => ("bench.ev.queued.p0.any".to_owned(), submission),
+            Layout::WorkStream => (
+                format!("bench.ev.sub.{i}"),
+                submission.expected_last_subject_sequence(0),
+            ),
+        }
+    });
     let projector = {
         let read = read.clone();
         tokio::spawn(async move {
@@ -786,13 +738,7 @@ async fn event_floor(
         .await
         .unwrap_or_else(|e| panic!("floor producer: {e}"));
     let _ = projector.await;
-    let (mut take, mut finishes, mut empty) = (histogram(), histogram(), 0);
-    for puller in pullers {
-        let (p, f, e) = puller.await.unwrap_or_else(|e| panic!("floor worker: {e}"));
-        add(&mut take, &p);
-        add(&mut finishes, &f);
-        empty += e;
-    }
+    let (take, finishes, empty) = gather(pullers, "floor worker").await;
     if let Some(dispatcher) = dispatcher {
         dispatcher.abort();
     }
@@ -859,6 +805,50 @@ async fn floor_dispatcher(js: jetstream::Context, events: stream::Stream) {
             let _ = message.ack().await;
         }
     }
+}
+
+/// What each worker measured: its take and finish latencies and its empty takes.
+type Measured = (Histogram<u64>, Histogram<u64>, usize);
+
+/// Waits for `workers` and merges what they measured.
+async fn gather(workers: Vec<tokio::task::JoinHandle<Measured>>, what: &str) -> Measured {
+    let (mut take, mut finishes, mut empty) = (histogram(), histogram(), 0);
+    for worker in workers {
+        let (t, f, e) = worker.await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        add(&mut take, &t);
+        add(&mut finishes, &f);
+        empty += e;
+    }
+    (take, finishes, empty)
+}
+
+/// Publishes `tasks` messages, `message(i)` giving the i-th's subject and body, with up to
+/// [`PIPELINE`] awaiting their acks: the raw producer, as fast as the client goes.
+fn produce(
+    js: &jetstream::Context,
+    tasks: usize,
+    message: impl Fn(usize) -> (String, PublishMessage) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let js = js.clone();
+    tokio::spawn(async move {
+        let mut acks = VecDeque::with_capacity(PIPELINE);
+        for i in 0..tasks {
+            let (subject, message) = message(i);
+            let ack = js
+                .send_publish(subject, message)
+                .await
+                .unwrap_or_else(|e| panic!("produce: {e}"));
+            acks.push_back(ack);
+            if acks.len() == PIPELINE
+                && let Some(ack) = acks.pop_front()
+            {
+                ack.await.unwrap_or_else(|e| panic!("produce ack: {e}"));
+            }
+        }
+        for ack in acks {
+            ack.await.unwrap_or_else(|e| panic!("produce ack: {e}"));
+        }
+    })
 }
 
 fn add(into: &mut Histogram<u64>, from: &Histogram<u64>) {
@@ -1001,13 +991,7 @@ async fn end_to_end(nats: &NatsServer, tasks: usize, workers: usize, batch: usiz
             &submitter.await.unwrap_or_else(|e| panic!("submitter: {e}")),
         );
     }
-    let (mut take, mut finishes, mut empty) = (histogram(), histogram(), 0);
-    for claimer in claimers {
-        let (c, f, e) = claimer.await.unwrap_or_else(|e| panic!("worker: {e}"));
-        add(&mut take, &c);
-        add(&mut finishes, &f);
-        empty += e;
-    }
+    let (take, finishes, empty) = gather(claimers, "worker").await;
     stop.cancel();
     let _ = dispatcher.await;
     let _ = projection.await;
