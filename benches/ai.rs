@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use vibehq_ai::provider::{Conversation, Provider, ProviderConfig, ProviderKind, Tier};
-use vibehq_ai::{Caller, Gateway, GatewayConfig, Operation, Request};
+use vibehq_ai::{Actor, Gateway, GatewayConfig, Operation, Request};
 use vibehq_benches::{histogram, percentiles, record, size};
 use vibehq_events::EventLog;
 use vibehq_test_support::NatsServer;
@@ -54,7 +54,7 @@ async fn run() {
         log.clone(),
     )
     .unwrap_or_else(|e| panic!("gateway: {e}"));
-    let caller = Caller::new("bench", None);
+    let caller = Actor::new("bench", None);
     let conversation = Conversation::prompt("Say ok.");
     let request = Request {
         caller: &caller,

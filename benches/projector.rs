@@ -35,7 +35,10 @@ async fn run() {
 
     // Ceiling 1: raw JetStream async publish of payloads shaped like our events.
     let sample = fixtures::task_workload(4, "shape");
-    let payloads: Vec<bytes::Bytes> = sample.iter().map(|e| e.encode().into()).collect();
+    let payloads: Vec<bytes::Bytes> = sample
+        .iter()
+        .map(|e| e.encode().unwrap_or_else(|e| panic!("encode: {e}")).into())
+        .collect();
     let (raw_publish, raw_consume) = raw_ceiling(&client, &payloads, events).await;
     line(
         "raw JetStream publish (async, msg-id)",

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: formatting, clippy (warnings are errors) and all tests.
-# The tests start their own nats-server processes (Debian package `nats-server`) on free ports.
+#
+# The tests start their own nats-server processes on free ports, of the version vibehq is tested
+# with (deploy/nats-server.version); it is installed into target/tools on first use (see
+# deploy/install-nats-server.sh) and put first on PATH for the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v nats-server >/dev/null 2>&1; then
-  echo "tests need nats-server on PATH: sudo apt-get install -y nats-server" >&2
-  exit 1
-fi
+nats_server="$(deploy/install-nats-server.sh)"
+export PATH="$(dirname "$nats_server"):$PATH"
+echo "==> tests use $(nats-server --version) at $nats_server"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

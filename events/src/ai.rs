@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::actor::Actor;
 use crate::subject::Subject;
 
 /// An agent created a task in a plan (`ai_tasks`).
@@ -175,7 +176,8 @@ pub struct ModelCalled {
     pub provider: String,
     pub model: String,
     pub streamed: bool,
-    /// `ok`, `timeout`, `rate_limited`, `server_error` or `error`.
+    /// `ok`, `timeout`, `rate_limited`, `server_error`, `unreachable`, `refused` or `error`
+    /// (`CallError::outcome` in the AI service).
     pub outcome: String,
     #[serde(default)]
     pub status_code: Option<u16>,
@@ -202,7 +204,7 @@ macro_rules! ai_subject {
     ($($ty:ty => $variant:ident($field:ident)),+ $(,)?) => {$(
         impl $ty {
             /// The aggregate subject of this payload.
-            pub fn subject(&self) -> Subject {
+            pub fn subject(&self, _by: &Actor) -> Subject {
                 Subject::$variant(self.$field.clone())
             }
         }

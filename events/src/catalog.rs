@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::actor::Actor;
 use crate::subject::Subject;
 use crate::{ai, container, task};
 
@@ -52,9 +53,10 @@ macro_rules! catalog {
                 })
             }
 
-            /// The subject of the aggregate this payload belongs to.
-            pub fn subject(&self) -> Subject {
-                match self { $(Payload::$variant(p) => p.subject(),)+ }
+            /// The subject of this payload appended by `by` (task events carry their actor in
+            /// the subject; other domains' subjects name only their aggregate).
+            pub fn subject(&self, by: &Actor) -> Subject {
+                match self { $(Payload::$variant(p) => p.subject(by),)+ }
             }
         }
 

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::actor::Actor;
 use crate::subject::Subject;
 
 /// An instance is being started.
@@ -79,7 +80,7 @@ pub struct Scaled {
 
 impl Scaled {
     /// Scaling decisions of one pool share a subject.
-    pub fn subject(&self) -> Subject {
+    pub fn subject(&self, _by: &Actor) -> Subject {
         Subject::Pool(self.pool.clone())
     }
 }
@@ -94,7 +95,7 @@ macro_rules! instance_subject {
     ($($ty:ty),+) => {$(
         impl $ty {
             /// The instance's aggregate subject.
-            pub fn subject(&self) -> Subject {
+            pub fn subject(&self, _by: &Actor) -> Subject {
                 Subject::Instance(self.instance_id.clone())
             }
         }
@@ -104,7 +105,7 @@ instance_subject!(Starting, Running, Unhealthy, Stopped, Failed, Restarted);
 
 impl HealthChecked {
     /// Probes of one instance share a subject apart from its lifecycle.
-    pub fn subject(&self) -> Subject {
+    pub fn subject(&self, _by: &Actor) -> Subject {
         Subject::Health(self.instance_id.clone())
     }
 }

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::catalog::{EventKind, Payload};
 use crate::subject::Subject;
 
@@ -84,13 +85,21 @@ impl Envelope {
         self.payload.kind()
     }
 
-    /// The subject of the aggregate this event belongs to.
+    /// Who recorded the event.
+    pub fn actor(&self) -> Actor {
+        Actor::new(&self.worker_name, self.container_name.clone())
+    }
+
+    /// The subject the event is appended on (a task event's names its actor).
     pub fn subject(&self) -> Subject {
-        self.payload.subject()
+        self.payload.subject(&self.actor())
     }
 
     /// Encodes the event as its wire JSON.
-    pub fn encode(&self) -> Vec<u8> {
+    ///
+    /// Fails only if a payload's JSON cannot be written, which none of vibehq's can; the error
+    /// is passed on rather than replaced by an empty payload.
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
         let wire = WireOut {
             id: self.id,
             kind: self.kind().as_str(),
@@ -102,8 +111,7 @@ impl Envelope {
             causation_id: self.causation_id,
             payload: &self.payload,
         };
-        // Serializing plain structs of strings, numbers and JSON values into a Vec cannot fail.
-        serde_json::to_vec(&wire).unwrap_or_default()
+        serde_json::to_vec(&wire)
     }
 
     /// Decodes wire JSON, refusing unknown kinds, newer schema versions and malformed payloads.

@@ -7,20 +7,24 @@
 //! of them is a wire migration, so payloads are versioned ([`SCHEMA_VERSION`]) and decoding
 //! refuses what it does not understand instead of guessing.
 //!
-//! Each aggregate (one task, one container instance, one AI run) has its own subject
+//! Each aggregate (one task, one container instance, one AI run) has its own subject prefix
 //! ([`Subject`]), so its history is one subject filter away and its version is the stream
 //! sequence of its last event: the basis for optimistic concurrency with
-//! `Nats-Expected-Last-Subject-Sequence`.
+//! `Nats-Expected-Last-Subject-Sequence`. A task's subjects also carry who appended each event
+//! ([`Actor`]) and the lane its pending work waits in, so the server's permissions can bind a
+//! worker to its own name.
 //!
 //! # Layout
 //! - [`envelope`]: the envelope every event travels in, and its wire encoding.
 //! - [`catalog`]: the one table mapping each [`EventKind`] to its wire name and payload type.
-//! - [`task`], [`container`], [`ai`]: the payloads, one module per domain.
+//! - [`task`], [`container`], [`ai`]: the payloads, one module per domain; [`task::lane`] and
+//!   [`task::lifecycle`] are where pending work waits and what each task event does.
+//! - [`actor`]: who records an event, and the rules for worker and container names.
 //! - [`subject`]: aggregates and the NATS subjects they live on.
 //! - [`stream`]: the JetStream streams and their configuration.
-//! - [`log`]: [`EventLog`], appending with deduplication and reading history back.
-//! - [`work`]: the work queue's messages and subjects (pending work for containers to pull).
+//! - [`log`]: [`EventLog`], appending (one, pipelined, or atomic) and reading history back.
 
+pub mod actor;
 pub mod ai;
 pub mod catalog;
 pub mod container;
@@ -29,10 +33,10 @@ pub mod log;
 pub mod stream;
 pub mod subject;
 pub mod task;
-pub mod work;
 
+pub use actor::{Actor, InvalidName, validate_name};
 pub use catalog::{EventKind, Payload};
 pub use envelope::{DecodeError, Envelope, EventId, SCHEMA_VERSION};
-pub use log::{Appended, Error, EventLog, Expect, PIPELINE, Recorded};
+pub use log::{Appended, Error, EventLog, Expect, MAX_BATCH, PIPELINE, Recorded};
 pub use stream::StreamKind;
-pub use subject::{InvalidToken, SUBMISSIONS, Subject};
+pub use subject::{InvalidToken, Subject};

@@ -1,16 +1,27 @@
 //! [`EventLog`]: appending events to JetStream and reading them back.
 //!
 //! Appends wait for JetStream's ack, so an `Ok` means the event is stored (replicated, on a
-//! cluster). Every append carries the event id as `Nats-Msg-Id`: a retry after a lost ack is
-//! stored once and answered with the first append's sequence.
+//! cluster). Every append carries the event id as `Nats-Msg-Id`: a retried append is stored
+//! once. An append may expect its aggregate's version ([`Expect`]); the version is the last
+//! sequence under the aggregate's filter ([`Subject::version`]), checked by the server with
+//! `Nats-Expected-Last-Subject-Sequence(-Subject)`, so two racing commands cannot both win.
+//!
+//! Three ways to append, for three needs:
+//! - [`EventLog::append`]: one event, awaited;
+//! - [`EventLog::append_many`]: many events pipelined, each with its own expectation and its
+//!   own outcome, so one stale event costs the others nothing (claims, results);
+//! - [`EventLog::append_atomic`]: an atomic batch, stored all or nothing (bulk submission).
+//!   It costs milliseconds per batch (`notes-jetstream.md`), so it stays off the hot path.
 
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{
     self, consumer, context::PublishErrorKind, message::PublishMessage, stream,
 };
 use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::envelope::{DecodeError, Envelope};
@@ -20,9 +31,18 @@ use crate::subject::{InvalidToken, Subject};
 /// The header carrying the event's wire kind, so outside clients can filter without parsing.
 pub const KIND_HEADER: &str = "Vibehq-Event";
 
-/// Most publishes [`EventLog::append_all`] keeps in flight; below async-nats's 5,000 ack
+/// The header naming the filter an expected sequence is checked against (nats-server 2.11+).
+const EXPECTED_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+
+/// Most publishes [`EventLog::append_many`] keeps in flight; below async-nats's 5,000 ack
 /// permits, and enough to keep a loopback or LAN round trip busy.
 pub const PIPELINE: usize = 2048;
+
+/// Most events in one atomic batch (the server's limit).
+pub const MAX_BATCH: usize = 1000;
+
+/// Events one history request returns at most.
+const HISTORY_PAGE: usize = 256;
 
 /// What an append expects of its aggregate's current version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +53,16 @@ pub enum Expect {
     New,
     /// The aggregate's last event must be at this stream sequence.
     Version(u64),
+}
+
+impl Expect {
+    /// The expectation for an aggregate last seen at `version` (0: never seen).
+    pub fn at(version: u64) -> Self {
+        match version {
+            0 => Expect::New,
+            v => Expect::Version(v),
+        }
+    }
 }
 
 /// Where an appended event was stored.
@@ -83,19 +113,30 @@ impl Recorded {
 /// Failures of the event log.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The event's aggregate id cannot be a subject token.
+    /// An id or name in the event's subject cannot be a subject token.
     #[error(transparent)]
     InvalidSubject(#[from] InvalidToken),
+    /// The event cannot be written as JSON.
+    #[error("cannot encode the event: {0}")]
+    Encode(#[source] serde_json::Error),
     /// Another event was appended to the aggregate since the version the command read.
     #[error("{subject} changed since version {expected:?}")]
     Conflict { subject: String, expected: Expect },
     /// JetStream has no stream for the subject: run `vibehq up` (or `ensure_streams`) first.
     #[error("no stream captures {subject}; the streams are created by `vibehq up`")]
     NoStream { subject: String },
-    /// The server did not acknowledge in time; the append may or may not be stored, and is
-    /// safe to retry with the same event (same id).
+    /// The server did not acknowledge in time: the append may or may not be stored. Retry
+    /// with the same event (same id) to find out.
     #[error("no acknowledgement from JetStream for {subject} in time; retry with the same event")]
     Timeout { subject: String },
+    /// An atomic batch was refused whole: nothing of it was stored.
+    #[error("the batch was refused, nothing of it stored: {reason}")]
+    BatchRefused {
+        reason: String,
+        /// The server's error code (10071: an expected version did not hold; 10201: an
+        /// event of the batch was stored before).
+        code: u64,
+    },
     /// Any other NATS failure, with the operation it interrupted.
     #[error("NATS failed to {op}: {source}")]
     Nats {
@@ -115,14 +156,16 @@ fn nats(op: &'static str) -> impl FnOnce(async_nats::Error) -> Error {
 #[derive(Debug, Clone)]
 pub struct EventLog {
     js: jetstream::Context,
+    timeout: Duration,
 }
 
 impl EventLog {
     /// A log over the JetStream of `client`.
     pub fn new(client: async_nats::Client) -> Self {
+        let timeout = Duration::from_secs(10);
         let mut js = jetstream::new(client);
-        js.set_timeout(Duration::from_secs(10));
-        Self { js }
+        js.set_timeout(timeout);
+        Self { js, timeout }
     }
 
     /// The underlying JetStream context, for consumers built elsewhere.
@@ -181,35 +224,156 @@ impl EventLog {
     /// Appends one event and waits until JetStream has stored it.
     ///
     /// With [`Expect::New`] or [`Expect::Version`] the append is refused with
-    /// [`Error::Conflict`] if the aggregate has moved on: the caller re-reads and decides again.
+    /// [`Error::Conflict`] if the aggregate has moved on: the caller re-reads and decides
+    /// again. A retry of an append whose outcome was unknown is answered with the first
+    /// append's sequence (`duplicate`), even where the server itself answers the retry's stale
+    /// expectation with a conflict (nats-server 2.12+ checks the expectation first).
     pub async fn append(&self, event: &Envelope, expect: Expect) -> Result<Appended, Error> {
         let subject = event.subject();
         let ack = self.send(event, &subject, expect).await?;
-        finish(ack.await, &subject, expect)
+        match finish(ack.await, &subject, expect) {
+            Err(Error::Conflict { .. }) if expect != Expect::Any => {
+                match self.last(subject.stream(), &subject.version()).await? {
+                    Some(last) if last.event_id.as_deref() == Some(&event.id.to_string()) => {
+                        Ok(Appended {
+                            stream: subject.stream(),
+                            sequence: last.record.sequence,
+                            duplicate: true,
+                        })
+                    }
+                    _ => Err(Error::Conflict {
+                        subject: subject.to_string(),
+                        expected: expect,
+                    }),
+                }
+            }
+            other => other,
+        }
     }
 
-    /// Appends many events, pipelining the publishes, and waits for every acknowledgement.
+    /// Appends many events unconditionally ([`Expect::Any`]), pipelined; fails with the
+    /// first event that could not be stored (those before it are stored).
+    pub async fn append_all(&self, events: &[Envelope]) -> Result<Vec<Appended>, Error> {
+        let events: Vec<(Envelope, Expect)> =
+            events.iter().map(|e| (e.clone(), Expect::Any)).collect();
+        self.append_many(&events).await.into_iter().collect()
+    }
+
+    /// Appends many events, pipelining the publishes, each with its own expectation; the
+    /// outcomes are in input order, one per event.
     ///
     /// Up to [`PIPELINE`] publishes are in flight at once (more would exhaust the client's ack
-    /// permits and stall). Order within one aggregate is preserved; results are in input order.
-    /// This is the fast path for bulk producers.
-    pub async fn append_all(&self, events: &[Envelope]) -> Result<Vec<Appended>, Error> {
-        let mut in_flight = std::collections::VecDeque::with_capacity(PIPELINE);
-        let mut appended = Vec::with_capacity(events.len());
-        for event in events {
+    /// permits and stall). Order within one aggregate is preserved. A refused event (a stale
+    /// version) refuses only itself.
+    pub async fn append_many(&self, events: &[(Envelope, Expect)]) -> Vec<Result<Appended, Error>> {
+        let mut in_flight = std::collections::VecDeque::with_capacity(PIPELINE.min(events.len()));
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (event, expect) in events {
             if in_flight.len() == PIPELINE
-                && let Some((subject, ack)) = in_flight.pop_front()
+                && let Some(sent) = in_flight.pop_front()
             {
-                appended.push(finish(ack.await, &subject, Expect::Any)?);
+                outcomes.push(settle(sent).await);
             }
             let subject = event.subject();
-            let ack = self.send(event, &subject, Expect::Any).await?;
-            in_flight.push_back((subject, ack));
+            let sent = self
+                .send(event, &subject, *expect)
+                .await
+                .map(|ack| (ack, subject, *expect));
+            in_flight.push_back(sent);
         }
-        for (subject, ack) in in_flight {
-            appended.push(finish(ack.await, &subject, Expect::Any)?);
+        for sent in in_flight {
+            outcomes.push(settle(sent).await);
         }
-        Ok(appended)
+        outcomes
+    }
+
+    /// Appends every event or none, as one atomic batch (nats-server 2.12+, at most
+    /// [`MAX_BATCH`] events, all on one stream), each with its own expectation: one stale
+    /// expectation refuses the whole batch with [`Error::BatchRefused`]. Answers every
+    /// event's sequence, in input order.
+    pub async fn append_atomic(
+        &self,
+        events: &[(Envelope, Expect)],
+    ) -> Result<Vec<Appended>, Error> {
+        let Some(last) = events.len().checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        let client = self.js.client();
+        let batch = uuid::Uuid::now_v7().simple().to_string();
+        let mut stream = None;
+        let mut commit = None;
+        for (i, (event, expect)) in events.iter().enumerate() {
+            let subject = event.subject();
+            subject.validate()?;
+            let kind = subject.stream();
+            if *stream.get_or_insert(kind) != kind {
+                return Err(Error::BatchRefused {
+                    reason: "an atomic batch must stay on one stream".into(),
+                    code: 0,
+                });
+            }
+            let mut headers = headers(event, &subject, *expect);
+            headers.insert("Nats-Batch-Id", batch.as_str());
+            headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+            let payload: Bytes = event.encode().map_err(Error::Encode)?.into();
+            if i == last {
+                headers.insert("Nats-Batch-Commit", "1");
+                commit = Some(
+                    tokio::time::timeout(
+                        self.timeout,
+                        client.request_with_headers(subject.to_string(), headers, payload),
+                    )
+                    .await,
+                );
+            } else {
+                client
+                    .publish_with_headers(subject.to_string(), headers, payload)
+                    .await
+                    .map_err(|e| nats("send an event of a batch")(e.into()))?;
+            }
+        }
+        let subject = events[last].0.subject().to_string();
+        let reply = match commit {
+            Some(Ok(Ok(reply))) => reply,
+            Some(Ok(Err(e))) => return Err(nats("commit a batch")(e.into())),
+            Some(Err(_)) | None => return Err(Error::Timeout { subject }),
+        };
+        #[derive(Deserialize)]
+        struct Ack {
+            #[serde(default)]
+            seq: u64,
+            #[serde(default)]
+            count: Option<usize>,
+            #[serde(default)]
+            error: Option<AckError>,
+        }
+        #[derive(Deserialize)]
+        struct AckError {
+            #[serde(default)]
+            err_code: u64,
+            #[serde(default)]
+            description: String,
+        }
+        let ack: Ack = serde_json::from_slice(&reply.payload).map_err(|e| {
+            nats("read a batch's acknowledgement")(Box::new(e) as async_nats::Error)
+        })?;
+        if let Some(error) = ack.error {
+            return Err(Error::BatchRefused {
+                reason: error.description,
+                code: error.err_code,
+            });
+        }
+        let count = ack.count.unwrap_or(events.len());
+        let stream = stream.unwrap_or(StreamKind::Tasks);
+        // A committed batch is stored contiguously, ending at the commit's sequence.
+        let first = ack.seq + 1 - count as u64;
+        Ok((0..events.len() as u64)
+            .map(|i| Appended {
+                stream,
+                sequence: first + i,
+                duplicate: false,
+            })
+            .collect())
     }
 
     async fn send(
@@ -219,48 +383,125 @@ impl EventLog {
         expect: Expect,
     ) -> Result<jetstream::context::PublishAckFuture, Error> {
         subject.validate()?;
-        let mut publish = PublishMessage::build()
-            .payload(event.encode().into())
-            .message_id(event.id.to_string())
-            .header(KIND_HEADER, event.kind().as_str());
-        match expect {
-            Expect::Any => {}
-            Expect::New => publish = publish.expected_last_subject_sequence(0),
-            Expect::Version(v) => publish = publish.expected_last_subject_sequence(v),
-        }
+        let payload = event.encode().map_err(Error::Encode)?;
+        let publish = PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers(event, subject, expect));
         self.js
             .send_publish(subject.to_string(), publish)
             .await
             .map_err(|e| publish_error(e, subject, expect))
     }
 
-    /// The full history of one aggregate, oldest first, read from its stream (a task's from
-    /// both of its subjects, see [`Subject::history`]).
+    /// The last event under `filter` (an aggregate's [`Subject::version`]) on `kind`'s
+    /// stream, if there is one: one direct get, answered by any replica.
+    pub async fn last(&self, kind: StreamKind, filter: &str) -> Result<Option<Last>, Error> {
+        let request = serde_json::json!({ "last_by_subj": filter });
+        let reply = self
+            .js
+            .client()
+            .request(
+                format!("$JS.API.DIRECT.GET.{}", kind.name()),
+                request.to_string().into(),
+            )
+            .await
+            .map_err(|e| nats("read an aggregate's last event")(e.into()))?;
+        if let Some(status) = reply.status {
+            return match status.as_u16() {
+                404 => Ok(None),
+                _ => Err(nats("read an aggregate's last event")(
+                    format!("direct get answered {status}").into(),
+                )),
+            };
+        }
+        Last::from_message(kind, reply).map(Some)
+    }
+
+    /// The full history of one aggregate, oldest first: every event under its
+    /// [`Subject::version`] filter, read with batched direct gets (no consumer is created).
     pub async fn history(&self, subject: &Subject) -> Result<Vec<Recorded>, Error> {
         subject.validate()?;
-        let kind = subject.stream();
-        let stream = self
-            .js
-            .get_stream(kind.name())
+        self.history_of(subject.stream(), &subject.version(), u64::MAX)
             .await
-            .map_err(|e| nats("look up a stream")(e.into()))?;
+    }
+
+    /// Every event under `filter` on `kind`'s stream up to sequence `until`, oldest first.
+    pub async fn history_of(
+        &self,
+        kind: StreamKind,
+        filter: &str,
+        until: u64,
+    ) -> Result<Vec<Recorded>, Error> {
+        let mut from = 1;
         let mut history = Vec::new();
-        for subject in subject.history() {
-            let subject_name = subject.to_string();
-            let last = match stream.get_last_raw_message_by_subject(&subject_name).await {
-                Ok(message) => message.sequence,
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => continue,
-                Err(e) => return Err(nats("find an aggregate's last event")(e.into())),
+        loop {
+            let request = serde_json::json!({
+                "seq": from, "next_by_subj": filter, "batch": HISTORY_PAGE,
+            });
+            let page = self.direct_batch(kind, request).await?;
+            let full = page.len() == HISTORY_PAGE;
+            let Some(next) = page.last().map(|l| l.record.sequence + 1) else {
+                break;
             };
-            let records: Vec<Recorded> = self
-                .read(kind, Some(subject_name), 1, last)
-                .await?
-                .try_collect()
-                .await?;
-            history.extend(records);
+            for last in page {
+                if last.record.sequence > until {
+                    return Ok(history);
+                }
+                history.push(last.record);
+            }
+            if !full {
+                break;
+            }
+            from = next;
         }
-        history.sort_by_key(|record| record.sequence);
         Ok(history)
+    }
+
+    /// One batched direct get on `kind`'s stream: the messages it answers, until its
+    /// end-of-batch marker or "not found".
+    async fn direct_batch(
+        &self,
+        kind: StreamKind,
+        request: serde_json::Value,
+    ) -> Result<Vec<Last>, Error> {
+        let client = self.js.client();
+        let inbox = client.new_inbox();
+        let mut answers = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| nats("read events")(e.into()))?;
+        client
+            .publish_with_reply(
+                format!("$JS.API.DIRECT.GET.{}", kind.name()),
+                inbox,
+                request.to_string().into(),
+            )
+            .await
+            .map_err(|e| nats("read events")(e.into()))?;
+        let mut found = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, answers.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        subject: format!("$JS.API.DIRECT.GET.{}", kind.name()),
+                    });
+                }
+            };
+            if let Some(status) = message.status {
+                // 204: the end of a batch; 404: nothing (more) to read.
+                if status.as_u16() == 204 || status.as_u16() == 404 {
+                    break;
+                }
+                return Err(nats("read events")(
+                    format!("direct get answered {status}").into(),
+                ));
+            }
+            found.push(Last::from_message(kind, message)?);
+        }
+        Ok(found)
     }
 
     /// Reads `stream` from sequence `from` through `until` (inclusive), in order; with
@@ -319,6 +560,74 @@ impl EventLog {
         });
         Ok(records)
     }
+}
+
+/// An event read with a direct get, with the id it was appended with.
+#[derive(Debug, Clone)]
+pub struct Last {
+    pub record: Recorded,
+    /// The `Nats-Msg-Id` it was stored with (vibehq's event id).
+    pub event_id: Option<String>,
+}
+
+impl Last {
+    /// Reads a direct get's answer: the stored message in the payload, where it was stored
+    /// in the headers.
+    fn from_message(stream: StreamKind, message: async_nats::Message) -> Result<Self, Error> {
+        let headers = message.headers.unwrap_or_default();
+        let text = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+        let malformed = || {
+            nats("read a direct get's answer")(
+                "it lacks the stored message's sequence or time".into(),
+            )
+        };
+        let sequence = text("Nats-Sequence")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(malformed)?;
+        let published = text("Nats-Time-Stamp")
+            .and_then(|t| {
+                OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .ok_or_else(malformed)?;
+        Ok(Self {
+            record: Recorded {
+                stream,
+                sequence,
+                subject: text("Nats-Subject").unwrap_or_default(),
+                published,
+                payload: message.payload,
+            },
+            event_id: text("Nats-Msg-Id"),
+        })
+    }
+}
+
+/// The headers of an append: the event id (dedupe), its kind, and what it expects.
+fn headers(event: &Envelope, subject: &Subject, expect: Expect) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", event.id.to_string().as_str());
+    headers.insert(KIND_HEADER, event.kind().as_str());
+    let expected = match expect {
+        Expect::Any => return headers,
+        Expect::New => 0,
+        Expect::Version(v) => v,
+    };
+    headers.insert(
+        "Nats-Expected-Last-Subject-Sequence",
+        expected.to_string().as_str(),
+    );
+    let version = subject.version();
+    if version != subject.to_string() {
+        headers.insert(EXPECTED_SUBJECT, version.as_str());
+    }
+    headers
+}
+
+async fn settle(
+    sent: Result<(jetstream::context::PublishAckFuture, Subject, Expect), Error>,
+) -> Result<Appended, Error> {
+    let (ack, subject, expect) = sent?;
+    finish(ack.await, &subject, expect)
 }
 
 fn publish_error(

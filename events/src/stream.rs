@@ -74,6 +74,8 @@ impl StreamKind {
             num_replicas: replicas.max(1),
             duplicate_window: DUPLICATE_WINDOW,
             allow_direct: true,
+            // Bulk submissions are stored all or nothing (nats-server 2.12+).
+            allow_atomic_publish: self == StreamKind::Tasks,
             ..Default::default()
         }
     }

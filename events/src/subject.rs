@@ -1,26 +1,38 @@
-//! Aggregates and the NATS subjects they live on.
+//! Aggregates and the NATS subjects their events live on.
 //!
-//! Each aggregate has one subject, `vibehq.<area>.<kind>.<id>` (tasks are
-//! `vibehq.tasks.<id>`), and the event kind travels in the envelope rather than the subject. One
-//! subject per aggregate is what makes `Nats-Expected-Last-Subject-Sequence` work as optimistic
-//! concurrency on nats-server 2.9, which cannot check the last sequence of a wildcard.
+//! Every aggregate's events share a subject prefix, so its history is one filter away and its
+//! version is the stream sequence of the last event under that filter ([`Subject::version`]),
+//! which a command's append expects (`Nats-Expected-Last-Subject-Sequence` with
+//! `Nats-Expected-Last-Subject-Sequence-Subject`, nats-server 2.11+).
 //!
-//! The one exception is a task's submission, which has a subject of its own,
-//! `vibehq.tasks.submitted.<id>`, so that the queue's dispatcher can consume submissions alone
-//! ([`SUBMISSIONS`]) rather than every task event. A task's later events are on
-//! `vibehq.tasks.<id>`; [`Subject::history`] names both.
+//! A task's events carry more in their subjects, so NATS permissions can bind a worker to its
+//! name and a claimer to its lanes:
+//! - `vibehq.tasks.<task_id>.submitted.<lane>`: the submission, which is also the task's
+//!   pending work (see [`crate::task::lane`]);
+//! - `vibehq.tasks.<task_id>.<step>.<worker>.<container>`: every later event, with the actor
+//!   that appended it (`_` for no container);
+//! - `vibehq.tasks.<task_id>.>`: the task's whole history, and its version.
+//!
+//! Other aggregates have one subject each, `vibehq.<area>.<kind>.<id>`.
 
 use std::fmt;
 
+use crate::actor::{Actor, InvalidName, NO_CONTAINER, validate_name};
 use crate::stream::StreamKind;
+use crate::task::Step;
+use crate::task::lane::Lane;
 
-/// The subject of one aggregate.
+/// The subject of one event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Subject {
-    /// A queued task's events after its submission: `vibehq.tasks.<task_id>`.
-    Task(String),
-    /// A task's submission: `vibehq.tasks.submitted.<task_id>`.
-    Submission(String),
+    /// A task's submission, in its lane: `vibehq.tasks.<task_id>.submitted.<lane>`.
+    Submission { task_id: String, lane: Lane },
+    /// A later task event by `actor`: `vibehq.tasks.<task_id>.<step>.<worker>.<container>`.
+    TaskStep {
+        task_id: String,
+        step: Step,
+        actor: Actor,
+    },
     /// A container instance's lifecycle: `vibehq.containers.instances.<instance_id>`.
     Instance(String),
     /// A container instance's health probes: `vibehq.containers.health.<instance_id>`.
@@ -43,40 +55,31 @@ pub enum Subject {
     ModelCall(String),
 }
 
-/// An id that cannot be a subject token.
+/// An id or name that cannot be part of a subject.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{id:?} cannot be used as an id: ids must be 1-128 characters without spaces, '.', '*' or '>'"
-)]
-pub struct InvalidToken {
-    pub id: String,
+pub enum InvalidToken {
+    #[error(
+        "{id:?} cannot be used as an id: ids must be 1-128 characters without spaces, '.', '*' or '>'"
+    )]
+    Id { id: String },
+    #[error(transparent)]
+    Name(#[from] InvalidName),
 }
 
+/// The prefix of every task subject.
+const TASKS: &str = "vibehq.tasks";
+
 impl Subject {
-    /// The prefix before the id, e.g. `vibehq.tasks`.
-    pub fn prefix(&self) -> &'static str {
-        match self {
-            Subject::Task(_) => "vibehq.tasks",
-            Subject::Submission(_) => "vibehq.tasks.submitted",
-            Subject::Instance(_) => "vibehq.containers.instances",
-            Subject::Health(_) => "vibehq.containers.health",
-            Subject::Pool(_) => "vibehq.containers.pools",
-            Subject::AiTask(_) => "vibehq.ai.tasks",
-            Subject::Evaluation(_) => "vibehq.ai.evaluations",
-            Subject::Routing(_) => "vibehq.ai.routing",
-            Subject::Structured(_) => "vibehq.ai.structured",
-            Subject::ToolCall(_) => "vibehq.ai.tools",
-            Subject::ToolStream(_) => "vibehq.ai.streams",
-            Subject::ModelCall(_) => "vibehq.ai.calls",
-        }
+    /// The subject filter holding the whole history of `task_id`.
+    pub fn task(task_id: &str) -> String {
+        format!("{TASKS}.{task_id}.>")
     }
 
-    /// The aggregate's id.
+    /// The aggregate's id (a task's id for both kinds of task subject).
     pub fn id(&self) -> &str {
         match self {
-            Subject::Task(id)
-            | Subject::Submission(id)
-            | Subject::Instance(id)
+            Subject::Submission { task_id, .. } | Subject::TaskStep { task_id, .. } => task_id,
+            Subject::Instance(id)
             | Subject::Health(id)
             | Subject::Pool(id)
             | Subject::AiTask(id)
@@ -92,7 +95,7 @@ impl Subject {
     /// The stream that stores this subject.
     pub fn stream(&self) -> StreamKind {
         match self {
-            Subject::Task(_) | Subject::Submission(_) => StreamKind::Tasks,
+            Subject::Submission { .. } | Subject::TaskStep { .. } => StreamKind::Tasks,
             Subject::Instance(_) | Subject::Health(_) | Subject::Pool(_) => StreamKind::Containers,
             Subject::AiTask(_)
             | Subject::Evaluation(_)
@@ -104,27 +107,65 @@ impl Subject {
         }
     }
 
-    /// The subjects holding the aggregate's whole history: a task's submission and its later
-    /// events; any other aggregate's one subject.
-    pub fn history(&self) -> Vec<Subject> {
+    /// The filter whose last sequence is the aggregate's version, and which holds its whole
+    /// history: a task's `vibehq.tasks.<task_id>.>`, any other aggregate's own subject.
+    pub fn version(&self) -> String {
         match self {
-            Subject::Task(id) | Subject::Submission(id) => {
-                vec![Subject::Submission(id.clone()), Subject::Task(id.clone())]
+            Subject::Submission { task_id, .. } | Subject::TaskStep { task_id, .. } => {
+                Self::task(task_id)
             }
-            other => vec![other.clone()],
+            other => other.to_string(),
         }
     }
 
-    /// Checks that the id is a single valid subject token.
+    /// Checks every id and name in the subject.
     pub fn validate(&self) -> Result<(), InvalidToken> {
-        validate_id(self.id())
+        validate_id(self.id())?;
+        match self {
+            Subject::TaskStep { actor, .. } => actor.validate()?,
+            Subject::Submission { lane, .. } => match &lane.target {
+                crate::task::lane::Target::Any => {}
+                crate::task::lane::Target::Worker(w) => validate_name(w)?,
+                crate::task::lane::Target::Container { worker, container } => {
+                    validate_name(worker)?;
+                    validate_name(container)?;
+                }
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The task subject `subject` is, if it is one (other domains' subjects are not parsed:
+    /// nothing reads identity from them).
+    pub fn parse(subject: &str) -> Option<Subject> {
+        let rest = subject.strip_prefix(TASKS)?.strip_prefix('.')?;
+        let tokens: Vec<&str> = rest.split('.').collect();
+        let (task_id, step, rest) = match tokens.as_slice() {
+            [task_id, step, rest @ ..] => (*task_id, Step::from_token(step)?, rest),
+            _ => return None,
+        };
+        validate_id(task_id).ok()?;
+        let task_id = task_id.to_owned();
+        match (step, rest) {
+            (Step::Submitted, lane) => Some(Subject::Submission {
+                task_id,
+                lane: Lane::from_tokens(lane)?,
+            }),
+            (step, [worker, container]) => {
+                let container = (*container != NO_CONTAINER).then(|| (*container).to_owned());
+                let actor = Actor::new(*worker, container);
+                actor.validate().ok()?;
+                Some(Subject::TaskStep {
+                    task_id,
+                    step,
+                    actor,
+                })
+            }
+            _ => None,
+        }
     }
 }
-
-/// Every task submission: the filter of the queue's dispatcher.
-///
-/// `vibehq.tasks.*` is every task's later events; the two never overlap, whatever a task's id.
-pub const SUBMISSIONS: &str = "vibehq.tasks.submitted.*";
 
 /// Checks that `id` can be one subject token (and so an aggregate id).
 pub fn validate_id(id: &str) -> Result<(), InvalidToken> {
@@ -136,31 +177,88 @@ pub fn validate_id(id: &str) -> Result<(), InvalidToken> {
     if ok {
         Ok(())
     } else {
-        Err(InvalidToken { id: id.to_owned() })
+        Err(InvalidToken::Id { id: id.to_owned() })
     }
 }
 
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.prefix(), self.id())
+        let (prefix, id) = match self {
+            Subject::Submission { task_id, lane } => {
+                return write!(f, "{TASKS}.{task_id}.submitted.{}", lane.tokens());
+            }
+            Subject::TaskStep {
+                task_id,
+                step,
+                actor,
+            } => {
+                return write!(
+                    f,
+                    "{TASKS}.{task_id}.{}.{}.{}",
+                    step.token(),
+                    actor.worker_name,
+                    actor.container_token()
+                );
+            }
+            Subject::Instance(id) => ("vibehq.containers.instances", id),
+            Subject::Health(id) => ("vibehq.containers.health", id),
+            Subject::Pool(id) => ("vibehq.containers.pools", id),
+            Subject::AiTask(id) => ("vibehq.ai.tasks", id),
+            Subject::Evaluation(id) => ("vibehq.ai.evaluations", id),
+            Subject::Routing(id) => ("vibehq.ai.routing", id),
+            Subject::Structured(id) => ("vibehq.ai.structured", id),
+            Subject::ToolCall(id) => ("vibehq.ai.tools", id),
+            Subject::ToolStream(id) => ("vibehq.ai.streams", id),
+            Subject::ModelCall(id) => ("vibehq.ai.calls", id),
+        };
+        write!(f, "{prefix}.{id}")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::lane::Target;
+
+    fn step(task_id: &str, step: Step, worker: &str, container: Option<&str>) -> Subject {
+        Subject::TaskStep {
+            task_id: task_id.into(),
+            step,
+            actor: Actor::new(worker, container.map(str::to_owned)),
+        }
+    }
 
     #[test]
-    fn subjects_render_with_their_prefix() {
-        assert_eq!(Subject::Task("t1".into()).to_string(), "vibehq.tasks.t1");
-        assert_eq!(
-            Subject::Submission("t1".into()).to_string(),
-            "vibehq.tasks.submitted.t1"
-        );
-        assert_eq!(
-            Subject::Health("i-1".into()).to_string(),
-            "vibehq.containers.health.i-1"
-        );
+    fn task_subjects_carry_the_lane_or_the_actor_and_parse_back() {
+        let submission = Subject::Submission {
+            task_id: "t1".into(),
+            lane: Lane::new(5, Target::Worker("w1".into())),
+        };
+        let assigned = step("t1", Step::Assigned, "w1", Some("c1"));
+        let cancelled = step("t1", Step::Cancelled, "ops", None);
+        assert_eq!(submission.to_string(), "vibehq.tasks.t1.submitted.p5.w.w1");
+        assert_eq!(assigned.to_string(), "vibehq.tasks.t1.assigned.w1.c1");
+        assert_eq!(cancelled.to_string(), "vibehq.tasks.t1.cancelled.ops._");
+        for subject in [submission, assigned, cancelled] {
+            assert_eq!(Subject::parse(&subject.to_string()), Some(subject.clone()));
+            assert_eq!(subject.version(), "vibehq.tasks.t1.>");
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_task_subject_does_not_parse() {
+        for bad in [
+            "vibehq.tasks.t1",
+            "vibehq.tasks.t1.exploded.w.c",
+            "vibehq.tasks.t1.completed.w",
+            "vibehq.tasks.t1.completed.w.c.extra",
+            "vibehq.tasks.t1.completed.w:x.c",
+            "vibehq.tasks.t1.submitted.p5",
+            "vibehq.tasks.t1.submitted.p12.any",
+            "vibehq.containers.instances.i1",
+        ] {
+            assert_eq!(Subject::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -169,13 +267,17 @@ mod tests {
             assert!(validate_id(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_id("0192f3c4-task_ok-1").is_ok());
+        assert!(step("t", Step::Started, "a.b", None).validate().is_err());
     }
 
     #[test]
     fn every_subject_falls_under_its_streams_filter() {
         for subject in [
-            Subject::Task("a".into()),
-            Subject::Submission("a".into()),
+            step("a", Step::Completed, "w", None),
+            Subject::Submission {
+                task_id: "a".into(),
+                lane: Lane::new(0, Target::Any),
+            },
             Subject::Instance("a".into()),
             Subject::Health("a".into()),
             Subject::AiTask("a".into()),

@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`MIGRATIONS`]: the migrations, embedded in order.
 //! - [`migrate`]: applies the pending ones, each in its own transaction.
-//! - [`TABLES`]: the ten domain tables, for code that must treat them uniformly.
+//! - [`TABLES`]: the domain tables (the seed's ten and two more), for code that must treat
+//!   them uniformly.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -38,12 +39,18 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_ai_model_calls.sql",
         sql: include_str!("../migrations/0004_ai_model_calls.sql"),
     },
+    Migration {
+        name: "0005_task_refusals.sql",
+        sql: include_str!("../migrations/0005_task_refusals.sql"),
+    },
 ];
 
-/// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten, and
-/// `ai_model_calls` (one row per AI gateway attempt, which the seed's tables have no place for).
+/// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten,
+/// `ai_model_calls` (one row per AI gateway attempt, which the seed's tables have no place for)
+/// and `container_task_refusals` (task events that changed nothing, and why).
 pub const TABLES: &[&str] = &[
     "container_tasks",
+    "container_task_refusals",
     "container_instances",
     "container_health_checks",
     "ai_tasks",
@@ -124,15 +131,9 @@ mod tests {
     fn migrations_apply_to_an_empty_database_then_apply_nothing() {
         let mut conn = Connection::open_in_memory().expect("open");
         let first = migrate(&mut conn).expect("first run");
-        assert_eq!(
-            first,
-            vec![
-                "0001_init.sql",
-                "0002_projector.sql",
-                "0003_instance_usage.sql",
-                "0004_ai_model_calls.sql"
-            ]
-        );
+        let every: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
+        assert_eq!(first, every);
+        assert_eq!(every.last(), Some(&"0005_task_refusals.sql"));
         let second = migrate(&mut conn).expect("second run");
         assert!(second.is_empty());
     }

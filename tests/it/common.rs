@@ -6,14 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use vibehq_events::{Envelope, EventLog, Expect, StreamKind};
 use vibehq_projector::{Handle, Options, Projector, Reader, query};
-use vibehq_queue::http::QueueState;
+use vibehq_queue::QueueState;
 use vibehq_queue::{Actor, NewTask, Queue};
 use vibehq_test_support::NatsServer;
 
@@ -192,13 +191,11 @@ pub async fn get_json(url: &str) -> (u16, Value) {
     (status, response.json().await.expect("JSON body"))
 }
 
-/// A queue over a test server, with its dispatcher running.
+/// A queue over a test server.
 pub struct Harness {
     _nats: Option<NatsServer>,
     pub log: EventLog,
     pub queue: Queue,
-    work: async_nats::Subscriber,
-    stop: CancellationToken,
 }
 
 impl Harness {
@@ -215,48 +212,21 @@ impl Harness {
         options: vibehq_queue::Options,
     ) -> Self {
         let queue = Queue::new(log.clone(), options).await.expect("queue");
-        let work = log
-            .jetstream()
-            .client()
-            .subscribe("vibehq.work.>")
-            .await
-            .expect("watch work");
-        let stop = CancellationToken::new();
-        tokio::spawn(vibehq_queue::dispatch::run(log.clone(), stop.clone()));
         Self {
             _nats: nats,
             log,
             queue,
-            work,
-            stop,
         }
     }
 
-    /// Submits `tasks` and waits until the dispatcher has made all of them claimable.
-    pub async fn submit_all(&mut self, tasks: Vec<NewTask>) -> Vec<String> {
-        let by = Actor::new("orchestrator", None);
+    /// Submits `tasks` one by one (each is claimable once its submission is answered).
+    pub async fn submit_all(&self, tasks: Vec<NewTask>) -> Vec<String> {
+        let by = Actor::worker("orchestrator");
         let mut ids = Vec::new();
         for task in tasks {
             ids.push(self.queue.submit(&by, task).await.expect("submit").task_id);
         }
-        self.dispatched(ids.len()).await;
         ids
-    }
-
-    /// Waits until the dispatcher has queued `count` more pieces of work (submitted any way).
-    pub async fn dispatched(&mut self, count: usize) {
-        for _ in 0..count {
-            tokio::time::timeout(Duration::from_secs(10), self.work.next())
-                .await
-                .expect("dispatched in time")
-                .expect("work");
-        }
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

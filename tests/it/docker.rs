@@ -29,6 +29,10 @@ struct Engine {
     containers: Mutex<HashMap<String, Container>>,
     /// Every call, as `METHOD path`.
     calls: Mutex<Vec<String>>,
+    /// When each `create` came.
+    creates: Mutex<Vec<std::time::Instant>>,
+    /// Woken at every call.
+    called: tokio::sync::Notify,
 }
 
 struct Container {
@@ -41,7 +45,32 @@ type Shared = Arc<Engine>;
 
 impl Engine {
     fn call(&self, call: String) {
+        if call.contains("/create") {
+            self.creates
+                .lock()
+                .expect("creates")
+                .push(std::time::Instant::now());
+        }
         self.calls.lock().expect("calls").push(call);
+        self.called.notify_waiters();
+    }
+
+    /// Waits (up to 20 s) until `n` containers were asked for; when each was.
+    async fn created(&self, n: usize) -> Vec<std::time::Instant> {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let called = self.called.notified();
+                tokio::pin!(called);
+                called.as_mut().enable();
+                let creates = self.creates.lock().expect("creates").clone();
+                if creates.len() >= n {
+                    return creates;
+                }
+                called.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("fewer than {n} creates in 20 s"))
     }
 
     fn pid(&self, label: &str) -> Option<i32> {
@@ -296,17 +325,12 @@ async fn an_engine_refusal_is_the_instances_error_and_it_is_retried_with_backoff
     })
     .await;
     assert_eq!(status.healthy, 0);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let creates = engine
-        .calls
-        .lock()
-        .expect("calls")
-        .iter()
-        .filter(|c| c.contains("/create"))
-        .count();
+    // Retried with backoff (0.1 s, then 0.2 s, …), not in a tight loop.
+    let creates = engine.created(3).await;
+    let gaps: Vec<Duration> = creates.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
-        (1..=4).contains(&creates),
-        "retried with backoff (0.1 s, 0.2 s, …), not in a tight loop: {creates} creates in ~0.3 s"
+        gaps[0] >= Duration::from_millis(90) && gaps[1] >= Duration::from_millis(180),
+        "{gaps:?}"
     );
     pool.scale(0).await.expect("scale down");
 }

@@ -10,5 +10,6 @@ mod crash;
 mod docker;
 mod projection;
 mod queue;
+mod queue_api;
 mod queue_live;
 mod worker;

@@ -15,10 +15,17 @@ use crate::common::{Live, append_one, dump};
 fn row_of(kind: EventKind, tag: &str) -> (&'static str, &'static str, String) {
     use EventKind::*;
     match kind {
-        TaskSubmitted | TaskAssigned | TaskStarted | TaskCompleted | TaskFailed | TaskRequeued
-        | TaskCancelled | TaskResultRefused => {
+        TaskSubmitted | TaskAssigned | TaskStarted | TaskCompleted | TaskRequeued => {
             ("container_tasks", "task_id", format!("task-{tag}"))
         }
+        TaskFailed => ("container_tasks", "task_id", format!("task-{tag}-failed")),
+        TaskCancelled => (
+            "container_tasks",
+            "task_id",
+            format!("task-{tag}-cancelled"),
+        ),
+        // A refused result changes no task; it is kept with its reason.
+        TaskResultRefused => ("container_task_refusals", "task_id", format!("task-{tag}")),
         ContainerStarting | ContainerRunning | ContainerUnhealthy | ContainerStopped
         | ContainerFailed | ContainerRestarted => {
             ("container_instances", "instance_id", format!("inst-{tag}"))
@@ -60,6 +67,7 @@ async fn every_event_kind_round_trips_into_its_row_with_worker_and_container() {
     live.append_and_project(&events).await;
 
     let conn = vibehq_projector::db::open_reader(&live.database).expect("open");
+    use EventKind::TaskCancelled;
     for kind in EventKind::ALL {
         let (table, key, value) = row_of(*kind, "rt");
         let table = vibehq_projector::Table::named(table).expect("table");
@@ -77,11 +85,10 @@ async fn every_event_kind_round_trips_into_its_row_with_worker_and_container() {
         if table.name == "container_tasks" {
             // A task's worker/container are its target; who acted is in assigned_to.
             assert_eq!(row["worker_name"], "factory-1", "{kind}");
-            assert_eq!(
-                row["assigned_to"],
-                serde_json::Value::Null,
-                "{kind}: requeue clears it"
-            );
+            assert_eq!(row["container_name"], "container-a", "{kind}");
+            if *kind != TaskCancelled {
+                assert_eq!(row["assigned_to"], "factory-1:container-a", "{kind}");
+            }
         } else {
             assert_eq!(row["worker_name"], "factory-1", "{kind} in {}", table.name);
             assert_eq!(
@@ -100,8 +107,19 @@ async fn every_event_kind_round_trips_into_its_row_with_worker_and_container() {
     )
     .expect("get")
     .expect("row");
-    assert_eq!(task["status"], "cancelled");
+    assert_eq!(
+        (&task["status"], &task["attempts"]),
+        (&json!("completed"), &json!(2))
+    );
     assert_eq!(task["parameters"], json!({"target": "api-worker"}));
+    let tasks = vibehq_projector::Table::named("container_tasks").expect("t");
+    for (id, status) in [
+        ("task-rt-failed", "failed"),
+        ("task-rt-cancelled", "cancelled"),
+    ] {
+        let row = query::get(&conn, tasks, id).expect("get").expect("row");
+        assert_eq!(row["status"], status, "{id}");
+    }
     let instance = query::get(
         &conn,
         vibehq_projector::Table::named("container_instances").expect("t"),
@@ -353,7 +371,11 @@ async fn an_append_expecting_a_stale_version_is_refused() {
     let log = EventLog::new(nats.connect().await);
     log.ensure_streams(1).await.expect("streams");
     let submitted = fixtures::every_kind("w", "c", "occ").remove(0);
-    log.append(&submitted, Expect::New).await.expect("create");
+    let v0 = log
+        .append(&submitted, Expect::New)
+        .await
+        .expect("create")
+        .sequence;
     let claim = |worker: &str| {
         Envelope::new(
             worker,
@@ -362,34 +384,43 @@ async fn an_append_expecting_a_stale_version_is_refused() {
                 attempt: 1,
                 lease_ms: 1000,
                 lease: None,
-                work_sequence: None,
             },
         )
     };
-    // The submission has a subject of its own: the task's subject starts out empty.
-    let v1 = log
-        .append(&claim("a"), Expect::New)
+    // Every event of a task is under one filter, so a claim expects the submission; the
+    // claims' subjects differ (each names its claimer), and still only one wins.
+    log.append(&claim("a"), Expect::Version(v0))
         .await
-        .expect("first claim wins")
-        .sequence;
-    let lost = log.append(&claim("b"), Expect::New).await;
+        .expect("first claim wins");
+    let lost = log.append(&claim("b"), Expect::Version(v0)).await;
     assert!(
         matches!(lost, Err(vibehq_events::Error::Conflict { .. })),
         "{lost:?}"
     );
-    let stale = log.append(&claim("b"), Expect::Version(v1 - 1)).await;
+    let stale = log.append(&claim("b"), Expect::New).await;
     assert!(
         matches!(stale, Err(vibehq_events::Error::Conflict { .. })),
         "{stale:?}"
     );
-    let again = log.append(&submitted.clone(), Expect::New).await;
-    // Same event id: JetStream answers as a duplicate before checking the version.
-    assert!(again.is_ok_and(|a| a.duplicate));
     let other = fixtures::every_kind("w", "c", "occ").remove(0);
     let recreate = log.append(&other, Expect::New).await;
     assert!(
         matches!(recreate, Err(vibehq_events::Error::Conflict { .. })),
         "{recreate:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_append_is_answered_as_the_first_even_when_its_expectation_moved_on() {
+    let nats = vibehq_test_support::NatsServer::start().await;
+    let log = EventLog::new(nats.connect().await);
+    log.ensure_streams(1).await.expect("streams");
+    let submitted = fixtures::every_kind("w", "c", "retry").remove(0);
+    let first = log.append(&submitted, Expect::New).await.expect("create");
+    let retried = log.append(&submitted, Expect::New).await.expect("answered");
+    assert_eq!(
+        (retried.sequence, retried.duplicate),
+        (first.sequence, true)
     );
 }
 

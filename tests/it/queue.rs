@@ -1,13 +1,15 @@
-//! The task queue: priorities, targeting, leases, retries, idempotency and its REST API.
+//! The task queue: priorities, targeting, leases, retries, idempotency, bulk submission, and
+//! what it does with input it cannot use.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use vibehq_events::task::Step;
+use vibehq_events::task::lifecycle::State;
 use vibehq_events::{EventKind, Subject};
 use vibehq_queue::{Actor, Error, NewTask, Options};
 
-use crate::common::{Harness, post, serve};
+use crate::common::Harness;
 
 fn task(priority: i64) -> NewTask {
     NewTask {
@@ -23,14 +25,38 @@ fn container(worker: &str, container: &str) -> Actor {
     Actor::new(worker, Some(container.into()))
 }
 
+/// The kinds of a task's events, oldest first.
+async fn kinds(h: &Harness, id: &str) -> Vec<EventKind> {
+    h.log
+        .history_of(
+            vibehq_events::StreamKind::Tasks,
+            &Subject::task(id),
+            u64::MAX,
+        )
+        .await
+        .expect("history")
+        .iter()
+        .map(|r| r.decode().expect("event").kind())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_thousand_tasks_drain_in_priority_order_for_one_container() {
-    let mut h = Harness::start(Options::default()).await;
+    let h = Harness::start(Options::default()).await;
     let priorities: Vec<i64> = (0..1000).map(|i| (i * 7919 % 10) as i64).collect();
-    let ids = h
-        .submit_all(priorities.iter().map(|p| task(*p)).collect())
-        .await;
-    let priority_of: HashMap<String, i64> = ids.into_iter().zip(priorities).collect();
+    let submitted = h
+        .queue
+        .submit_many(
+            &Actor::worker("orchestrator"),
+            priorities.iter().map(|p| task(*p)).collect(),
+        )
+        .await
+        .expect("one request");
+    let priority_of: HashMap<String, i64> = submitted
+        .into_iter()
+        .map(|s| s.task_id)
+        .zip(priorities)
+        .collect();
 
     let me = container("factory-1", "c1");
     let mut seen = Vec::new();
@@ -38,7 +64,7 @@ async fn a_thousand_tasks_drain_in_priority_order_for_one_container() {
         seen.push(claim.priority);
         assert_eq!(claim.priority, priority_of[&claim.task_id]);
         h.queue
-            .complete(&claim.task_id, claim.attempt, &me, None)
+            .complete(&claim.task_id, Some(claim.attempt), &me, None)
             .await
             .expect("complete");
     }
@@ -50,8 +76,66 @@ async fn a_thousand_tasks_drain_in_priority_order_for_one_container() {
 }
 
 #[tokio::test]
+async fn a_thousand_tasks_go_in_one_request_all_or_nothing() {
+    let h = Harness::start(Options::default()).await;
+    let by = Actor::worker("orchestrator");
+    let keyed = |i: usize| NewTask {
+        idempotency_key: Some(format!("bulk-{i}")),
+        ..task((i % 10) as i64)
+    };
+    let first = h
+        .queue
+        .submit_many(&by, (0..1000).map(keyed).collect())
+        .await
+        .expect("stored");
+    assert_eq!(first.len(), 1000);
+    assert!(first.iter().all(|s| s.created));
+    let sequences: HashSet<u64> = first.iter().map(|s| s.sequence).collect();
+    assert_eq!(sequences.len(), 1000, "every task has its own sequence");
+
+    // The same request again (a client retrying): the same tasks, none created twice.
+    let again = h
+        .queue
+        .submit_many(&by, (0..1000).map(keyed).collect())
+        .await
+        .expect("answered");
+    assert_eq!(
+        again.iter().map(|s| &s.task_id).collect::<Vec<_>>(),
+        first.iter().map(|s| &s.task_id).collect::<Vec<_>>()
+    );
+    assert!(again.iter().all(|s| !s.created));
+
+    // Half of it known, half new: the known ones are themselves, the new ones created.
+    let mixed = h
+        .queue
+        .submit_many(&by, (500..1500).map(keyed).collect())
+        .await
+        .expect("answered");
+    assert_eq!(mixed.iter().filter(|s| s.created).count(), 500);
+
+    // More than a batch holds is refused whole.
+    let refused = h
+        .queue
+        .submit_many(&by, (0..1001).map(|_| task(0)).collect())
+        .await;
+    assert!(
+        matches!(refused, Err(Error::TooMany { max: 1000 })),
+        "{refused:?}"
+    );
+    let info = h
+        .log
+        .stream_info(vibehq_events::StreamKind::Tasks)
+        .await
+        .expect("info");
+    assert_eq!(
+        info.state.messages, 1500,
+        "nothing of the refused request was stored"
+    );
+}
+
+#[tokio::test]
 async fn targeted_tasks_reach_only_their_worker_and_untargeted_ones_spread() {
-    let mut h = Harness::start(Options::default()).await;
+    let h = Harness::start(Options::default()).await;
     let workers: Vec<String> = (1..=5).map(|i| format!("worker-{i}")).collect();
     let mut tasks: Vec<NewTask> = workers
         .iter()
@@ -73,7 +157,7 @@ async fn targeted_tasks_reach_only_their_worker_and_untargeted_ones_spread() {
             match h.queue.claim(&me, Duration::ZERO).await.expect("claim") {
                 Some(claim) => {
                     h.queue
-                        .complete(&claim.task_id, claim.attempt, &me, None)
+                        .complete(&claim.task_id, Some(claim.attempt), &me, None)
                         .await
                         .expect("complete");
                     claimed_by
@@ -103,7 +187,7 @@ async fn targeted_tasks_reach_only_their_worker_and_untargeted_ones_spread() {
 
 #[tokio::test]
 async fn a_container_targeted_task_goes_to_that_container_only() {
-    let mut h = Harness::start(Options::default()).await;
+    let h = Harness::start(Options::default()).await;
     let ids = h
         .submit_all(vec![NewTask {
             worker_name: Some("w".into()),
@@ -111,20 +195,18 @@ async fn a_container_targeted_task_goes_to_that_container_only() {
             ..task(5)
         }])
         .await;
-    assert!(
-        h.queue
-            .claim(&container("w", "c1"), Duration::ZERO)
+    for outsider in [
+        container("w", "c1"),
+        container("other", "c2"),
+        Actor::worker("w"),
+    ] {
+        let claim = h
+            .queue
+            .claim(&outsider, Duration::ZERO)
             .await
-            .expect("claim")
-            .is_none()
-    );
-    assert!(
-        h.queue
-            .claim(&container("other", "c2"), Duration::ZERO)
-            .await
-            .expect("claim")
-            .is_none()
-    );
+            .expect("claim");
+        assert!(claim.is_none(), "{outsider} took it");
+    }
     let claim = h
         .queue
         .claim(&container("w", "c2"), Duration::ZERO)
@@ -139,7 +221,7 @@ async fn an_expired_lease_hands_the_task_on_and_the_late_result_is_refused() {
         lease: Duration::from_secs(1),
         ..Options::default()
     };
-    let mut h = Harness::start(options).await;
+    let h = Harness::start(options).await;
     let id = h.submit_all(vec![task(1)]).await.remove(0);
     let (a, b) = (container("factory", "a"), container("factory", "b"));
 
@@ -159,34 +241,31 @@ async fn an_expired_lease_hands_the_task_on_and_the_late_result_is_refused() {
         .expect("redelivered");
     assert_eq!((second.task_id.as_str(), second.attempt), (id.as_str(), 2));
 
-    let late = h.queue.complete(&id, 1, &a, Some("late".into())).await;
+    let late = h
+        .queue
+        .complete(&id, Some(1), &a, Some("late".into()))
+        .await;
     assert!(matches!(late, Err(Error::StaleClaim { .. })), "{late:?}");
-    let heartbeat = h.queue.heartbeat(&id, 1, &a).await;
+    let heartbeat = h.queue.heartbeat(&id, Some(1), &a).await;
     assert!(
         matches!(heartbeat, Err(Error::StaleClaim { .. })),
         "{heartbeat:?}"
     );
     h.queue
-        .complete(&id, 2, &b, Some("done".into()))
+        .complete(&id, Some(2), &b, Some("done".into()))
         .await
         .expect("b completes");
-    let again = h.queue.complete(&id, 2, &b, Some("twice".into())).await;
+    let again = h
+        .queue
+        .complete(&id, Some(2), &b, Some("twice".into()))
+        .await;
     assert!(
         matches!(again, Err(Error::StaleClaim { .. })),
         "completes once"
     );
 
-    let history = h
-        .log
-        .history(&Subject::Task(id.clone()))
-        .await
-        .expect("history");
-    let kinds: Vec<_> = history
-        .iter()
-        .map(|r| r.decode().expect("event").kind())
-        .collect();
     assert_eq!(
-        kinds,
+        kinds(&h, &id).await,
         [
             EventKind::TaskSubmitted,
             EventKind::TaskAssigned,
@@ -198,7 +277,7 @@ async fn an_expired_lease_hands_the_task_on_and_the_late_result_is_refused() {
         ]
     );
     let task = h.queue.load(&id).await.expect("load").expect("task");
-    assert_eq!(task.state.as_str(), "completed");
+    assert_eq!(task.status.state, State::Completed);
 }
 
 #[tokio::test]
@@ -207,7 +286,7 @@ async fn heartbeats_keep_a_lease() {
         lease: Duration::from_secs(1),
         ..Options::default()
     };
-    let mut h = Harness::start(options).await;
+    let h = Harness::start(options).await;
     let id = h.submit_all(vec![task(1)]).await.remove(0);
     let a = container("factory", "a");
     let claim = h
@@ -216,25 +295,26 @@ async fn heartbeats_keep_a_lease() {
         .await
         .expect("claim")
         .expect("task");
-    h.queue.start(&id, claim.attempt, &a).await.expect("start");
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        h.queue
-            .heartbeat(&id, claim.attempt, &a)
-            .await
-            .expect("heartbeat");
-    }
-    assert!(
-        h.queue
-            .claim(&container("factory", "b"), Duration::ZERO)
-            .await
-            .expect("claim")
-            .is_none()
-    );
     h.queue
-        .complete(&id, claim.attempt, &a, None)
+        .start(&id, Some(claim.attempt), &a)
         .await
-        .expect("still ours after 1.6 s");
+        .expect("start");
+    // While `a` heartbeats, `b` waits for work for two and a half leases and gets none.
+    let b = container("factory", "b");
+    let waiting = h.queue.claim(&b, Duration::from_millis(2500));
+    tokio::pin!(waiting);
+    let mut beat = tokio::time::interval(Duration::from_millis(300));
+    let taken = loop {
+        tokio::select! {
+            taken = &mut waiting => break taken.expect("claim"),
+            _ = beat.tick() => h.queue.heartbeat(&id, Some(claim.attempt), &a).await.expect("heartbeat"),
+        }
+    };
+    assert!(taken.is_none(), "the lease was lost: {taken:?}");
+    h.queue
+        .complete(&id, Some(claim.attempt), &a, None)
+        .await
+        .expect("still ours after 2.5 s");
 }
 
 #[tokio::test]
@@ -243,7 +323,7 @@ async fn a_task_that_exhausts_its_attempts_ends_failed_with_its_last_error() {
         retry_backoff: Duration::from_millis(50),
         ..Options::default()
     };
-    let mut h = Harness::start(options).await;
+    let h = Harness::start(options).await;
     let id = h
         .submit_all(vec![NewTask {
             max_attempts: 2,
@@ -260,7 +340,7 @@ async fn a_task_that_exhausts_its_attempts_ends_failed_with_its_last_error() {
         .expect("task");
     let outcome = h
         .queue
-        .fail(&id, first.attempt, &me, "exit 1".into(), true)
+        .fail(&id, Some(first.attempt), &me, "exit 1".into(), true)
         .await
         .expect("fail");
     assert!(outcome.retried);
@@ -273,14 +353,14 @@ async fn a_task_that_exhausts_its_attempts_ends_failed_with_its_last_error() {
     assert_eq!(second.attempt, 2);
     let outcome = h
         .queue
-        .fail(&id, 2, &me, "exit 2".into(), true)
+        .fail(&id, Some(2), &me, "exit 2".into(), true)
         .await
         .expect("fail");
     assert!(!outcome.retried, "no attempts left");
     let task = h.queue.load(&id).await.expect("load").expect("task");
     assert_eq!(
-        (task.state.as_str(), task.error.as_deref()),
-        ("failed", Some("exit 2"))
+        (task.status.state, task.error.as_deref()),
+        (State::Failed, Some("exit 2"))
     );
     assert!(
         h.queue
@@ -294,7 +374,7 @@ async fn a_task_that_exhausts_its_attempts_ends_failed_with_its_last_error() {
 #[tokio::test]
 async fn submitting_with_the_same_idempotency_key_twice_yields_one_task() {
     let h = Harness::start(Options::default()).await;
-    let by = Actor::new("orchestrator", None);
+    let by = Actor::worker("orchestrator");
     let keyed = || NewTask {
         idempotency_key: Some("audit-2026-11-26".into()),
         ..task(1)
@@ -304,20 +384,26 @@ async fn submitting_with_the_same_idempotency_key_twice_yields_one_task() {
     assert!(first.created && !second.created);
     assert_eq!(first.task_id, second.task_id);
     assert_eq!(first.sequence, second.sequence);
-    let history = h
-        .log
-        .history(&Subject::Task(first.task_id))
-        .await
-        .expect("history");
-    assert_eq!(history.len(), 1);
+    assert_eq!(kinds(&h, &first.task_id).await, [EventKind::TaskSubmitted]);
+
+    // The same key for a different task is refused, naming the task it belongs to.
+    let other = NewTask {
+        idempotency_key: Some("audit-2026-11-26".into()),
+        ..task(7)
+    };
+    let reused = h.queue.submit(&by, other).await;
+    assert!(
+        matches!(&reused, Err(Error::KeyReused { task_id, .. }) if *task_id == first.task_id),
+        "{reused:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_cancelled_task_is_never_handed_out() {
-    let mut h = Harness::start(Options::default()).await;
+    let h = Harness::start(Options::default()).await;
     let id = h.submit_all(vec![task(9)]).await.remove(0);
     h.queue
-        .cancel(&id, &Actor::new("ops", None), Some("not needed".into()))
+        .cancel(&id, &Actor::worker("ops"), Some("not needed".into()))
         .await
         .expect("cancel");
     assert!(
@@ -327,13 +413,16 @@ async fn a_cancelled_task_is_never_handed_out() {
             .expect("claim")
             .is_none()
     );
-    let again = h.queue.cancel(&id, &Actor::new("ops", None), None).await;
-    assert!(matches!(again, Err(Error::Conflict { .. })));
+    let again = h.queue.cancel(&id, &Actor::worker("ops"), None).await;
+    let Err(Error::Refused { refusal, .. }) = again else {
+        panic!("cancelled twice: {again:?}");
+    };
+    assert_eq!(refusal.to_string(), "a cancelled task cannot be cancelled");
 }
 
 #[tokio::test]
 async fn racing_containers_complete_every_task_exactly_once() {
-    let mut h = Harness::start(Options::default()).await;
+    let h = Harness::start(Options::default()).await;
     let ids: HashSet<String> = h
         .submit_all((0..300).map(|i| task(i % 10)).collect())
         .await
@@ -354,7 +443,7 @@ async fn racing_containers_complete_every_task_exactly_once() {
                 let Some(claim) = claim else { break };
                 tokio::time::timeout(
                     Duration::from_secs(5),
-                    queue.complete(&claim.task_id, claim.attempt, &me, None),
+                    queue.complete(&claim.task_id, Some(claim.attempt), &me, None),
                 )
                 .await
                 .expect("complete hung")
@@ -374,353 +463,128 @@ async fn racing_containers_complete_every_task_exactly_once() {
 }
 
 #[tokio::test]
-async fn the_rest_api_runs_a_task_from_submission_to_completion() {
-    let (_live, _h, base) = serve().await;
-    let (status, submitted) = post(
-        &format!("{base}/api/tasks"),
-        json!({"task_type": "health_audit", "command": "audit", "parameters": {"target": "api"},
-               "priority": 7, "worker_name": "factory-1", "submitted_by": "orchestrator"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{submitted}");
-    let id = submitted["task_id"].as_str().expect("id").to_owned();
-    let (status, row) = crate::common::get_json(&format!(
-        "{base}/api/tasks/{id}?min_seq={}",
-        submitted["sequence"]
-    ))
-    .await;
-    assert_eq!(status, 200, "{row}");
-    assert_eq!(
-        (row["status"].as_str(), row["priority"].as_i64()),
-        (Some("pending"), Some(7))
-    );
-
-    let (status, claim) = post(
-        &format!("{base}/api/tasks/claim"),
-        json!({"worker_name": "factory-1", "container_name": "c1", "wait_ms": 5000}),
-    )
-    .await;
-    assert_eq!(status, 200, "{claim}");
-    assert_eq!(claim["task_id"], id.as_str());
-    assert_eq!(claim["parameters"], json!({"target": "api"}));
-    let who =
-        json!({"worker_name": "factory-1", "container_name": "c1", "attempt": claim["attempt"]});
-    let (status, _) = post(&format!("{base}/api/tasks/{id}/heartbeat"), who.clone()).await;
-    assert_eq!(status, 204);
-    let mut done = who.clone();
-    done["output"] = json!("all healthy");
-    let (status, written) = post(&format!("{base}/api/tasks/{id}/complete"), done.clone()).await;
-    assert_eq!(status, 200, "{written}");
-    let (status, stale) = post(&format!("{base}/api/tasks/{id}/complete"), done).await;
-    assert_eq!(
-        (status, stale["error"]["code"].as_str()),
-        (409, Some("stale_claim"))
-    );
-
-    let (_, row) = crate::common::get_json(&format!(
-        "{base}/api/tasks/{id}?min_seq={}",
-        written["sequence"]
-    ))
-    .await;
-    assert_eq!(row["status"], "completed");
-    assert_eq!(row["output"], "all healthy");
-    assert_eq!(row["assigned_to"], "factory-1:c1");
-    let (status, _) = post(
-        &format!("{base}/api/tasks/claim"),
-        json!({"worker_name": "factory-1"}),
-    )
-    .await;
-    assert_eq!(status, 204, "no more work");
-
-    let (_, doc) = crate::common::get_json(&format!("{base}/openapi.json")).await;
-    for path in [
-        "/api/tasks",
-        "/api/tasks/claim",
-        "/api/tasks/{task_id}/complete",
-        "/api/tasks/{task_id}/fail",
-    ] {
-        assert!(doc["paths"].get(path).is_some(), "OpenAPI lacks {path}");
-    }
-}
-
-#[tokio::test]
-async fn the_rest_api_claims_a_named_task_and_lists_dead_letters() {
-    let (_live, mut h, base) = serve().await;
-    let mut ids = Vec::new();
-    for priority in [1, 2] {
-        let (_, s) = post(
-            &format!("{base}/api/tasks"),
-            json!({"task_type": "t", "command": "c", "priority": priority, "max_attempts": 1}),
-        )
-        .await;
-        ids.push(s["task_id"].as_str().expect("id").to_owned());
-    }
-    // Claim the lower-priority one by name, once the dispatcher has queued both.
-    h.dispatched(2).await;
-    let (status, claim) = post(
-        &format!("{base}/api/tasks/{}/claim", ids[0]),
-        json!({"worker_name": "w"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{claim}");
-    assert_eq!(claim["task_id"], ids[0].as_str());
-    let (status, outcome) = post(
-        &format!("{base}/api/tasks/{}/fail", ids[0]),
-        json!({"worker_name": "w", "attempt": 1, "error": "disk full"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{outcome}");
-    assert_eq!(outcome["retried"], false);
-    let (_, page) = crate::common::get_json(&format!(
-        "{base}/api/tasks?status=failed&min_seq={}",
-        outcome["sequence"]
-    ))
-    .await;
-    let items = page["items"].as_array().expect("items");
-    assert_eq!(items.len(), 1);
-    assert_eq!(
-        (items[0]["task_id"].as_str(), items[0]["error"].as_str()),
-        (Some(ids[0].as_str()), Some("disk full"))
-    );
-    // The other task is still there for anyone.
-    let (status, other) = post(
-        &format!("{base}/api/tasks/claim"),
-        json!({"worker_name": "x", "wait_ms": 2000}),
-    )
-    .await;
-    assert_eq!(
-        (status, other["task_id"].as_str()),
-        (200, Some(ids[1].as_str()))
-    );
-}
-
-#[tokio::test]
-async fn bad_task_input_gets_a_4xx_json_error_naming_the_field() {
-    let (_live, _h, base) = serve().await;
-    let tasks = format!("{base}/api/tasks");
-    let cases: Vec<(Value, u16, &str)> = vec![
-        (json!({"command": "audit"}), 422, "task_type"),
-        (json!({"task_type": "t"}), 422, "command"),
-        (
-            json!({"task_type": "", "command": "audit"}),
-            422,
-            "task_type",
-        ),
-        (
-            json!({"task_type": "t", "command": "rm -rf / && curl evil"}),
-            422,
-            "command",
-        ),
-        (
-            json!({"task_type": "t", "command": "c", "parameters": [1, 2]}),
-            422,
-            "parameters",
-        ),
-        (
-            json!({"task_type": "t", "command": "c", "parameters": "x=1"}),
-            422,
-            "parameters",
-        ),
-        (
-            json!({"task_type": "t", "command": "c", "priority": 10}),
-            422,
-            "priority",
-        ),
-        (
-            json!({"task_type": "t", "command": "c", "priority": "high"}),
-            422,
-            "priority",
-        ),
-        (
-            json!({"task_type": "t", "command": "c", "max_attempts": 0}),
-            422,
-            "max_attempts",
-        ),
-        (
-            json!({"task_type": "t", "command": "c", "container_name": "c1"}),
-            422,
-            "container_name",
-        ),
-        (
-            json!({"task_type": "t", "command": "c", "worker_name": "has space"}),
-            422,
-            "worker_name",
-        ),
-        (
-            json!({"task_type": "t", "command": "c", "colour": "red"}),
-            422,
-            "colour",
-        ),
-        (json!(["not", "an", "object"]), 400, "body"),
-    ];
-    for (body, status, field) in cases {
-        let (got, error) = post(&tasks, body.clone()).await;
-        assert_eq!(got, status, "{body}: {error}");
-        assert_eq!(error["error"]["field"], field, "{body}: {error}");
-    }
-    let client = reqwest::Client::new();
-    let broken = client
-        .post(&tasks)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
+async fn a_claim_of_several_tasks_where_one_went_stale_still_claims_the_rest() {
+    let h = Harness::start(Options::default()).await;
+    let ids = h.submit_all((0..8).map(|_| task(2)).collect()).await;
+    // Another process's view moved one task on before this claim's appends: it was cancelled.
+    h.queue
+        .cancel(&ids[3], &Actor::worker("ops"), None)
         .await
-        .expect("POST");
-    assert_eq!(broken.status().as_u16(), 400);
-    let error: Value = broken.json().await.expect("json");
-    assert_eq!(error["error"]["field"], "body");
-    let huge =
-        json!({"task_type": "t", "command": "c", "parameters": {"blob": "x".repeat(300 * 1024)}});
-    let (status, error) = post(&tasks, huge).await;
+        .expect("cancel");
+    let me = container("w", "c");
+    let claims = h
+        .queue
+        .claim_many(&me, 16, Duration::ZERO)
+        .await
+        .expect("claim");
+    let claimed: HashSet<&str> = claims.iter().map(|c| c.task_id.as_str()).collect();
+    let expected: HashSet<&str> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, id)| id.as_str())
+        .collect();
+    assert_eq!(claimed, expected, "the stale task costs the others nothing");
+    assert!(claims.iter().all(|c| c.attempt == 1));
+    for claim in &claims {
+        h.queue
+            .complete(&claim.task_id, None, &me, None)
+            .await
+            .expect("complete without naming the attempt");
+    }
     assert_eq!(
-        (status, error["error"]["field"].as_str()),
-        (413, Some("body"))
-    );
-
-    let (status, error) = crate::common::get_json(&format!("{tasks}?status=exploded")).await;
-    assert_eq!(
-        (status, error["error"]["field"].as_str()),
-        (400, Some("status"))
-    );
-    let (status, error) = crate::common::get_json(&format!("{tasks}/no-such-task")).await;
-    assert_eq!(
-        (status, error["error"]["field"].as_str()),
-        (404, Some("task_id"))
-    );
-    let (status, error) = post(&format!("{tasks}/claim"), json!({"container_name": "c"})).await;
-    assert_eq!(
-        (status, error["error"]["field"].as_str()),
-        (422, Some("worker_name"))
-    );
-    let (status, error) = post(
-        &format!("{tasks}/claim"),
-        json!({"worker_name": "w", "wait_ms": 600000}),
-    )
-    .await;
-    assert_eq!(
-        (status, error["error"]["field"].as_str()),
-        (422, Some("wait_ms"))
-    );
-    let (status, error) = post(
-        &format!("{tasks}/some-task/complete"),
-        json!({"worker_name": "w"}),
-    )
-    .await;
-    assert_eq!(
-        (status, error["error"]["field"].as_str()),
-        (422, Some("attempt"))
-    );
-    let (status, error) = post(
-        &format!("{tasks}/some-task/complete"),
-        json!({"worker_name": "w", "attempt": 1}),
-    )
-    .await;
-    assert_eq!(
-        (status, error["error"]["field"].as_str()),
-        (404, Some("task_id"))
-    );
-    let (status, error) = post(
-        &format!("{tasks}/some-task/fail"),
-        json!({"worker_name": "w", "attempt": 1}),
-    )
-    .await;
-    assert_eq!(
-        (status, error["error"]["field"].as_str()),
-        (422, Some("error"))
+        kinds(&h, &ids[3]).await,
+        [EventKind::TaskSubmitted, EventKind::TaskCancelled]
     );
 }
 
 #[tokio::test]
-async fn a_duplicate_work_message_never_takes_a_task_from_its_holder() {
-    let mut h = Harness::start(Options::default()).await;
+async fn the_holder_completes_without_naming_its_attempt_and_anyone_else_is_refused() {
+    let h = Harness::start(Options::default()).await;
     let id = h.submit_all(vec![task(4)]).await.remove(0);
-    let a = container("factory", "a");
-    let claim = h
-        .queue
+    let (a, b) = (container("factory", "a"), container("factory", "b"));
+    h.queue
         .claim(&a, Duration::ZERO)
         .await
         .expect("claim")
         .expect("task");
 
-    // The dispatcher carried the submission twice (a redelivery after its dedupe window).
-    let held = h.queue.load(&id).await.expect("load").expect("task");
-    let duplicate = vibehq_events::work::WorkItem {
-        task_id: id.clone(),
-        submitted_sequence: 1,
-        task: Some(vibehq_events::work::Carried {
-            submitted: held.submitted,
-            submitted_by: held.submitted_by,
-        }),
-    };
-    let subject = vibehq_events::work::subject(4, &vibehq_events::work::Target::Any);
-    h.log
-        .jetstream()
-        .publish(
-            subject,
-            serde_json::to_vec(&duplicate).expect("json").into(),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("stored");
-
-    let b = container("factory", "b");
+    let refused = h
+        .queue
+        .complete(&id, None, &b, Some("not mine".into()))
+        .await;
     assert!(
-        h.queue
-            .claim(&b, Duration::ZERO)
-            .await
-            .expect("claim")
-            .is_none(),
-        "the duplicate is dropped"
+        matches!(refused, Err(Error::StaleClaim { .. })),
+        "{refused:?}"
+    );
+    let refused = h
+        .queue
+        .fail(&id, None, &Actor::worker("factory"), "x".into(), true)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::StaleClaim { .. })),
+        "{refused:?}"
     );
     h.queue
-        .complete(&id, claim.attempt, &a, None)
+        .complete(&id, None, &a, Some("mine".into()))
         .await
-        .expect("the holder still completes");
-    let task = h.queue.load(&id).await.expect("load").expect("task");
-    assert_eq!((task.state.as_str(), task.attempt), ("completed", 1));
+        .expect("the holder completes");
+    assert_eq!(
+        kinds(&h, &id).await,
+        [
+            EventKind::TaskSubmitted,
+            EventKind::TaskAssigned,
+            EventKind::TaskResultRefused,
+            EventKind::TaskResultRefused,
+            EventKind::TaskCompleted,
+        ]
+    );
 }
 
 #[tokio::test]
-async fn a_submission_has_its_own_subject_and_the_dispatcher_reads_nothing_else() {
-    let mut h = Harness::start(Options::default()).await;
-    let ids = h.submit_all(vec![task(1), task(2)]).await;
-    let a = container("factory", "a");
-    while let Some(claim) = h.queue.claim(&a, Duration::ZERO).await.expect("claim") {
-        h.queue
-            .complete(&claim.task_id, claim.attempt, &a, None)
-            .await
-            .expect("complete");
+async fn a_task_is_claimed_by_id_from_its_lane_and_the_rest_stay_in_line() {
+    let h = Harness::start(Options::default()).await;
+    let ids = h.submit_all((0..5).map(|_| task(6)).collect()).await;
+    let me = container("w", "c");
+    let claim = h.queue.claim_task(&ids[3], &me).await.expect("claim by id");
+    assert_eq!(
+        (claim.task_id.as_str(), claim.attempt),
+        (ids[3].as_str(), 1)
+    );
+    let again = h.queue.claim_task(&ids[3], &container("w", "d")).await;
+    assert!(matches!(again, Err(Error::Refused { .. })), "{again:?}");
+    let targeted = h
+        .submit_all(vec![NewTask {
+            worker_name: Some("other".into()),
+            ..task(6)
+        }])
+        .await
+        .remove(0);
+    let refused = h.queue.claim_task(&targeted, &me).await;
+    let Err(Error::Refused { refusal, .. }) = refused else {
+        panic!("claimed another worker's task: {refused:?}");
+    };
+    assert_eq!(
+        refusal.to_string(),
+        "the task is for worker other; w:c may not take it"
+    );
+    // The others are still handed out first in line.
+    let mut rest = Vec::new();
+    while let Some(next) = h.queue.claim(&me, Duration::ZERO).await.expect("claim") {
+        rest.push(next.task_id);
     }
-
-    let history = h
-        .log
-        .history(&Subject::Task(ids[0].clone()))
-        .await
-        .expect("history");
-    let subjects: Vec<&str> = history.iter().map(|r| r.subject.as_str()).collect();
-    let submission = format!("vibehq.tasks.submitted.{}", ids[0]);
-    let later = format!("vibehq.tasks.{}", ids[0]);
-    assert_eq!(subjects, [&submission, &later, &later]);
-
-    // Two tasks, six events: the dispatcher was handed the two submissions only.
-    let dispatcher = h
-        .log
-        .jetstream()
-        .get_stream("VIBEHQ_TASKS")
-        .await
-        .expect("tasks stream")
-        .consumer_info(vibehq_queue::dispatch::CONSUMER)
-        .await
-        .expect("dispatcher consumer")
-        .clone();
-    assert_eq!(dispatcher.delivered.consumer_sequence, 2);
-    assert_eq!(dispatcher.num_pending, 0);
+    let expected: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(rest, expected);
 }
 
 #[tokio::test]
-async fn concurrent_claimers_in_one_process_share_pulls_and_never_share_a_task() {
-    let mut h = Harness::start(Options::default()).await;
+async fn concurrent_claimers_in_one_process_never_share_a_task() {
+    let h = Harness::start(Options::default()).await;
     let claimers: Vec<_> = (0..8)
         .map(|i| {
             let queue = h.queue.clone();
@@ -751,12 +615,77 @@ async fn concurrent_claimers_in_one_process_share_pulls_and_never_share_a_task()
 }
 
 #[tokio::test]
-async fn a_claim_reports_the_lease_its_subject_really_has() {
+async fn a_submission_is_its_pending_work_and_the_actor_is_in_every_later_subject() {
+    let h = Harness::start(Options::default()).await;
+    let id = h
+        .submit_all(vec![NewTask {
+            worker_name: Some("factory-1".into()),
+            ..task(7)
+        }])
+        .await
+        .remove(0);
+    let me = container("factory-1", "c9");
+    let claim = h
+        .queue
+        .claim(&me, Duration::ZERO)
+        .await
+        .expect("claim")
+        .expect("task");
+    h.queue
+        .complete(&claim.task_id, None, &me, None)
+        .await
+        .expect("complete");
+
+    let history = h
+        .log
+        .history_of(
+            vibehq_events::StreamKind::Tasks,
+            &Subject::task(&id),
+            u64::MAX,
+        )
+        .await
+        .expect("history");
+    let subjects: Vec<&str> = history.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            format!("vibehq.tasks.{id}.submitted.p7.w.factory-1"),
+            format!("vibehq.tasks.{id}.{}.factory-1.c9", Step::Assigned.token()),
+            format!("vibehq.tasks.{id}.{}.factory-1.c9", Step::Completed.token()),
+        ]
+    );
+    // The lane's consumer handed out the submission once, and nothing else exists to carry it.
+    let tasks = h
+        .log
+        .jetstream()
+        .get_stream("VIBEHQ_TASKS")
+        .await
+        .expect("stream");
+    let lane = tasks
+        .consumer_info("vibehq-lane-p7-w-factory-1")
+        .await
+        .expect("the lane's consumer");
+    assert_eq!(
+        (
+            lane.delivered.consumer_sequence,
+            lane.num_pending,
+            lane.num_ack_pending
+        ),
+        (1, 0, 0)
+    );
+    assert!(
+        h.log.jetstream().get_stream("VIBEHQ_WORK").await.is_err(),
+        "no work stream"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_reports_the_lease_its_lane_really_has() {
     let thirty = Options {
         lease: Duration::from_secs(30),
         ..Options::default()
     };
-    let mut h = Harness::start(thirty).await;
+    let h = Harness::start(thirty).await;
     h.submit_all(vec![task(5), task(5)]).await;
     let first = h
         .queue
@@ -766,7 +695,7 @@ async fn a_claim_reports_the_lease_its_subject_really_has() {
         .expect("task");
     assert_eq!(first.lease_ms, 30_000);
 
-    // Another process configured with a shorter lease claims from the same subject, whose
+    // Another process configured with a shorter lease claims from the same lane, whose
     // consumer the first process created: the consumer's lease is the one that holds.
     let one = Options {
         lease: Duration::from_secs(1),
@@ -775,7 +704,7 @@ async fn a_claim_reports_the_lease_its_subject_really_has() {
     let other = Harness::on(None, h.log.clone(), one).await;
     let second = other
         .queue
-        .claim(&container("w", "b"), Duration::ZERO)
+        .claim(&container("w", "b"), Duration::from_secs(2))
         .await
         .expect("claim")
         .expect("task");

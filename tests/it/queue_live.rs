@@ -116,23 +116,26 @@ fn container(worker: &str) -> Actor {
 async fn complete(h: &Harness, id: &str, worker: &str) -> u64 {
     let me = container(worker);
     let claim = h.queue.claim_task(id, &me).await.expect("claim");
-    h.queue.start(id, claim.attempt, &me).await.expect("start");
     h.queue
-        .complete(id, claim.attempt, &me, Some("ok".into()))
+        .start(id, Some(claim.attempt), &me)
+        .await
+        .expect("start");
+    h.queue
+        .complete(id, Some(claim.attempt), &me, Some("ok".into()))
         .await
         .expect("complete")
 }
 
 /// Submits a task, then claims, starts and completes it as `worker`: four events. The last
 /// one's sequence.
-async fn run_one(h: &mut Harness, worker: &str) -> u64 {
+async fn run_one(h: &Harness, worker: &str) -> u64 {
     let id = h.submit_all(vec![task("audit", None)]).await.remove(0);
     complete(h, &id, worker).await
 }
 
 #[tokio::test]
 async fn a_feed_filtered_by_status_sees_only_that_status() {
-    let (_live, mut h, base) = serve().await;
+    let (_live, h, base) = serve().await;
     let mut feed = open(&base, "?status=completed").await;
 
     let ids = h
@@ -146,7 +149,7 @@ async fn a_feed_filtered_by_status_sees_only_that_status() {
     let me = container("w");
     let claim = h.queue.claim_task(&ids[1], &me).await.expect("claim");
     h.queue
-        .fail(&ids[1], claim.attempt, &me, "exit 1".into(), false)
+        .fail(&ids[1], Some(claim.attempt), &me, "exit 1".into(), false)
         .await
         .expect("fail");
     // Events arrive in stream order, so once the last completion is here, every earlier event
@@ -174,7 +177,7 @@ async fn a_feed_filtered_by_status_sees_only_that_status() {
 
 #[tokio::test]
 async fn a_feed_filtered_by_worker_and_type_knows_tasks_submitted_before_it_opened() {
-    let (_live, mut h, base) = serve().await;
+    let (_live, h, base) = serve().await;
     // Submitted before the feed opens: the feed learns their type and target by loading them.
     let ids = h
         .submit_all(vec![
@@ -192,7 +195,7 @@ async fn a_feed_filtered_by_worker_and_type_knows_tasks_submitted_before_it_open
         .await
         .expect("claim");
     h.queue
-        .cancel(w1_deploy, &Actor::new("ops", None), None)
+        .cancel(w1_deploy, &Actor::worker("ops"), None)
         .await
         .expect("cancel");
     complete(&h, w1_audit, "w1").await; // w1's, but not a deploy
@@ -243,20 +246,20 @@ async fn a_feed_filtered_by_worker_and_type_knows_tasks_submitted_before_it_open
 
 #[tokio::test]
 async fn a_client_that_reconnects_after_its_last_sequence_gets_every_later_event_exactly_once() {
-    let (_live, mut h, base) = serve().await;
+    let (_live, h, base) = serve().await;
     let mut feed = open(&base, "").await;
-    let last_seen = run_one(&mut h, "w").await;
+    let last_seen = run_one(&h, "w").await;
     let before = events_through(&mut feed, last_seen).await;
     assert_eq!(before.len(), 4, "submitted, assigned, started, completed");
     hang_up(feed).await;
 
     // Disconnected: two more tasks run.
-    run_one(&mut h, "w").await;
-    run_one(&mut h, "w").await;
+    run_one(&h, "w").await;
+    run_one(&h, "w").await;
 
     let mut feed = open(&base, &format!("?after_seq={last_seen}")).await;
     // Connected again: one more, live.
-    let last = run_one(&mut h, "w").await;
+    let last = run_one(&h, "w").await;
     let after = events_through(&mut feed, last).await;
 
     // The tasks stream holds only task events and the feed is unfiltered, so "every later event
@@ -348,16 +351,11 @@ async fn the_rpc_service_answers_ping_and_lists_its_endpoints() {
             )
         })
         .collect();
-    let expected: BTreeSet<(String, String)> = [
-        "submitTask",
-        "getTasks",
-        "claimTask",
-        "completeTask",
-        "failTask",
-    ]
-    .into_iter()
-    .map(|name| (name.to_owned(), format!("vibehq.rpc.tasks.{name}")))
-    .collect();
+    let expected: BTreeSet<(String, String)> = vibehq_queue::ops::Op::ALL
+        .iter()
+        .map(|op| op.name())
+        .map(|name| (name.to_owned(), format!("vibehq.rpc.tasks.{name}")))
+        .collect();
     assert_eq!(endpoints, expected);
 }
 

@@ -9,19 +9,17 @@ use std::time::Duration;
 use futures::StreamExt;
 use nix::sys::signal::Signal;
 use tokio::process::Child;
-use tokio_util::sync::CancellationToken;
 use vibehq_events::{Envelope, EventKind, EventLog, Payload, Subject};
 use vibehq_queue::{Actor, NewTask, Options, Queue};
 use vibehq_test_support::NatsServer;
 
 use crate::common::vibehq;
 
-/// A server with streams, the dispatcher, and a queue to submit through.
+/// A server with streams, and a queue to submit through.
 struct Setup {
     nats: NatsServer,
     log: EventLog,
     queue: Queue,
-    stop: CancellationToken,
 }
 
 impl Setup {
@@ -29,17 +27,14 @@ impl Setup {
         let nats = NatsServer::start().await;
         let log = EventLog::new(nats.connect().await);
         log.ensure_streams(1).await.expect("streams");
-        let queue = Queue::new(log.clone(), Options::default())
-            .await
-            .expect("queue");
-        let stop = CancellationToken::new();
-        tokio::spawn(vibehq_queue::dispatch::run(log.clone(), stop.clone()));
-        Self {
-            nats,
-            log,
-            queue,
-            stop,
-        }
+        // The queue's lanes are created by its first submissions, with this lease: a killed
+        // worker's task goes to another after 2 s.
+        let options = Options {
+            lease: Duration::from_secs(2),
+            ..Options::default()
+        };
+        let queue = Queue::new(log.clone(), options).await.expect("queue");
+        Self { nats, log, queue }
     }
 
     async fn submit(&self, command: &str, parameters: serde_json::Value) -> String {
@@ -51,14 +46,14 @@ impl Setup {
             ..Default::default()
         };
         self.queue
-            .submit(&Actor::new("orchestrator", None), task)
+            .submit(&Actor::worker("orchestrator"), task)
             .await
             .expect("submit")
             .task_id
     }
 
     /// Starts `vibehq worker` with these allow-list entries.
-    fn worker(&self, container: &str, allow: &[String], lease_secs: u64) -> Child {
+    fn worker(&self, container: &str, allow: &[String]) -> Child {
         let mut cmd = vibehq();
         cmd.args([
             "worker",
@@ -67,12 +62,7 @@ impl Setup {
             "--worker-name",
             "factory",
         ])
-        .args([
-            "--container-name",
-            container,
-            "--lease-secs",
-            &lease_secs.to_string(),
-        ])
+        .args(["--container-name", container])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         for entry in allow {
@@ -100,15 +90,9 @@ impl Setup {
         self.log
             .jetstream()
             .client()
-            .subscribe(Subject::Task(task_id.to_owned()).to_string())
+            .subscribe(Subject::task(task_id))
             .await
             .expect("subscribe")
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 
@@ -146,7 +130,6 @@ async fn a_worker_runs_allowed_commands_and_refuses_the_rest() {
     let mut worker = setup.worker(
         "c1",
         &[format!("echo-params={echo}"), format!("fails={failing}")],
-        30,
     );
 
     let done = setup
@@ -215,13 +198,13 @@ async fn a_killed_workers_task_goes_to_another_worker_after_the_lease() {
     let setup = Setup::start().await;
     let task = setup.submit("job", serde_json::json!({})).await;
     let mut events = setup.watch(&task).await;
-    let mut first = setup.worker("a", &["job=sleep 60".to_owned()], 2);
+    let mut first = setup.worker("a", &["job=sleep 60".to_owned()]);
     let started = setup.until(&mut events, &[EventKind::TaskStarted]).await;
     assert_eq!(started.container_name.as_deref(), Some("a"));
     first.start_kill().expect("kill -9");
     first.wait().await.expect("reaped");
 
-    let mut second = setup.worker("b", &["job=true".to_owned()], 2);
+    let mut second = setup.worker("b", &["job=true".to_owned()]);
     let done = setup.until(&mut events, &[EventKind::TaskCompleted]).await;
     assert_eq!(done.container_name.as_deref(), Some("b"));
     let Payload::TaskCompleted(completed) = done.payload else {
@@ -232,7 +215,11 @@ async fn a_killed_workers_task_goes_to_another_worker_after_the_lease() {
 
     let history = setup
         .log
-        .history(&Subject::Task(task))
+        .history_of(
+            vibehq_events::StreamKind::Tasks,
+            &Subject::task(&task),
+            u64::MAX,
+        )
         .await
         .expect("history");
     let attempts: Vec<(EventKind, Option<String>)> = history
@@ -264,33 +251,26 @@ async fn ten_thousand_tasks_with_workers_killed_at_random_complete_exactly_once(
     let setup = Setup::start().await;
     let client = setup.log.jetstream().client();
     let mut events = client.subscribe("vibehq.tasks.>").await.expect("subscribe");
+    let by = Actor::worker("orchestrator");
     let mut submitted = std::collections::HashSet::new();
-    let by = Actor::new("orchestrator", None);
-    let batch: Vec<Envelope> = (0..TASKS)
-        .map(|i| {
-            let task_id = format!("stress-{i}");
-            submitted.insert(task_id.clone());
-            Envelope::new(
-                &by.worker_name,
-                vibehq_events::task::Submitted {
-                    task_id,
-                    task_type: "job".into(),
-                    command: "job".into(),
-                    parameters: None,
-                    priority: (i % 10) as i64,
-                    worker_name: None,
-                    container_name: None,
-                    max_attempts: 100,
-                    idempotency_key: None,
-                },
-            )
-        })
-        .collect();
-    setup.log.append_all(&batch).await.expect("submit");
+    for chunk in 0..TASKS / 1000 {
+        let tasks = (0..1000)
+            .map(|i| NewTask {
+                task_type: "job".into(),
+                command: "job".into(),
+                priority: ((chunk * 1000 + i) % 10) as i64,
+                max_attempts: 100,
+                ..Default::default()
+            })
+            .collect();
+        for task in setup.queue.submit_many(&by, tasks).await.expect("submit") {
+            submitted.insert(task.task_id);
+        }
+    }
 
     let allow = ["job=true".to_owned()];
     let mut workers: Vec<Child> = (0..3)
-        .map(|i| setup.worker(&format!("w{i}"), &allow, 2))
+        .map(|i| setup.worker(&format!("w{i}"), &allow))
         .collect();
     let mut completed: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut kills = 0;
@@ -310,7 +290,7 @@ async fn ten_thousand_tasks_with_workers_killed_at_random_complete_exactly_once(
                 let victim = (rng % workers.len() as u64) as usize;
                 workers[victim].start_kill().expect("kill -9");
                 workers[victim].wait().await.expect("reaped");
-                workers[victim] = setup.worker(&format!("w{}-{kills}", victim), &allow, 2);
+                workers[victim] = setup.worker(&format!("w{}-{kills}", victim), &allow);
                 kills += 1;
             }
         }
@@ -337,7 +317,7 @@ async fn a_program_that_leaves_a_process_behind_does_not_hang_its_worker() {
         .submit("leaves", serde_json::json!({"big": "x".repeat(200_000)}))
         .await;
     let mut events = setup.watch(&task).await;
-    let mut worker = setup.worker("c1", &[format!("leaves={leaves}")], 30);
+    let mut worker = setup.worker("c1", &[format!("leaves={leaves}")]);
     let done = setup
         .until(
             &mut events,

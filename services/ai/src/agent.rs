@@ -22,11 +22,11 @@ use vibehq_events::ai::{ApprovalDecided, ApprovalRequested, TaskCreated, TaskUpd
 use vibehq_events::log::Expect;
 use vibehq_events::stream::StreamKind;
 use vibehq_projector::{Handle, Reader, query};
-use vibehq_queue::{Actor, NewTask, Queue};
+use vibehq_queue::{NewTask, Queue};
 
 use crate::provider::Tier;
 use crate::structured::{self, Ask, StructuredError};
-use crate::{Caller, Gateway, table};
+use crate::{Actor, Gateway, table};
 
 /// The most steps a plan may have.
 pub const MAX_STEPS: usize = 50;
@@ -129,7 +129,7 @@ impl Agents {
     /// takes its first steps.
     pub async fn create(
         &self,
-        caller: &Caller,
+        caller: &Actor,
         goal: &str,
         steps: Option<Vec<StepSpec>>,
     ) -> Result<Plan, AgentError> {
@@ -157,7 +157,7 @@ impl Agents {
         self.advance(&plan_id, last).await
     }
 
-    async fn propose(&self, caller: &Caller, goal: &str) -> Result<Vec<StepSpec>, AgentError> {
+    async fn propose(&self, caller: &Actor, goal: &str) -> Result<Vec<StepSpec>, AgentError> {
         let schema = plan_schema();
         let prompt = format!("{PLANNER}\n\nGoal: {goal}");
         let output = structured::generate(
@@ -296,7 +296,7 @@ impl Agents {
     /// process moved it first (the caller stops and reads the plan again).
     async fn step(
         &self,
-        caller: &Caller,
+        caller: &Actor,
         payload: impl Into<vibehq_events::Payload>,
         version: u64,
     ) -> Result<Option<u64>, AgentError> {
@@ -317,7 +317,7 @@ impl Agents {
     /// cancelled stops it.
     async fn settle(
         &self,
-        caller: &Caller,
+        caller: &Actor,
         task: &Map<String, Value>,
         task_id: &str,
         version: u64,
@@ -359,7 +359,7 @@ impl Agents {
     fn watch(&self, plan_id: String, task_id: String, queue_task_id: String) {
         let agents = self.clone();
         tokio::spawn(async move {
-            let subject = vibehq_events::Subject::Task(queue_task_id).to_string();
+            let subject = vibehq_events::Subject::task(&queue_task_id);
             let client = agents.gateway.log().jetstream().client();
             let Ok(mut changes) = client.subscribe(subject).await else {
                 return;
@@ -394,7 +394,7 @@ impl Agents {
     /// is done when reached.
     async fn run_step(
         &self,
-        caller: &Caller,
+        caller: &Actor,
         task: &Map<String, Value>,
         task_id: &str,
         version: u64,
@@ -408,7 +408,7 @@ impl Agents {
                 parameters.insert("title".into(), json!(text(task, "title")));
                 let submitted = queue
                     .submit(
-                        &Actor::new(&caller.worker_name, caller.container_name.clone()),
+                        &caller.clone(),
                         NewTask {
                             task_type: "ai-plan-step".into(),
                             command: command.to_owned(),
@@ -443,7 +443,7 @@ impl Agents {
         &self,
         approval_id: &str,
         approved: bool,
-        decided_by: &Caller,
+        decided_by: &Actor,
         comment: Option<String>,
     ) -> Result<Plan, AgentError> {
         let id = approval_id.to_owned();
@@ -510,10 +510,10 @@ fn updated(
 
 impl Plan {
     /// Who the plan belongs to: the worker (and container) that created it.
-    fn owner(&self) -> Caller {
+    fn owner(&self) -> Actor {
         let first = self.tasks.first();
         let column = |name: &str| first.and_then(|t| t.get(name)).and_then(Value::as_str);
-        Caller::new(
+        Actor::new(
             column("worker_name").unwrap_or_default(),
             column("container_name").map(str::to_owned),
         )

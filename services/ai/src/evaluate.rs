@@ -11,7 +11,7 @@ use vibehq_events::ai::EvaluationRound;
 
 use crate::gateway::{GatewayError, Operation, Request};
 use crate::provider::{Conversation, Tier};
-use crate::{Caller, Gateway};
+use crate::{Actor, Gateway};
 
 /// The most rounds a request may ask for.
 pub const MAX_ROUNDS: u32 = 10;
@@ -72,7 +72,7 @@ struct Verdict {
 
 pub async fn evaluate(
     gateway: &Gateway,
-    caller: &Caller,
+    caller: &Actor,
     ask: Evaluate<'_>,
 ) -> Result<Evaluation, EvaluateError> {
     let evaluation_id = uuid::Uuid::now_v7().to_string();
@@ -145,7 +145,7 @@ pub async fn evaluate(
 
 async fn call(
     gateway: &Gateway,
-    caller: &Caller,
+    caller: &Actor,
     ask: &Evaluate<'_>,
     conversation: &Conversation,
 ) -> Result<crate::Reply, GatewayError> {

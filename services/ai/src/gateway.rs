@@ -24,7 +24,7 @@ use vibehq_events::EventLog;
 use vibehq_events::ai::ModelCalled;
 use vibehq_events::log::Expect;
 
-use crate::Caller;
+use crate::Actor;
 use crate::provider::{
     Answer, CallError, Conversation, Delta, PriceTable, Provider, ProviderConfig, SetupError,
     Streamed, Tier,
@@ -92,7 +92,7 @@ impl Operation {
 /// One call through the gateway.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    pub caller: &'a Caller,
+    pub caller: &'a Actor,
     pub operation: Operation,
     pub tier: Tier,
     /// Try this provider first.
@@ -200,7 +200,7 @@ impl Gateway {
     /// new fact about one).
     pub(crate) async fn record(
         &self,
-        caller: &Caller,
+        caller: &Actor,
         payload: impl Into<vibehq_events::Payload>,
     ) -> Result<(), vibehq_events::log::Error> {
         self.inner

@@ -31,33 +31,8 @@ pub mod tools;
 pub use gateway::{Gateway, GatewayConfig, GatewayError, Operation, Reply, Request};
 pub use provider::{Conversation, Tier};
 
-use vibehq_events::{Envelope, Payload};
+pub use vibehq_events::Actor;
 use vibehq_projector::Table;
-
-/// Who is asking: the worker (and container) every row records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub worker_name: String,
-    pub container_name: Option<String>,
-}
-
-impl Caller {
-    pub fn new(worker_name: impl Into<String>, container_name: Option<String>) -> Self {
-        Self {
-            worker_name: worker_name.into(),
-            container_name,
-        }
-    }
-
-    /// An event by this caller.
-    pub fn envelope(&self, payload: impl Into<Payload>) -> Envelope {
-        let event = Envelope::new(&self.worker_name, payload);
-        match &self.container_name {
-            Some(container) => event.in_container(container),
-            None => event,
-        }
-    }
-}
 
 /// One of the projection's tables, by a name written in this crate (never from a request).
 pub(crate) fn table(name: &str) -> &'static Table {

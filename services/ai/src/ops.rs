@@ -18,7 +18,7 @@ use crate::gateway::{GatewayError, Operation, Request};
 use crate::provider::{Conversation, Tier};
 use crate::structured::{self, StructuredError};
 use crate::tools::{self, Registry, Run, ToolError, Within};
-use crate::{Caller, Gateway, route};
+use crate::{Actor, Gateway, route};
 
 /// Longest prompt accepted, in bytes (the body limit is 256 KiB in all).
 const MAX_PROMPT: usize = 200_000;
@@ -29,6 +29,29 @@ pub struct Ai {
     pub gateway: Gateway,
     pub tools: Registry,
     pub agents: Agents,
+}
+
+impl Ai {
+    /// The AI operations over `gateway`: the built-in tools over the task queue and the
+    /// projection, and agent plans whose approved steps go to the queue. `vibehq up` and the
+    /// tests wire it this one way.
+    pub fn new(
+        gateway: Gateway,
+        queue: vibehq_queue::Queue,
+        reader: vibehq_projector::Reader,
+        projector: vibehq_projector::Handle,
+    ) -> Self {
+        Self {
+            tools: Registry::builtin(queue.clone(), reader.clone()),
+            agents: Agents {
+                gateway: gateway.clone(),
+                reader,
+                projector,
+                queue: Some(queue),
+            },
+            gateway,
+        }
+    }
 }
 
 /// The operations, by their RPC names.
@@ -290,7 +313,7 @@ impl AskInput {
         })
     }
 
-    pub fn request<'a>(&'a self, caller: &'a Caller) -> Request<'a> {
+    pub fn request<'a>(&'a self, caller: &'a Actor) -> Request<'a> {
         Request {
             caller,
             operation: Operation::Ask,
@@ -365,11 +388,11 @@ impl RunInput {
 }
 
 /// The caller: `worker_name` (required) and `container_name`.
-pub fn caller(body: &Body) -> Result<Caller, ApiError> {
+pub fn caller(body: &Body) -> Result<Actor, ApiError> {
     let worker = body
         .name("worker_name")?
         .ok_or_else(|| unprocessable("worker_name", "worker_name is required"))?;
-    Ok(Caller::new(worker, body.name("container_name")?))
+    Ok(Actor::new(worker, body.name("container_name")?))
 }
 
 fn required(body: &Body, field: &str, max: usize) -> Result<String, ApiError> {

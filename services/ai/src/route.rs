@@ -11,7 +11,7 @@ use serde_json::json;
 use vibehq_events::ai::RoutingDecided;
 
 use crate::provider::Tier;
-use crate::{Caller, Gateway};
+use crate::{Actor, Gateway};
 
 /// What the classifier saw in a prompt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -149,7 +149,7 @@ pub enum RouteError {
 /// records the decision.
 pub async fn route(
     gateway: &Gateway,
-    caller: &Caller,
+    caller: &Actor,
     prompt: &str,
 ) -> Result<Decision, RouteError> {
     let features = Features::of(prompt);

@@ -11,7 +11,7 @@ use vibehq_events::ai::StructuredOutput;
 
 use crate::gateway::{GatewayError, Operation, Request};
 use crate::provider::{Conversation, Tier, Turn};
-use crate::{Caller, Gateway};
+use crate::{Actor, Gateway};
 
 /// The most attempts a request may ask for.
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -69,7 +69,7 @@ pub fn check_schema(schema: &Value) -> Result<jsonschema::Validator, StructuredE
 /// Asks until the answer satisfies the schema or the attempts run out.
 pub async fn generate(
     gateway: &Gateway,
-    caller: &Caller,
+    caller: &Actor,
     ask: Ask<'_>,
 ) -> Result<Output, StructuredError> {
     let validator = check_schema(ask.schema)?;
@@ -162,7 +162,7 @@ fn parse(text: &str) -> Result<Value, serde_json::Error> {
 #[allow(clippy::too_many_arguments)]
 async fn record(
     gateway: &Gateway,
-    caller: &Caller,
+    caller: &Actor,
     output_id: &str,
     ask: &Ask<'_>,
     provider: &str,

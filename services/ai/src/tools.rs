@@ -18,11 +18,11 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use vibehq_events::ai::{ToolCallStreamed, ToolCalled};
 use vibehq_projector::{Reader, query};
-use vibehq_queue::{Actor, NewTask, Queue};
+use vibehq_queue::{NewTask, Queue};
 
 use crate::gateway::{GatewayError, Operation, Request};
 use crate::provider::{Conversation, Delta, Tier, ToolSpec, Turn};
-use crate::{Caller, Gateway, table};
+use crate::{Actor, Gateway, table};
 
 /// The most steps a loop may be given.
 pub const MAX_STEPS: u32 = 20;
@@ -34,7 +34,7 @@ pub trait Tool: Send + Sync + 'static {
     /// tool's failure, given to the model as its result.
     fn call<'a>(
         &'a self,
-        caller: &'a Caller,
+        caller: &'a Actor,
         arguments: Value,
     ) -> BoxFuture<'a, Result<Value, String>>;
 }
@@ -167,7 +167,7 @@ impl Registry {
     pub async fn call(
         &self,
         gateway: &Gateway,
-        caller: &Caller,
+        caller: &Actor,
         name: &str,
         arguments: Value,
         within: Within<'_>,
@@ -283,7 +283,7 @@ pub struct Finished {
 pub async fn run(
     gateway: &Gateway,
     registry: &Registry,
-    caller: &Caller,
+    caller: &Actor,
     run: Run<'_>,
     mut on_event: Option<&mut (dyn FnMut(RunEvent) + Send)>,
 ) -> Result<Finished, ToolError> {
@@ -448,7 +448,7 @@ impl Tool for SubmitTask {
 
     fn call<'a>(
         &'a self,
-        caller: &'a Caller,
+        caller: &'a Actor,
         arguments: Value,
     ) -> BoxFuture<'a, Result<Value, String>> {
         Box::pin(async move {
@@ -474,7 +474,7 @@ impl Tool for SubmitTask {
                 max_attempts: 3,
                 idempotency_key: None,
             };
-            let by = Actor::new(&caller.worker_name, caller.container_name.clone());
+            let by = caller.clone();
             let submitted = self
                 .queue
                 .submit(&by, new)
@@ -508,7 +508,7 @@ impl Tool for TaskStatus {
         &self.spec
     }
 
-    fn call<'a>(&'a self, _: &'a Caller, arguments: Value) -> BoxFuture<'a, Result<Value, String>> {
+    fn call<'a>(&'a self, _: &'a Actor, arguments: Value) -> BoxFuture<'a, Result<Value, String>> {
         Box::pin(async move {
             let task_id = arguments["task_id"].as_str().unwrap_or_default().to_owned();
             let row = read_row(&self.reader, "container_tasks", task_id.clone()).await?;
@@ -559,7 +559,7 @@ impl Tool for ContainerStatus {
         &self.spec
     }
 
-    fn call<'a>(&'a self, _: &'a Caller, arguments: Value) -> BoxFuture<'a, Result<Value, String>> {
+    fn call<'a>(&'a self, _: &'a Actor, arguments: Value) -> BoxFuture<'a, Result<Value, String>> {
         Box::pin(async move {
             let filter = query::Filter {
                 worker_name: arguments

@@ -13,7 +13,7 @@ use std::ops::RangeInclusive;
 
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
-use vibehq_events::subject::validate_id;
+use vibehq_events::validate_name;
 
 use crate::error::ApiError;
 
@@ -32,19 +32,14 @@ impl Body {
     /// Parses a body: empty means `{}`; anything but a JSON object is refused (400, `body`),
     /// and so is anything over [`MAX_BODY`] (413, `body`).
     pub fn from_json(bytes: &[u8]) -> Result<Self, ApiError> {
-        if bytes.len() > MAX_BODY {
-            return Err(too_large());
-        }
-        if bytes.is_empty() {
-            return Ok(Self::default());
-        }
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(ApiError::invalid("body", "the body must be a JSON object")),
-            Err(e) => Err(ApiError::invalid(
-                "body",
-                format!("the body is not valid JSON: {e}"),
-            )),
+        Self::from_value(json(bytes)?)
+    }
+
+    /// A body already parsed: anything but a JSON object is refused (400, `body`).
+    pub fn from_value(value: Value) -> Result<Self, ApiError> {
+        match value {
+            Value::Object(map) => Ok(Self(map)),
+            _ => Err(ApiError::invalid("body", "the body must be a JSON object")),
         }
     }
 
@@ -83,11 +78,12 @@ impl Body {
         Ok(value)
     }
 
-    /// A worker, container or other name: one subject token (422 otherwise).
+    /// A worker or container name: 1-64 letters, digits, `_` or `-` (422 otherwise; see
+    /// [`vibehq_events::actor`] for why).
     pub fn name(&self, field: &str) -> Result<Option<String>, ApiError> {
         match self.string(field)? {
             Some(name) => {
-                validate_id(&name).map_err(|e| unprocessable(field, e.to_string()))?;
+                validate_name(&name).map_err(|e| unprocessable(field, e.to_string()))?;
                 Ok(Some(name))
             }
             None => Ok(None),
@@ -148,6 +144,19 @@ impl Body {
             )),
         }
     }
+}
+
+/// Parses a request body as JSON: empty means `{}`; more than [`MAX_BODY`] bytes is 413 and
+/// anything that is not JSON is 400, both naming `body`.
+pub fn json(bytes: &[u8]) -> Result<Value, ApiError> {
+    if bytes.len() > MAX_BODY {
+        return Err(too_large());
+    }
+    if bytes.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))
 }
 
 /// A 422 naming `field`: the body is JSON, but a field in it is missing, unknown or wrong.

@@ -182,10 +182,9 @@ impl Pool {
         runtime: Arc<dyn Runtime>,
         log: EventLog,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(policy.timeout)
-            .build()
-            .unwrap_or_default();
+        // Probes are plain HTTP on loopback (this client has no TLS backend to fail); each
+        // probe carries the policy's timeout itself.
+        let http = reqwest::Client::new();
         Self {
             inner: Arc::new(Inner {
                 spec,
@@ -398,7 +397,7 @@ impl Inner {
     async fn probe(&self, port: u16, path: &str) -> Check {
         let url = format!("http://127.0.0.1:{port}{path}");
         let started = Instant::now();
-        let answer = self.http.get(url).send().await;
+        let answer = self.http.get(url).timeout(self.policy.timeout).send().await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let checked_at = time::OffsetDateTime::now_utc().unix_timestamp();
         match answer {

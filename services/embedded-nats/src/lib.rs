@@ -8,8 +8,14 @@
 //! "Server is ready"), which also yields the port when a random one (`port: 0`) was asked for:
 //! no polling and no race for a "free" port.
 //!
+//! The server's version is read from the same log and checked against [`version::MINIMUM`]:
+//! a server too old for vibehq is stopped with a message saying how to get a current one.
+//!
 //! # Layout
-//! Everything is in this file: [`Options`] → [`EmbeddedNats::start`] → [`EmbeddedNats`].
+//! - this file: [`Options`] → [`EmbeddedNats::start`] → [`EmbeddedNats`].
+//! - [`version`]: which server versions vibehq runs on, checked for any server it uses.
+
+pub mod version;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -52,13 +58,14 @@ impl Options {
 pub enum Error {
     /// The binary is not installed.
     #[error(
-        "`{binary}` was not found. vibehq runs a local NATS server when no --nats-url is given. \
-         Install it with `sudo apt-get install -y nats-server` (Debian/Ubuntu) or \
-         `brew install nats-server` (macOS), or download a release from \
-         https://github.com/nats-io/nats-server/releases; or point vibehq at an existing server \
-         with --nats-url / VIBEHQ_NATS_URL"
+        "`{binary}` was not found. vibehq runs a local NATS server (2.12 or newer) when no \
+         --nats-url is given. {}",
+        version::how_to_get()
     )]
     NotInstalled { binary: String },
+    /// The binary is older than vibehq needs.
+    #[error(transparent)]
+    TooOld(#[from] version::TooOld),
     /// The store directory could not be created.
     #[error("cannot create the NATS store directory {dir}: {source}")]
     StoreDir {
@@ -129,22 +136,32 @@ impl EmbeddedNats {
         let mut lines = BufReader::new(stderr).lines();
         let mut log = Vec::new();
         let ready = tokio::time::timeout(options.ready_timeout, async {
-            let mut port = None;
+            let (mut port, mut version) = (None, None);
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
                     port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok());
                 }
+                if version.is_none()
+                    && let Some(found) = line.split("Version:").nth(1)
+                {
+                    version = Some(found.trim().to_owned());
+                }
                 let is_ready = line.contains("Server is ready");
                 log.push(line);
                 if is_ready {
-                    return port;
+                    return port.map(|port| (port, version));
                 }
             }
             None
         })
         .await;
         match ready {
-            Ok(Some(port)) => {
+            Ok(Some((port, version))) => {
+                let found = version.unwrap_or_else(|| "of an unknown version".into());
+                if let Err(too_old) = version::check(&format!("`{binary}`"), &found) {
+                    let _ = child.start_kill();
+                    return Err(too_old.into());
+                }
                 // Keep draining the log so the server never blocks on a full pipe.
                 tokio::spawn(async move {
                     while let Ok(Some(line)) = lines.next_line().await {

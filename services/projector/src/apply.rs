@@ -3,13 +3,31 @@
 //! Pure functions of (row state, event): no clock, no randomness, no I/O beyond the
 //! transaction, so a replay produces the same rows as the live run. Idempotence comes from the
 //! checkpoint (the caller skips sequences already applied); inserts also tolerate a repeat.
+//!
+//! A task event applies only if the task's lifecycle allows it
+//! ([`vibehq_events::task::lifecycle::decide`], asked with the task's row as it is): an event
+//! the lifecycle refuses changes no row and is kept in `container_task_refusals` instead, as
+//! is every result the queue itself refused.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
-use vibehq_events::{Envelope, Payload, Recorded};
+use vibehq_events::task::lane::Target;
+use vibehq_events::task::lifecycle::{self, State, Status};
+use vibehq_events::{Actor, Envelope, Payload, Recorded, Subject};
 
 use crate::db::Checkpoints;
-use crate::writer::Totals;
+
+/// Counts of what the writer did, for progress and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub applied: u64,
+    /// Messages that are no event this build can apply (kept in `projector_rejected`).
+    pub rejected: u64,
+    /// Task events their lifecycle refused (kept in `container_task_refusals`).
+    pub refused: u64,
+    /// Deliveries of sequences already applied (redeliveries, replays): skipped.
+    pub skipped: u64,
+}
 
 /// Applies `records` in order inside `tx`, skipping every sequence at or below its stream's
 /// checkpoint and advancing the checkpoints past what it applies. Saving the checkpoints in the
@@ -34,6 +52,7 @@ pub fn apply_batch(
         }
         match apply_record(tx, record, careful)? {
             Outcome::Applied => totals.applied += 1,
+            Outcome::Refused => totals.refused += 1,
             Outcome::Rejected => totals.rejected += 1,
         }
         checkpoints.set(record.stream, record.sequence);
@@ -45,6 +64,8 @@ pub fn apply_batch(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Applied,
+    /// A task event its lifecycle refused, recorded in `container_task_refusals` instead.
+    Refused,
     /// Recorded in `projector_rejected` instead.
     Rejected,
 }
@@ -71,18 +92,18 @@ pub fn apply_record(
     let reason = match record.decode() {
         Err(e) => e.to_string(),
         Ok(event) if !careful => {
-            return match apply(tx, record.sequence, &event) {
-                Ok(()) => Ok(Outcome::Applied),
+            return match apply(tx, &record.subject, record.sequence, &event) {
+                Ok(outcome) => Ok(outcome),
                 Err(e) if about_this_event(&e) => Err(Refused::RetryCarefully),
                 Err(e) => Err(Refused::Sqlite(e)),
             };
         }
         Ok(event) => {
             let sp = tx.savepoint()?;
-            match apply(&sp, record.sequence, &event) {
-                Ok(()) => {
+            match apply(&sp, &record.subject, record.sequence, &event) {
+                Ok(outcome) => {
                     sp.commit()?;
-                    return Ok(Outcome::Applied);
+                    return Ok(outcome);
                 }
                 // Dropping the savepoint rolls the event's partial changes back.
                 Err(e) if about_this_event(&e) => {
@@ -135,17 +156,130 @@ fn json_opt<T: serde::Serialize>(value: &T) -> Option<String> {
     serde_json::to_string(value).ok()
 }
 
-/// Applies one decoded event. `sequence` becomes the row's `version`.
-pub fn apply(db: &Connection, sequence: u64, event: &Envelope) -> rusqlite::Result<()> {
+/// Applies one decoded event stored on `subject` at `sequence` (which becomes the row's
+/// `version`).
+pub fn apply(
+    db: &Connection,
+    subject: &str,
+    sequence: u64,
+    event: &Envelope,
+) -> rusqlite::Result<Outcome> {
+    let mut state = None;
+    if let Some(checked) = lifecycle::read(subject, event.clone()) {
+        let refusal = match checked {
+            Ok(checked) => {
+                let current = task_status(db, &checked.task_id)?;
+                match lifecycle::decide(current.as_ref(), &checked.actor, &event.payload) {
+                    Ok(next) => {
+                        state = next.map(|s| s.state.as_str());
+                        None
+                    }
+                    Err(refusal) => Some((checked.actor, refusal)),
+                }
+            }
+            // The server stored it under an actor: that is who sent it.
+            Err(refusal) => {
+                let actor = match Subject::parse(subject) {
+                    Some(Subject::TaskStep { actor, .. }) => actor,
+                    _ => event.actor(),
+                };
+                Some((actor, refusal))
+            }
+        };
+        if let Some((actor, refusal)) = refusal {
+            refuse(
+                db,
+                sequence,
+                event,
+                &actor,
+                &refusal.to_string(),
+                "lifecycle",
+            )?;
+            return Ok(Outcome::Refused);
+        }
+    }
+    apply_row(db, sequence, event, state.unwrap_or_default())?;
+    Ok(Outcome::Applied)
+}
+
+/// What the lifecycle needs of a task, from its row; `None` if it was never submitted.
+fn task_status(db: &Connection, task_id: &str) -> rusqlite::Result<Option<Status>> {
+    db.prepare_cached(
+        "SELECT status, attempts, max_attempts, worker_name, container_name, assigned_to
+         FROM container_tasks WHERE task_id = ?1",
+    )?
+    .query_row([task_id], |row| {
+        let status: String = row.get(0)?;
+        let worker: Option<String> = row.get(3)?;
+        let container: Option<String> = row.get(4)?;
+        let holder: Option<String> = row.get(5)?;
+        Ok(Status {
+            // The projector wrote every status from State; another value would be a bug.
+            state: State::from_name(&status).unwrap_or(State::Pending),
+            attempt: row.get(1)?,
+            max_attempts: row.get(2)?,
+            target: Target::of(worker.as_deref(), container.as_deref()),
+            holder: holder.as_deref().and_then(Actor::from_label),
+        })
+    })
+    .optional()
+}
+
+/// Keeps a task event that changed nothing, and why.
+fn refuse(
+    db: &Connection,
+    sequence: u64,
+    event: &Envelope,
+    by: &Actor,
+    reason: &str,
+    refused_by: &str,
+) -> rusqlite::Result<usize> {
+    let attempt = match &event.payload {
+        Payload::TaskAssigned(p) => Some(p.attempt),
+        Payload::TaskStarted(p) => Some(p.attempt),
+        Payload::TaskCompleted(p) => Some(p.attempt),
+        Payload::TaskFailed(p) => Some(p.attempt),
+        Payload::TaskRequeued(p) => Some(p.attempt),
+        Payload::TaskResultRefused(p) => (p.attempt > 0).then_some(p.attempt),
+        _ => None,
+    };
+    let kind = match &event.payload {
+        Payload::TaskResultRefused(p) => format!("task.{}", p.outcome),
+        other => other.kind().as_str().to_owned(),
+    };
+    db.prepare_cached(
+        "INSERT INTO container_task_refusals (task_id, worker_name, container_name, event_type,
+           attempt, reason, refused_by, stream_sequence, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (stream_sequence) DO NOTHING",
+    )?
+    .execute(params![
+        event.payload.task_id().unwrap_or_default(),
+        by.worker_name,
+        by.container_name,
+        kind,
+        attempt,
+        reason,
+        refused_by,
+        sequence as i64,
+        event.occurred_at.unix_timestamp(),
+    ])
+}
+
+/// Applies one decoded event the lifecycle allows to its rows; `status` is the state the
+/// lifecycle moved a task to (the SQL takes it from there, never from a literal of its own).
+fn apply_row(
+    db: &Connection,
+    sequence: u64,
+    event: &Envelope,
+    status: &str,
+) -> rusqlite::Result<()> {
     let at = event.occurred_at.unix_timestamp();
     let at_ms = (event.occurred_at.unix_timestamp_nanos() / 1_000_000) as i64;
     let version = sequence as i64;
     let worker = event.worker_name.as_str();
     let container = event.container_name.as_deref();
-    let actor = match container {
-        Some(c) => format!("{worker}:{c}"),
-        None => worker.to_owned(),
-    };
+    let actor = event.actor().label();
     let exec = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<usize> {
         db.prepare_cached(sql)?.execute(params)
     };
@@ -154,7 +288,7 @@ pub fn apply(db: &Connection, sequence: u64, event: &Envelope) -> rusqlite::Resu
             "INSERT INTO container_tasks (task_id, worker_name, container_name, priority, status,
                task_type, command, parameters, max_attempts, idempotency_key, version,
                created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+             VALUES (?1, ?2, ?3, ?4, ?12, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
              ON CONFLICT (task_id) DO NOTHING",
             params![
                 p.task_id,
@@ -164,50 +298,53 @@ pub fn apply(db: &Connection, sequence: u64, event: &Envelope) -> rusqlite::Resu
                 p.task_type,
                 p.command,
                 p.parameters.as_ref().and_then(json_opt),
-                p.max_attempts,
+                p.max_attempts.max(1),
                 p.idempotency_key,
                 version,
-                at
+                at,
+                status
             ],
         ),
         Payload::TaskAssigned(p) => exec(
-            "UPDATE container_tasks SET status = 'assigned', assigned_to = ?2, attempts = ?3,
+            "UPDATE container_tasks SET status = ?6, assigned_to = ?2, attempts = ?3,
                assigned_at = ?4, started_at = NULL, version = ?5, updated_at = ?4
              WHERE task_id = ?1",
-            params![p.task_id, actor, p.attempt, at, version],
+            params![p.task_id, actor, p.attempt, at, version, status],
         ),
         Payload::TaskStarted(p) => exec(
-            "UPDATE container_tasks SET status = 'running', started_at = ?2, version = ?3,
+            "UPDATE container_tasks SET status = ?4, started_at = ?2, version = ?3,
                updated_at = ?2
              WHERE task_id = ?1",
-            params![p.task_id, at, version],
+            params![p.task_id, at, version, status],
         ),
         Payload::TaskCompleted(p) => exec(
-            "UPDATE container_tasks SET status = 'completed', output = ?2, error = NULL,
+            "UPDATE container_tasks SET status = ?5, output = ?2, error = NULL,
                completed_at = ?3, version = ?4, updated_at = ?3
              WHERE task_id = ?1",
-            params![p.task_id, p.output, at, version],
+            params![p.task_id, p.output, at, version, status],
         ),
         Payload::TaskFailed(p) => exec(
-            "UPDATE container_tasks SET status = 'failed', error = ?2, completed_at = ?3,
+            "UPDATE container_tasks SET status = ?5, error = ?2, completed_at = ?3,
                version = ?4, updated_at = ?3
              WHERE task_id = ?1",
-            params![p.task_id, p.error, at, version],
+            params![p.task_id, p.error, at, version, status],
         ),
         Payload::TaskRequeued(p) => exec(
-            "UPDATE container_tasks SET status = 'pending', error = ?2, assigned_to = NULL,
+            "UPDATE container_tasks SET status = ?6, error = ?2, assigned_to = NULL,
                attempts = ?3, version = ?4, updated_at = ?5
              WHERE task_id = ?1",
-            params![p.task_id, p.reason, p.attempt, version, at],
+            params![p.task_id, p.reason, p.attempt, version, at, status],
         ),
         Payload::TaskCancelled(p) => exec(
-            "UPDATE container_tasks SET status = 'cancelled', error = ?2, completed_at = ?3,
+            "UPDATE container_tasks SET status = ?5, error = ?2, completed_at = ?3,
                version = ?4, updated_at = ?3
              WHERE task_id = ?1",
-            params![p.task_id, p.reason, at, version],
+            params![p.task_id, p.reason, at, version, status],
         ),
-        // Kept in the stream for audit; it changes no row.
-        Payload::TaskResultRefused(_) => Ok(0),
+        // A result the queue refused: it changes no state, and is kept with its reason.
+        Payload::TaskResultRefused(p) => {
+            refuse(db, sequence, event, &event.actor(), &p.reason, "queue")
+        }
         Payload::ContainerStarting(p) => exec(
             "INSERT INTO container_instances (worker_name, container_name, instance_id, state,
                port, version, created_at, updated_at, running_since_ms)

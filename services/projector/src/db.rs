@@ -1,8 +1,8 @@
-//! Opening projection files and their bookkeeping (checkpoints, identity).
+//! Opening projection files and their bookkeeping (checkpoints).
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 use vibehq_events::StreamKind;
 
 use crate::Error;
@@ -101,29 +101,6 @@ pub fn save_checkpoint(
     )?
     .execute(params![stream.name(), sequence as i64])?;
     Ok(())
-}
-
-/// This projection file's identity, created on first use. Durable consumers are named after it,
-/// so two vibehq processes with their own files never share (and split) one consumer.
-pub fn projection_id(conn: &Connection) -> Result<String, Error> {
-    let existing: Option<String> = conn
-        .query_row(
-            "SELECT value FROM projector_meta WHERE key = 'projection_id'",
-            [],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(sqlite("read the projection id"))?;
-    if let Some(id) = existing {
-        return Ok(id);
-    }
-    let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-    conn.execute(
-        "INSERT INTO projector_meta (key, value) VALUES ('projection_id', ?1)",
-        [&id],
-    )
-    .map_err(sqlite("store the projection id"))?;
-    Ok(id)
 }
 
 pub(crate) fn sqlite(op: &'static str) -> impl Fn(rusqlite::Error) -> Error {

@@ -2,13 +2,14 @@
 //! answers queries over it.
 //!
 //! The streams are the truth; a projection file is a disposable view of them. Each stream is
-//! followed by a durable pull consumer named after the projection file, and every applied
-//! event's stream sequence is committed in the same SQLite transaction as the rows it changed
-//! (`projector_checkpoints`). That checkpoint, not the consumer's ack state, decides where to
-//! resume: on start the consumer is recreated at `checkpoint + 1`, so a crash at any instruction
-//! neither loses nor double-applies an event. Redeliveries at or below the checkpoint are
-//! skipped; a message that cannot be applied is kept in `projector_rejected` and the projector
-//! moves on.
+//! read by an ordered consumer (ephemeral: no acknowledgements, nothing left on the server
+//! once the projector stops), and every applied event's stream sequence is committed in the
+//! same SQLite transaction as the rows it changed (`projector_checkpoints`). That checkpoint
+//! decides where to resume: on start, and after any interruption, the read starts again at
+//! `checkpoint + 1`, so a crash at any instruction neither loses nor double-applies an event.
+//! Anything at or below the checkpoint is skipped; a message that cannot be applied is kept
+//! in `projector_rejected`, a task event its lifecycle refuses in `container_task_refusals`,
+//! and the projector moves on.
 //!
 //! Nothing here reads a clock: rows are functions of the events alone, so [`replay`] into a new
 //! file reproduces the live projection table for table.
@@ -30,11 +31,11 @@ mod writer;
 
 use std::path::PathBuf;
 
+pub use apply::Totals;
 pub use db::Checkpoints;
 pub use projector::{Handle, Options, Projector};
 pub use query::{Reader, Table};
 pub use replay::{ReplayOptions, Until, replay};
-pub use writer::Totals;
 
 /// Failures of the projector and the projection store.
 #[derive(Debug, thiserror::Error)]
@@ -59,16 +60,12 @@ pub enum Error {
     /// The event log failed.
     #[error(transparent)]
     Log(#[from] vibehq_events::Error),
-    /// A JetStream consumer could not be set up.
-    #[error("cannot set up consumer {consumer}: {source}")]
-    Consumer {
-        consumer: String,
-        #[source]
-        source: async_nats::Error,
-    },
     /// The writer thread stopped (after an earlier error, or a panic).
     #[error("the projection writer stopped unexpectedly")]
     WriterGone,
+    /// A query's thread stopped before it answered (it panicked).
+    #[error("a projection query stopped unexpectedly")]
+    ReaderGone,
     /// The replay target already holds a projection.
     #[error("{0} already exists; replay builds a new file (remove it or pick another path)")]
     TargetExists(PathBuf),

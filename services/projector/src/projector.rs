@@ -1,19 +1,19 @@
-//! The live projector: follows every stream with a durable pull consumer and applies what
-//! arrives.
+//! The live projector: follows every stream with an ordered consumer from its checkpoint and
+//! applies what arrives.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
-use vibehq_events::{EventLog, Recorded, StreamKind};
+use vibehq_events::{EventLog, StreamKind};
 
 use crate::Error;
+use crate::apply::Totals;
 use crate::db::{self, Checkpoints};
-use crate::writer::{self, Batch, Totals};
+use crate::writer::{self, Batch};
 
 /// How the projector runs.
 #[derive(Debug, Clone)]
@@ -43,7 +43,6 @@ pub struct Projector {
     options: Options,
     log: EventLog,
     conn: rusqlite::Connection,
-    projection_id: String,
     checkpoints: Checkpoints,
     progress_tx: watch::Sender<Checkpoints>,
 }
@@ -76,14 +75,12 @@ impl Projector {
     pub fn new(options: Options, log: EventLog) -> Result<(Self, Handle), Error> {
         let conn = db::open_writer(&options.database)?;
         let checkpoints = db::load_checkpoints(&conn)?;
-        let projection_id = db::projection_id(&conn)?;
         let (progress_tx, progress) = watch::channel(checkpoints);
         Ok((
             Self {
                 options,
                 log,
                 conn,
-                projection_id,
                 checkpoints,
                 progress_tx,
             },
@@ -91,28 +88,23 @@ impl Projector {
         ))
     }
 
-    /// Follows the streams until `shutdown` is cancelled, then applies what it already pulled
+    /// Follows the streams until `shutdown` is cancelled, then applies what it already read
     /// and returns what it did. Returns early with the error if SQLite fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<Totals, Error> {
         let Self {
             options,
             log,
             conn,
-            projection_id,
             checkpoints,
             progress_tx,
         } = self;
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let writer = writer::spawn(conn, checkpoints, progress_tx, Some(ack_tx))?;
-        let acker = tokio::spawn(acknowledge(ack_rx));
-
+        let writer = writer::spawn(conn, checkpoints, progress_tx)?;
         let stop_readers = shutdown.child_token();
         let mut readers = tokio::task::JoinSet::new();
         for stream in options.streams.iter().copied() {
             let follow = Follow {
                 log: log.clone(),
                 stream,
-                consumer: format!("vibehq-projector-{projection_id}-{}", stream.short_name()),
                 last: checkpoints.get(stream),
                 batch_size: options.batch_size.max(1),
                 batches: writer.batches.clone(),
@@ -121,10 +113,7 @@ impl Projector {
             readers.spawn(follow.run().instrument(info_span!("projector", %stream)));
         }
         drop(writer.batches);
-        tracing::info!(
-            projection = %options.database.display(), id = %projection_id,
-            "projector running"
-        );
+        tracing::info!(projection = %options.database.display(), "projector running");
 
         // Readers end on shutdown, or if the writer is gone (it failed).
         while let Some(ended) = readers.join_next().await {
@@ -137,8 +126,6 @@ impl Projector {
             .await
             .map_err(|_| Error::WriterGone)?
             .map_err(|_| Error::WriterGone)?;
-        let _ = acker.await;
-        let _ = log.jetstream().client().flush().await;
         match &result {
             Ok(totals) => tracing::info!(?totals, "projector stopped"),
             Err(error) => tracing::error!(%error, "projector failed"),
@@ -147,22 +134,10 @@ impl Projector {
     }
 }
 
-async fn acknowledge(mut acks: mpsc::UnboundedReceiver<async_nats::jetstream::Message>) {
-    while let Some(message) = acks.recv().await {
-        if let Err(error) = message.ack().await {
-            // Harmless for correctness (the checkpoint decides where to resume); the server
-            // will redeliver and the writer will skip.
-            tracing::debug!(%error, "ack failed");
-        }
-    }
-}
-
-/// One stream's reader: pulls from the durable consumer and hands contiguous batches to the
-/// writer.
+/// One stream's reader: reads from the checkpoint on and hands batches to the writer.
 struct Follow {
     log: EventLog,
     stream: StreamKind,
-    consumer: String,
     /// The last sequence handed to the writer.
     last: u64,
     batch_size: usize,
@@ -175,11 +150,10 @@ impl Follow {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.session().await {
-                Ok(Session::Stopped) => return Ok(()),
-                Ok(Session::Resync) => backoff = Duration::from_millis(100),
+                Ok(()) => return Ok(()),
                 Err(Error::WriterGone) => return Err(Error::WriterGone),
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "reader interrupted");
+                    tracing::warn!(%error, retry_in = ?backoff, "reader interrupted; resuming from the checkpoint");
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
@@ -190,112 +164,51 @@ impl Follow {
         }
     }
 
-    /// Recreates the durable consumer at `last + 1` and reads until told to stop, or until the
-    /// delivery stream breaks or skips (then the caller starts a new session).
-    async fn session(&mut self) -> Result<Session, Error> {
-        let consumer_error = |source| Error::Consumer {
-            consumer: self.consumer.clone(),
-            source,
-        };
-        let stream = self
+    /// Reads from `last + 1` until told to stop (`Ok`) or until the read fails (`Err`: the
+    /// caller starts again from what it handed over). The ordered consumer delivers in stream
+    /// order and heals its own gaps; a sequence it skips was deleted from the stream.
+    async fn session(&mut self) -> Result<(), Error> {
+        let records = self
             .log
-            .jetstream()
-            .get_stream(self.stream.name())
-            .await
-            .map_err(|e| consumer_error(e.into()))?;
-        // The checkpoint, not the server's ack state, says where to resume: a consumer left
-        // with unacknowledged deliveries would hand out newer events before redelivering
-        // older ones, and the projection must apply them in order.
-        let _ = stream.delete_consumer(&self.consumer).await;
-        let start = self.last + 1;
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(self.consumer.clone()),
-                description: Some(
-                    "vibehq projector; recreated from the projection's checkpoint on start".into(),
-                ),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
-                ack_policy: AckPolicy::All,
-                ack_wait: Duration::from_secs(60),
-                max_ack_pending: 100_000,
-                // An abandoned projection's consumer is cleaned up by the server.
-                inactive_threshold: Duration::from_secs(24 * 3600),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| consumer_error(e.into()))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(self.batch_size)
-            .messages()
-            .await
-            .map_err(|e| consumer_error(e.into()))?;
-        let mut chunks = messages.ready_chunks(self.batch_size);
-        tracing::debug!(start, "following");
-        let mut fresh = true;
+            .read(self.stream, None, self.last + 1, u64::MAX)
+            .await?;
+        let mut chunks = std::pin::pin!(records.ready_chunks(self.batch_size));
+        tracing::debug!(start = self.last + 1, "following");
         loop {
             let chunk = tokio::select! {
-                _ = self.stop.cancelled() => return Ok(Session::Stopped),
+                _ = self.stop.cancelled() => return Ok(()),
                 chunk = chunks.next() => chunk,
             };
             let Some(chunk) = chunk else {
-                return Ok(Session::Resync);
+                return Err(Error::Log(vibehq_events::Error::Nats {
+                    op: "follow a stream",
+                    source: "the reader ended".into(),
+                }));
             };
             let mut records = Vec::with_capacity(chunk.len());
-            let mut ack = None;
-            let mut resync = false;
-            for message in chunk {
-                let message = match message {
-                    Ok(m) => m,
+            let mut failed = None;
+            for record in chunk {
+                match record {
+                    Ok(record) if record.sequence <= self.last => {}
+                    Ok(record) => {
+                        self.last = record.sequence;
+                        records.push(record);
+                    }
                     Err(error) => {
-                        tracing::warn!(%error, "delivery failed; resuming from the checkpoint");
-                        resync = true;
+                        failed = Some(error);
                         break;
                     }
-                };
-                let record = match Recorded::from_message(self.stream, &message) {
-                    Ok(record) => record,
-                    Err(error) => {
-                        // Hand over what was gathered, then resume right after it.
-                        tracing::warn!(%error, "unreadable delivery; resuming from the checkpoint");
-                        resync = true;
-                        break;
-                    }
-                };
-                if record.sequence <= self.last {
-                    continue; // a redelivery of something already handed over
                 }
-                if !fresh && record.sequence != self.last + 1 {
-                    tracing::warn!(
-                        expected = self.last + 1,
-                        got = record.sequence,
-                        "sequence gap; resuming from the checkpoint"
-                    );
-                    resync = true;
-                    break;
-                }
-                fresh = false;
-                self.last = record.sequence;
-                records.push(record);
-                ack = Some(message);
             }
             if !records.is_empty() {
-                let batch = Batch { records, ack };
                 self.batches
-                    .send(batch)
+                    .send(Batch { records })
                     .await
                     .map_err(|_| Error::WriterGone)?;
             }
-            if resync {
-                return Ok(Session::Resync);
+            if let Some(error) = failed {
+                return Err(error.into());
             }
         }
     }
-}
-
-enum Session {
-    Stopped,
-    Resync,
 }

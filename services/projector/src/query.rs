@@ -34,14 +34,8 @@ pub struct Table {
     pub json: &'static [&'static str],
 }
 
-const TASK_STATUSES: &[&str] = &[
-    "pending",
-    "assigned",
-    "running",
-    "completed",
-    "failed",
-    "cancelled",
-];
+/// A task's statuses are its lifecycle's states.
+const TASK_STATUSES: &[&str] = &vibehq_events::task::lifecycle::State::NAMES;
 const INSTANCE_STATES: &[&str] = &["starting", "running", "unhealthy", "stopped", "failed"];
 const AI_TASK_STATUSES: &[&str] = &[
     "pending",
@@ -55,7 +49,8 @@ const AI_TASK_STATUSES: &[&str] = &[
 ];
 const APPROVAL_STATUSES: &[&str] = &["pending", "approved", "rejected"];
 
-/// Every queryable table: the ten of the central schema, then the projector's rejected messages.
+/// Every queryable table: the domain tables of the central schema (`vibehq_schemas::TABLES`),
+/// then the projector's rejected messages.
 pub const TABLES: &[Table] = &[
     Table {
         name: "container_tasks",
@@ -65,6 +60,15 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &["task_type", "assigned_to", "idempotency_key"],
         json: &["parameters"],
+    },
+    Table {
+        name: "container_task_refusals",
+        stream: Some(StreamKind::Tasks),
+        key: "id",
+        status: None,
+        time: "created_at",
+        filters: &["task_id", "event_type", "refused_by"],
+        json: &[],
     },
     Table {
         name: "container_instances",
@@ -378,6 +382,6 @@ impl Reader {
             result
         })
         .await
-        .map_err(|_| Error::WriterGone)?
+        .map_err(|_| Error::ReaderGone)?
     }
 }

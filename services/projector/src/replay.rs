@@ -14,8 +14,9 @@ use tokio::sync::watch;
 use vibehq_events::{EventLog, StreamKind};
 
 use crate::Error;
+use crate::apply::Totals;
 use crate::db::{self, Checkpoints};
-use crate::writer::{self, Batch, Totals};
+use crate::writer::{self, Batch};
 
 /// Where a replay stops.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -60,7 +61,7 @@ pub async fn replay(
     let started = Instant::now();
     let conn = db::open_writer(&options.into)?;
     let (progress_tx, progress) = watch::channel(Checkpoints::default());
-    let writer = writer::spawn(conn, Checkpoints::default(), progress_tx, None)?;
+    let writer = writer::spawn(conn, Checkpoints::default(), progress_tx)?;
     for stream in options.streams.iter().copied() {
         let last = log.stream_info(stream).await?.state.last_sequence;
         let end = match &options.until {
@@ -92,10 +93,7 @@ pub async fn replay(
             }
             writer
                 .batches
-                .send(Batch {
-                    records: batch,
-                    ack: None,
-                })
+                .send(Batch { records: batch })
                 .await
                 .map_err(|_| Error::WriterGone)?;
             if done {

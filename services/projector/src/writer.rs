@@ -4,30 +4,18 @@
 
 use std::thread::JoinHandle;
 
-use async_nats::jetstream;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, watch};
 use vibehq_events::{Recorded, StreamKind};
 
 use crate::Error;
-use crate::apply::{Refused, apply_batch};
+use crate::apply::{Refused, Totals, apply_batch};
 use crate::db::{Checkpoints, save_checkpoint, sqlite};
 
-/// Consecutive records of one stream, in stream order, and the last message to acknowledge
-/// once they are committed (the consumers use ack-all).
+/// Records of one stream, in stream order.
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub records: Vec<Recorded>,
-    pub ack: Option<jetstream::Message>,
-}
-
-/// Counts of what the writer did, for progress and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub applied: u64,
-    pub rejected: u64,
-    /// Deliveries of sequences already applied (redeliveries, replays): skipped.
-    pub skipped: u64,
 }
 
 /// Most records folded into one transaction: big enough to amortise the commit, small enough
@@ -40,18 +28,17 @@ pub(crate) struct Writer {
 }
 
 /// Starts the writer thread over `conn`, resuming from `checkpoints`. Each commit's checkpoints
-/// are published on `progress`; committed batches' ack messages go to `acks` when given. The thread ends when every sender is dropped (after
-/// applying everything sent) or on the first SQLite failure.
+/// are published on `progress`. The thread ends when every sender is dropped (after applying
+/// everything sent) or on the first SQLite failure.
 pub(crate) fn spawn(
     conn: Connection,
     checkpoints: Checkpoints,
     progress: watch::Sender<Checkpoints>,
-    acks: Option<mpsc::UnboundedSender<jetstream::Message>>,
 ) -> Result<Writer, Error> {
     let (batches, rx) = mpsc::channel(16);
     let thread = std::thread::Builder::new()
         .name("projector-writer".into())
-        .spawn(move || run(conn, checkpoints, rx, progress, acks))
+        .spawn(move || run(conn, checkpoints, rx, progress))
         .map_err(|source| Error::Io {
             path: "projector-writer thread".into(),
             source,
@@ -64,7 +51,6 @@ fn run(
     mut checkpoints: Checkpoints,
     mut rx: mpsc::Receiver<Batch>,
     progress: watch::Sender<Checkpoints>,
-    acks: Option<mpsc::UnboundedSender<jetstream::Message>>,
 ) -> Result<Totals, Error> {
     let mut totals = Totals::default();
     while let Some(first) = rx.blocking_recv() {
@@ -116,11 +102,6 @@ fn run(
             }
         }
         progress.send_replace(checkpoints);
-        for batch in batches {
-            if let (Some(acks), Some(message)) = (&acks, batch.ack) {
-                let _ = acks.send(message);
-            }
-        }
     }
     Ok(totals)
 }

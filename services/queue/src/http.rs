@@ -1,9 +1,9 @@
 //! The task queue's REST API: `/api/tasks…`, and the routing of `/ws/tasks` (see [`crate::ws`]).
 //!
-//! Bodies are parsed by hand from JSON objects so every error names its field; unknown fields
-//! are refused. The parsing and validation live in the crate's `body` module, shared with the
-//! RPC service, so both refuse the same input the same way. Writes answer with the sequence of
-//! the event they appended, which a client passes as `min_seq` to read its own write.
+//! Each route is a door onto [`ops::handle`]: it turns the path's task id into the request's
+//! `task_id`, a query into the request's fields, and the answer into a response. Writes
+//! answer with the sequence of the event they appended, which a client passes as `min_seq` to
+//! read its own write.
 
 use std::collections::HashMap;
 
@@ -14,25 +14,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use vibehq_api::body::{MAX_BODY, too_large, unprocessable};
 use vibehq_api::error::{ApiError, ErrorBody};
-use vibehq_api::tables::{RowsPage, get_row, list_rows};
-use vibehq_projector::query::{self, Table};
-use vibehq_projector::{Handle, Reader};
+use vibehq_api::tables::RowsPage;
 
-pub use crate::body::MAX_BODY;
-use crate::body::{self, Body, task_path, too_large};
-use crate::queue::{Actor, Claim, FailOutcome, Submitted};
-use crate::{Error, Queue};
-
-/// What the queue's handlers share.
-#[derive(Debug, Clone)]
-pub struct QueueState {
-    pub queue: Queue,
-    pub reader: Reader,
-    pub projector: Handle,
-}
+use crate::ops::{self, Op, QueueState, Written};
+use crate::queue::{Claim, FailOutcome, Submitted};
 
 /// The queue's routes.
 pub fn router(state: QueueState) -> axum::Router {
@@ -51,41 +39,9 @@ pub fn router(state: QueueState) -> axum::Router {
         .with_state(state)
 }
 
-/// The projection table behind `/api/tasks`.
-pub(crate) fn tasks_table() -> &'static Table {
-    // The table list is static and contains container_tasks.
-    Table::named("container_tasks").unwrap_or(&query::TABLES[0])
-}
-
-impl From<Error> for ApiError {
-    fn from(error: Error) -> Self {
-        match error {
-            Error::NotFound(id) => ApiError::not_found("task_id", format!("no task {id}")),
-            Error::Conflict { reason, .. } => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", reason, None)
-            }
-            Error::StaleClaim { reason, .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "stale_claim",
-                reason,
-                Some("attempt".into()),
-            ),
-            Error::Log(vibehq_events::Error::InvalidSubject(e)) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                e.to_string(),
-                Some("task_id".into()),
-            ),
-            other => {
-                tracing::error!(error = %other, "queue command failed");
-                ApiError::unavailable(other.to_string())
-            }
-        }
-    }
-}
-
-/// Reads a REST body: axum's rejections (too large, unreadable) become errors naming `body`.
-fn parse(body: Result<Bytes, BytesRejection>) -> Result<Body, ApiError> {
+/// Reads a REST body as JSON: axum's rejections (too large, unreadable) become errors naming
+/// `body`.
+fn json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large()
@@ -93,37 +49,64 @@ fn parse(body: Result<Bytes, BytesRejection>) -> Result<Body, ApiError> {
             ApiError::invalid("body", rejection.body_text())
         }
     })?;
-    Body::from_json(&bytes)
+    vibehq_api::body::json(&bytes)
 }
 
-/// A write's answer: the event's stream sequence.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Written {
-    pub task_id: String,
-    /// Pass as `min_seq` to read this write back.
-    pub sequence: u64,
+/// The request of a task's route: its body with the path's task id as `task_id` (which the
+/// body itself may not carry: in REST it belongs in the path).
+fn with_task(task_id: String, body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let mut value = json(body)?;
+    let Value::Object(map) = &mut value else {
+        return Err(ApiError::invalid("body", "the body must be a JSON object"));
+    };
+    if map.contains_key("task_id") {
+        return Err(unprocessable(
+            "task_id",
+            "the task id belongs in the path, not the body",
+        ));
+    }
+    map.insert("task_id".into(), Value::String(task_id));
+    Ok(value)
 }
 
-/// Submits a task.
+/// A query's parameters as a request's fields.
+fn query(params: HashMap<String, String>) -> Value {
+    Value::Object(
+        params
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
+}
+
+async fn answer(state: &QueueState, op: Op, input: Value) -> Result<Response, ApiError> {
+    let answer = ops::handle(state, op, input).await?;
+    Ok(match answer.value {
+        Value::Null => answer.status.into_response(),
+        value => (answer.status, Json(value)).into_response(),
+    })
+}
+
+/// Submits one task (an object) or up to 1,000 all or nothing (an array).
 #[utoipa::path(post, path = "/api/tasks", tag = "tasks",
-    request_body(content = Object, description = "`task_type` and `command` (required), `parameters` (object), `priority` (0-9, higher first), `worker_name`/`container_name` (target; null = any), `max_attempts` (1-100, default 3), `idempotency_key`, `submitted_by`"),
+    request_body(content = Object, description = "One task, or an array of up to 1,000 (stored all or nothing). A task: `task_type` and `command` (required), `parameters` (object), `priority` (0-9, higher first), `worker_name`/`container_name` (target; null = any), `max_attempts` (1-100, default 3), `idempotency_key`, `submitted_by`"),
     responses(
-        (status = 201, body = Submitted, description = "Created"),
-        (status = 200, body = Submitted, description = "The idempotency key matched an existing task"),
-        (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 201, body = Submitted, description = "Created (for an array: an array of Submitted, in order)"),
+        (status = 200, body = Submitted, description = "The idempotency key matched an existing task (for an array: every one did)"),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "The idempotency key was used for a different task"),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
     ))]
 pub async fn submit(
     State(state): State<QueueState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (by, new) = body::new_task(&parse(body)?)?;
-    let submitted = state.queue.submit(&by, new).await?;
-    let status = if submitted.created {
-        StatusCode::CREATED
+    let input = json(body)?;
+    let op = if input.is_array() {
+        Op::SubmitTasks
     } else {
-        StatusCode::OK
+        Op::SubmitTask
     };
-    Ok((status, Json(submitted)).into_response())
+    answer(&state, op, input).await
 }
 
 /// Lists tasks from the projection.
@@ -139,17 +122,8 @@ pub async fn submit(
 pub async fn list(
     State(state): State<QueueState>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<RowsPage>, ApiError> {
-    Ok(Json(list_tasks(&state, params).await?))
-}
-
-/// Lists tasks from the projection with `GET /api/tasks`'s query parameters (the RPC's
-/// `getTasks` passes its body's filters through here too).
-pub(crate) async fn list_tasks(
-    state: &QueueState,
-    params: HashMap<String, String>,
-) -> Result<RowsPage, ApiError> {
-    list_rows(&state.reader, &state.projector, tasks_table(), params).await
+) -> Result<Response, ApiError> {
+    answer(&state, Op::GetTasks, query(params)).await
 }
 
 /// One task from the projection.
@@ -160,33 +134,23 @@ pub async fn get_task(
     State(state): State<QueueState>,
     Path(task_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Map<String, Value>>, ApiError> {
-    task_path(&task_id)?;
-    let row = get_row(
-        &state.reader,
-        &state.projector,
-        tasks_table(),
-        &task_id,
-        params,
-    )
-    .await?;
-    row.map(Json)
-        .ok_or_else(|| ApiError::not_found("task_id", format!("no task {task_id}")))
+) -> Result<Response, ApiError> {
+    let mut input = query(params);
+    if let Value::Object(map) = &mut input {
+        map.insert("task_id".into(), Value::String(task_id));
+    }
+    answer(&state, Op::GetTask, input).await
 }
 
 /// Claims the next task the container may take (highest priority first).
 #[utoipa::path(post, path = "/api/tasks/claim", tag = "tasks",
-    request_body(content = Object, description = "`worker_name` (required), `container_name`, `wait_ms` (0-30000: wait this long for work)"),
+    request_body(content = Object, description = "`worker_name` (required), `container_name`, `wait_ms` (0-30000: wait this long for work), `max` (1-256: claim up to this many at once; the answer is then an array)"),
     responses((status = 200, body = Claim), (status = 204, description = "No work"), (status = 422, body = ErrorBody)))]
 pub async fn claim_next(
     State(state): State<QueueState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (claimer, wait) = body::claim_next(&parse(body)?)?;
-    match state.queue.claim(&claimer, wait).await? {
-        Some(claim) => Ok(Json(claim).into_response()),
-        None => Ok(StatusCode::NO_CONTENT.into_response()),
-    }
+    answer(&state, Op::ClaimTask, json(body)?).await
 }
 
 /// Claims one specific pending task.
@@ -198,100 +162,60 @@ pub async fn claim_task(
     State(state): State<QueueState>,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Claim>, ApiError> {
-    task_path(&task_id)?;
-    let body = parse(body)?;
-    body.only(&["worker_name", "container_name"])?;
-    Ok(Json(
-        state
-            .queue
-            .claim_task(&task_id, &body::actor(&body)?)
-            .await?,
-    ))
+) -> Result<Response, ApiError> {
+    answer(&state, Op::ClaimTaskById, with_task(task_id, body)?).await
 }
 
 /// Marks a claimed task as running.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/start", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name`, `container_name`, `attempt`"),
+    request_body(content = Object, description = "`worker_name` (required), `container_name`, `attempt` (optional: the claim's)"),
     responses((status = 200, body = Written), (status = 409, body = ErrorBody)))]
 pub async fn start(
     State(state): State<QueueState>,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Written>, ApiError> {
-    task_path(&task_id)?;
-    let body = parse(body)?;
-    body.only(&["worker_name", "container_name", "attempt"])?;
-    let sequence = state
-        .queue
-        .start(&task_id, body::attempt(&body)?, &body::actor(&body)?)
-        .await?;
-    Ok(Json(Written { task_id, sequence }))
+) -> Result<Response, ApiError> {
+    answer(&state, Op::StartTask, with_task(task_id, body)?).await
 }
 
 /// Extends a claim's lease.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/heartbeat", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name`, `container_name`, `attempt`"),
+    request_body(content = Object, description = "`worker_name` (required), `container_name`, `attempt` (optional)"),
     responses((status = 204), (status = 409, body = ErrorBody, description = "The claim no longer holds the task: stop working on it")))]
 pub async fn heartbeat(
     State(state): State<QueueState>,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
-    task_path(&task_id)?;
-    let body = parse(body)?;
-    body.only(&["worker_name", "container_name", "attempt"])?;
-    state
-        .queue
-        .heartbeat(&task_id, body::attempt(&body)?, &body::actor(&body)?)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response, ApiError> {
+    answer(&state, Op::HeartbeatTask, with_task(task_id, body)?).await
 }
 
 /// Completes a claimed task.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/complete", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name`, `container_name`, `attempt` (from the claim), `output`"),
-    responses((status = 200, body = Written), (status = 409, body = ErrorBody, description = "The claim no longer holds the task; the result was recorded as refused")))]
+    request_body(content = Object, description = "`worker_name` (required), `container_name`, `attempt` (optional: without it, the claim the caller holds now), `output`"),
+    responses((status = 200, body = Written), (status = 409, body = ErrorBody, description = "The caller does not hold the task; the result was recorded as refused")))]
 pub async fn complete(
     State(state): State<QueueState>,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Written>, ApiError> {
-    task_path(&task_id)?;
-    let done = body::completion(&parse(body)?)?;
-    let sequence = state
-        .queue
-        .complete(&task_id, done.attempt, &done.claimer, done.output)
-        .await?;
-    Ok(Json(Written { task_id, sequence }))
+) -> Result<Response, ApiError> {
+    answer(&state, Op::CompleteTask, with_task(task_id, body)?).await
 }
 
 /// Reports a failed attempt; retried with backoff while attempts remain.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/fail", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name`, `container_name`, `attempt`, `error` (required), `retry` (default true)"),
+    request_body(content = Object, description = "`worker_name` (required), `container_name`, `attempt` (optional), `error` (required), `retry` (default true)"),
     responses((status = 200, body = FailOutcome), (status = 409, body = ErrorBody)))]
 pub async fn fail(
     State(state): State<QueueState>,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<FailOutcome>, ApiError> {
-    task_path(&task_id)?;
-    let failed = body::failure(&parse(body)?)?;
-    let outcome = state
-        .queue
-        .fail(
-            &task_id,
-            failed.attempt,
-            &failed.claimer,
-            failed.error,
-            failed.retry,
-        )
-        .await?;
-    Ok(Json(outcome))
+) -> Result<Response, ApiError> {
+    answer(&state, Op::FailTask, with_task(task_id, body)?).await
 }
 
 /// Cancels a task that has not ended.
@@ -303,19 +227,8 @@ pub async fn cancel(
     State(state): State<QueueState>,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Written>, ApiError> {
-    task_path(&task_id)?;
-    let body = parse(body)?;
-    body.only(&["reason", "cancelled_by"])?;
-    let by = Actor::new(
-        body.name("cancelled_by")?.unwrap_or_else(|| "api".into()),
-        None,
-    );
-    let sequence = state
-        .queue
-        .cancel(&task_id, &by, body.string("reason")?)
-        .await?;
-    Ok(Json(Written { task_id, sequence }))
+) -> Result<Response, ApiError> {
+    answer(&state, Op::CancelTask, with_task(task_id, body)?).await
 }
 
 /// The queue's part of the OpenAPI document.

@@ -1,37 +1,39 @@
 //! The task queue: submit, claim, heartbeat, complete, fail, cancel, over JetStream.
 //!
-//! A task is an aggregate on `vibehq.tasks.<task_id>` (its submission on
-//! `vibehq.tasks.submitted.<task_id>`); its events are the truth and `container_tasks` is their
-//! projection. Pending work lives in a separate work-queue stream
-//! that containers pull from with durable consumers, one per priority band and target
-//! (see [`vibehq_events::work`]): nothing polls SQLite to hand out work. A claim is an append
-//! of `task.assigned` expecting the task's current version, so two racing claimers cannot both
-//! win; the claim's lease is the work message's `ack_wait`, extended by heartbeats; and every
-//! result names its attempt, so a claimer whose lease has moved on is refused (409) and the
-//! refusal is recorded.
+//! A task is an aggregate under `vibehq.tasks.<task_id>.>`; its events are the truth and
+//! `container_tasks` is their projection. A submission is one append, and that append *is*
+//! the pending work: it is stored on a subject naming its lane (priority band × target), and
+//! each lane has a durable pull consumer on the tasks stream that containers claim from
+//! ([`vibehq_events::task::lane`]). Nothing carries it anywhere else, and nothing polls
+//! SQLite to hand out work.
+//!
+//! A claim is an append of `task.assigned` expecting the task's version (the submission's
+//! sequence, for a first claim: no read needed), so two racing claimers cannot both win;
+//! claims of many tasks are pipelined appends, each fenced on its own task. The claim's lease
+//! is the delivery's `ack_wait`, extended by heartbeats, and every result is checked against
+//! the claim holding the task now, so a claimer whose lease moved on is refused (409) and the
+//! refusal recorded. What each event may do is decided in one place,
+//! [`vibehq_events::task::lifecycle`], which the projector and the live feed use too.
 //!
 //! # Layout
-//! - [`fsm`]: a generic finite-state machine and the task machine.
-//! - [`aggregate`]: a task's current state, folded from its events.
 //! - [`queue`]: [`Queue`], the commands.
-//! - `board`: where work is waiting, as this process sees it, and the work consumers.
-//! - [`dispatch`]: carries submitted tasks into the work stream.
-//! - [`http`]: the REST API (`/api/tasks…`).
-//! - [`ws`]: `GET /ws/tasks`, task events live over a WebSocket, resumable by stream sequence.
-//! - [`rpc`]: `ContainerTaskQueueOps`, the commands as a NATS micro service.
-//! - `body`: request bodies, parsed and validated once for REST and RPC alike.
+//! - `lanes`: the lane consumers as this process sees them, and where work seems to wait.
+//! - [`ops`]: every command and query as a request, answered once for REST and RPC alike.
+//! - [`http`]: the REST routes (`/api/tasks…`) and their OpenAPI document.
+//! - [`rpc`]: `ContainerTaskQueueOps`, the same operations as a NATS micro service.
+//! - [`ws`]: `GET /ws/tasks`, task events live over a WebSocket, resumable by sequence.
 
-pub mod aggregate;
-mod board;
-mod body;
-pub mod dispatch;
-pub mod fsm;
 pub mod http;
+mod lanes;
+pub mod ops;
 pub mod queue;
 pub mod rpc;
 pub mod ws;
 
-pub use queue::{Actor, Claim, FailOutcome, NewTask, Options, Queue, Submitted};
+pub use ops::QueueState;
+pub use queue::{Claim, FailOutcome, NewTask, Options, Queue, Submitted};
+pub use vibehq_events::Actor;
+pub use vibehq_events::task::lifecycle::{Refusal, State, Task};
 
 /// Failures of queue commands.
 #[derive(Debug, thiserror::Error)]
@@ -39,20 +41,29 @@ pub enum Error {
     /// No task has this id.
     #[error("no task {0}")]
     NotFound(String),
-    /// The command does not apply to the task as it is now (or lost a race).
-    #[error("task {task_id}: {reason}")]
-    Conflict { task_id: String, reason: String },
-    /// A result or heartbeat from a claim that no longer holds the task.
+    /// The task's lifecycle does not allow the command now.
+    #[error("task {task_id}: {refusal}")]
+    Refused {
+        task_id: String,
+        refusal: Box<Refusal>,
+    },
+    /// A result or heartbeat from a claim that does not hold the task (any more).
     #[error("task {task_id}: {reason}")]
     StaleClaim { task_id: String, reason: String },
-    /// A stored event of the task cannot be decoded.
-    #[error("task {task_id} has an undecodable event at sequence {sequence}: {source}")]
-    Corrupt {
-        task_id: String,
-        sequence: u64,
-        #[source]
-        source: vibehq_events::DecodeError,
-    },
+    /// The command kept losing races for the task; sending it again is safe.
+    #[error("task {task_id}: {reason}")]
+    Conflict { task_id: String, reason: String },
+    /// The task is pending, but not among what its lane hands out next.
+    #[error(
+        "task {0} is pending but not available to claim by id right now (other claims are handing out its lane); claim the next task instead, or try again"
+    )]
+    NotAvailable(String),
+    /// An idempotency key was used before for a different task.
+    #[error("idempotency key {key:?} was used for a different task, {task_id}")]
+    KeyReused { task_id: String, key: String },
+    /// A bulk submission of more tasks than one atomic batch holds.
+    #[error("at most {max} tasks can be submitted at once")]
+    TooMany { max: usize },
     #[error(transparent)]
     Log(#[from] vibehq_events::Error),
     #[error("NATS failed to {op}: {source}")]

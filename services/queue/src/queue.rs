@@ -1,31 +1,34 @@
-//! The queue's commands: submit, claim, start, heartbeat, complete, fail, cancel.
+//! The queue's commands: submit (one or many), claim (the next, many, or one by id), start,
+//! heartbeat, complete, fail, cancel.
 //!
-//! Each command loads the task from its stream, decides with the task machine, and appends
-//! one event expecting the version it read: a command that lost a race gets
-//! [`Error::Conflict`] instead of overwriting. Leases are the work message's `ack_wait`; the
-//! attempt number in every result fences off a claimer whose lease has moved on (JetStream
-//! accepts a late ack from such a claimer, nats-server #4786, so the fence must be ours).
+//! Each command reads the task (this process's last view of it, or its events), asks the
+//! lifecycle whether the step applies ([`lifecycle::decide`]), and appends one event expecting
+//! the version it read: a command that lost a race is refused by the server instead of
+//! overwriting, re-reads and decides again. Leases are the lane consumer's `ack_wait`; every
+//! result is checked against the claim holding the task now (JetStream accepts a late ack
+//! from a claimer whose lease moved on, nats-server #4786, so the fence must be ours).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::AckKind;
-use async_nats::jetstream::stream::Stream;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use vibehq_events::work::{self, Target, WorkItem};
-use vibehq_events::{Envelope, EventLog, Expect, StreamKind, task};
+use vibehq_events::task::lane::Lane;
+use vibehq_events::task::lifecycle::{self, Refusal, State, Task};
+use vibehq_events::{
+    Actor, Envelope, EventLog, Expect, MAX_BATCH, Payload, StreamKind, Subject, task,
+};
 
 use crate::Error;
-use crate::aggregate::{self, Task};
-use crate::board::Board;
-use crate::fsm::{TASKS, TaskEvent, TaskState};
+use crate::lanes::{Delivery, Lanes, MAX_DELIVER};
 
 /// How the queue behaves.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// How long a claim holds a task without a heartbeat (the work consumers' `ack_wait`).
+    /// How long a claim holds a task without a heartbeat: the `ack_wait` of the lane
+    /// consumers this process creates.
     pub lease: Duration,
     /// The delay before the first retry of a failed attempt; doubles per attempt.
     pub retry_backoff: Duration,
@@ -43,39 +46,8 @@ impl Default for Options {
     }
 }
 
-/// Who is acting: a worker, and the container within it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    pub worker_name: String,
-    pub container_name: Option<String>,
-}
-
-impl Actor {
-    pub fn new(worker_name: impl Into<String>, container_name: Option<String>) -> Self {
-        Self {
-            worker_name: worker_name.into(),
-            container_name,
-        }
-    }
-
-    fn envelope(&self, payload: impl Into<vibehq_events::Payload>) -> Envelope {
-        let event = Envelope::new(&self.worker_name, payload);
-        match &self.container_name {
-            Some(c) => event.in_container(c),
-            None => event,
-        }
-    }
-
-    fn label(&self) -> String {
-        match &self.container_name {
-            Some(c) => format!("{}:{c}", self.worker_name),
-            None => self.worker_name.clone(),
-        }
-    }
-}
-
 /// A task to submit (validated by the caller's API layer).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewTask {
     pub task_type: String,
     pub command: String,
@@ -89,7 +61,7 @@ pub struct NewTask {
 }
 
 /// The result of a submission.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Submitted {
     pub task_id: String,
     /// The stream sequence of the `task.submitted` event (pass as `min_seq` to read it back).
@@ -107,7 +79,7 @@ pub struct Claim {
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     pub priority: i64,
-    /// Name this attempt in every heartbeat and result.
+    /// This claim's attempt (1 for the first); results and heartbeats may name it.
     pub attempt: u32,
     pub max_attempts: u32,
     /// Heartbeat more often than this, or the task goes to another container.
@@ -136,44 +108,32 @@ pub struct Queue {
 struct Inner {
     log: EventLog,
     options: Options,
-    tasks: Stream,
-    board: Board,
-    /// Tasks as last seen by this process, so a load reads only newer events.
+    lanes: Lanes,
+    /// Tasks as this process last saw them, so a command on a task this process just handled
+    /// reads nothing first (its append expects that view's version; a stale view is refused).
     known: std::sync::Mutex<HashMap<String, Task>>,
 }
 
 /// Most tasks [`Inner::known`] holds before it starts over.
 const KNOWN_TASKS: usize = 50_000;
 
+/// How many times a command re-reads and decides again after losing a race.
+const RETRIES: usize = 4;
+
 impl Queue {
-    /// A queue over `log`'s streams; creates the work stream (with the tasks stream's
-    /// replication) if needed.
+    /// A queue over `log`'s streams (`vibehq up` creates them).
     pub async fn new(log: EventLog, options: Options) -> Result<Self, Error> {
         let js = log.jetstream();
-        let mut tasks = js
+        let tasks = js
             .get_stream(StreamKind::Tasks.name())
             .await
             .map_err(|e| Error::nats("find the tasks stream", e))?;
-        let replicas = tasks
-            .info()
-            .await
-            .map_err(|e| Error::nats("read the tasks stream", e))?
-            .config
-            .num_replicas;
-        let work = match js.get_stream(work::STREAM).await {
-            Ok(stream) => stream,
-            Err(_) => js
-                .create_stream(work::stream_config(replicas))
-                .await
-                .map_err(|e| Error::nats("create the work stream", e))?,
-        };
-        let board = Board::new(&js.client(), work, options.lease).await?;
+        let lanes = Lanes::new(js.clone(), tasks, options.lease).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 log,
                 options,
-                tasks,
-                board,
+                lanes,
                 known: std::sync::Mutex::default(),
             }),
         })
@@ -184,31 +144,69 @@ impl Queue {
         &self.inner.log
     }
 
-    /// The task as its events say it is now.
+    /// Sets every existing lane's lease to this queue's ([`Options::lease`]): the lease is the
+    /// lane consumer's `ack_wait`, fixed by whoever created it, so the service (`vibehq up`)
+    /// makes its configuration the one that holds. Returns how many lanes changed.
+    pub async fn apply_lease(&self) -> Result<usize, Error> {
+        self.inner.lanes.apply_lease().await
+    }
+
+    /// The task as its events say it is now; `None` if it was never submitted.
+    ///
+    /// One request when this process's view is current (the last event under the task's
+    /// filter is the one it saw), otherwise the task's events are read and folded.
     pub async fn load(&self, task_id: &str) -> Result<Option<Task>, Error> {
-        let known = self.known(task_id);
-        let task = aggregate::load(&self.inner.tasks, task_id, known).await?;
+        let filter = Subject::task(task_id);
+        if let Some(known) = self.known(task_id) {
+            let last = self.inner.log.last(StreamKind::Tasks, &filter).await?;
+            if last.is_some_and(|l| l.record.sequence == known.version) {
+                return Ok(Some(known));
+            }
+        }
+        let task = self.load_until(task_id, u64::MAX).await?;
         if let Some(task) = &task {
-            self.remember(task.clone());
+            self.remember(task);
         }
         Ok(task)
     }
 
-    /// This process's last view of the task (possibly stale).
+    /// The task as its events up to stream sequence `until` say it was.
+    pub async fn load_until(&self, task_id: &str, until: u64) -> Result<Option<Task>, Error> {
+        vibehq_events::subject::validate_id(task_id).map_err(vibehq_events::Error::from)?;
+        let history = self
+            .inner
+            .log
+            .history_of(StreamKind::Tasks, &Subject::task(task_id), until)
+            .await?;
+        let mut task = None;
+        for record in &history {
+            if let Err(refusal) =
+                Task::fold(&mut task, &record.subject, &record.payload, record.sequence)
+            {
+                tracing::debug!(%task_id, sequence = record.sequence, %refusal, "an event of the task changes nothing");
+            }
+        }
+        Ok(task)
+    }
+
     fn known(&self, task_id: &str) -> Option<Task> {
         self.inner
             .known
             .lock()
             .ok()
-            .and_then(|k| k.get(task_id).cloned())
+            .and_then(|known| known.get(task_id).cloned())
     }
 
-    fn remember(&self, task: Task) {
+    fn remember(&self, task: &Task) {
         if let Ok(mut known) = self.inner.known.lock() {
+            if task.status.state.is_terminal() {
+                known.remove(task.id());
+                return;
+            }
             if known.len() >= KNOWN_TASKS {
                 known.clear();
             }
-            known.insert(task.submitted.task_id.clone(), task);
+            known.insert(task.id().to_owned(), task.clone());
         }
     }
 
@@ -218,403 +216,435 @@ impl Queue {
             .ok_or_else(|| Error::NotFound(task_id.to_owned()))
     }
 
-    /// Submits a task. With an idempotency key, the task id is derived from the key and a
-    /// second submission returns the first task (`created: false`).
+    /// Submits a task. With an idempotency key the task id is derived from the key, and a
+    /// second submission of the same task returns the first (`created: false`); the same key
+    /// with a different task is refused ([`Error::KeyReused`]).
     pub async fn submit(&self, by: &Actor, new: NewTask) -> Result<Submitted, Error> {
-        let task_id = match &new.idempotency_key {
-            Some(key) => uuid::Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes()).to_string(),
-            None => uuid::Uuid::now_v7().to_string(),
-        };
-        let event = by.envelope(task::Submitted {
-            task_id: task_id.clone(),
-            task_type: new.task_type,
-            command: new.command,
-            parameters: new.parameters,
-            priority: new.priority,
-            worker_name: new.worker_name,
-            container_name: new.container_name,
-            max_attempts: new.max_attempts.max(1),
-            idempotency_key: new.idempotency_key,
-        });
-        match self.inner.log.append(&event, Expect::New).await {
-            Ok(appended) => Ok(Submitted {
-                task_id,
+        let event = submission(by, new);
+        let lane = submitted(&event).lane();
+        self.inner.lanes.open(&lane).await?;
+        let outcome = match self.inner.log.append(&event, Expect::New).await {
+            Ok(appended) => Submitted {
+                task_id: submitted(&event).task_id.clone(),
                 sequence: appended.sequence,
                 created: true,
-            }),
-            Err(vibehq_events::Error::Conflict { .. }) => {
-                let subject = vibehq_events::Subject::Submission(task_id.clone()).to_string();
-                let first = self
-                    .inner
-                    .tasks
-                    .direct_get_last_for_subject(subject)
-                    .await
-                    .map_err(|e| Error::nats("read a task's submission", e))?;
-                Ok(Submitted {
-                    task_id,
-                    sequence: first.sequence,
-                    created: false,
-                })
-            }
-            Err(e) => Err(e.into()),
+            },
+            Err(vibehq_events::Error::Conflict { .. }) => return self.existing(&event).await,
+            Err(e) => return Err(e.into()),
+        };
+        self.inner.lanes.announce(&lane, 1).await;
+        Ok(outcome)
+    }
+
+    /// Submits up to [`MAX_BATCH`] tasks all or nothing (BullMQ's `addBulk`, River's
+    /// `InsertMany`): one atomic batch, so either every task is stored or none is. Tasks whose
+    /// idempotency key matches an existing task are answered as that task (`created: false`)
+    /// and the rest are submitted; answers are in input order.
+    pub async fn submit_many(
+        &self,
+        by: &Actor,
+        tasks: Vec<NewTask>,
+    ) -> Result<Vec<Submitted>, Error> {
+        if tasks.len() > MAX_BATCH {
+            return Err(Error::TooMany { max: MAX_BATCH });
         }
+        let events: Vec<Envelope> = tasks.into_iter().map(|new| submission(by, new)).collect();
+        let mut lanes: BTreeMap<Lane, u64> = BTreeMap::new();
+        for event in &events {
+            *lanes.entry(submitted(event).lane()).or_default() += 1;
+        }
+        for lane in lanes.keys() {
+            self.inner.lanes.open(lane).await?;
+        }
+        let batch: Vec<(Envelope, Expect)> =
+            events.iter().map(|e| (e.clone(), Expect::New)).collect();
+        let mut answers: Vec<Option<Submitted>> = vec![None; events.len()];
+        match self.inner.log.append_atomic(&batch).await {
+            Ok(appended) => {
+                for ((answer, event), appended) in answers.iter_mut().zip(&events).zip(appended) {
+                    *answer = Some(Submitted {
+                        task_id: submitted(event).task_id.clone(),
+                        sequence: appended.sequence,
+                        created: true,
+                    });
+                }
+            }
+            Err(vibehq_events::Error::BatchRefused { .. }) => {
+                // Some task exists already (a reused key, or this batch retried): answer those
+                // as themselves and submit the rest, again all or nothing.
+                let mut rest = Vec::new();
+                lanes.clear();
+                for (i, event) in events.iter().enumerate() {
+                    match self.existing(event).await {
+                        Ok(found) => answers[i] = Some(found),
+                        Err(Error::NotFound(_)) => {
+                            *lanes.entry(submitted(event).lane()).or_default() += 1;
+                            rest.push(i);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                let batch: Vec<(Envelope, Expect)> = rest
+                    .iter()
+                    .map(|&i| (events[i].clone(), Expect::New))
+                    .collect();
+                for (&i, appended) in rest.iter().zip(self.inner.log.append_atomic(&batch).await?) {
+                    answers[i] = Some(Submitted {
+                        task_id: submitted(&events[i]).task_id.clone(),
+                        sequence: appended.sequence,
+                        created: true,
+                    });
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for (lane, count) in &lanes {
+            self.inner.lanes.announce(lane, *count).await;
+        }
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// The task a refused submission collided with: the same task (its idempotency key and
+    /// content match) answers as itself; anything else is [`Error::KeyReused`].
+    async fn existing(&self, event: &Envelope) -> Result<Submitted, Error> {
+        let wanted = submitted(event);
+        let task = self
+            .load(&wanted.task_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(wanted.task_id.clone()))?;
+        let history = self
+            .inner
+            .log
+            .history_of(StreamKind::Tasks, &Subject::task(&wanted.task_id), u64::MAX)
+            .await?;
+        let sequence = history.first().map_or(0, |r| r.sequence);
+        if task.submitted != *wanted {
+            return Err(Error::KeyReused {
+                task_id: wanted.task_id.clone(),
+                key: wanted.idempotency_key.clone().unwrap_or_default(),
+            });
+        }
+        Ok(Submitted {
+            task_id: wanted.task_id.clone(),
+            sequence,
+            created: false,
+        })
     }
 
     /// Claims the next task `claimer` may take: the highest priority first, and within a
-    /// priority the most specifically targeted. Waits up to `wait` for work to arrive;
-    /// `None` if none did.
+    /// priority the most specifically targeted. Waits up to `wait` for work to arrive; `None`
+    /// if none did.
     pub async fn claim(&self, claimer: &Actor, wait: Duration) -> Result<Option<Claim>, Error> {
         Ok(self.claim_many(claimer, 1, wait).await?.into_iter().next())
     }
 
     /// Claims up to `max` tasks at once, best first (as [`Queue::claim`]): a container with
-    /// free slots claims for all of them in one pull and one round of appends. Waits up to
-    /// `wait` for the first task; empty if none arrived.
+    /// free slots claims for all of them in one pull and one round of pipelined appends, each
+    /// expecting its own task's version, so a task that went stale costs the others nothing.
+    /// Waits up to `wait` for the first task; empty if none arrived.
     pub async fn claim_many(
         &self,
         claimer: &Actor,
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Claim>, Error> {
-        let container = claimer.container_name.clone().unwrap_or_default();
-        let eligible = Target::eligible(&claimer.worker_name, &container);
+        let eligible = Lane::eligible(claimer);
         let deadline = tokio::time::Instant::now() + wait;
-        let board = &self.inner.board;
+        let lanes = &self.inner.lanes;
         loop {
-            // Listen before looking, so work published in between wakes us.
-            let arrival = board.arrival();
+            // Listen before looking, so work announced in between wakes us.
+            let arrival = lanes.arrival();
             tokio::pin!(arrival);
             arrival.as_mut().enable();
-            let exact = wait.is_zero();
-            let claims = self
-                .try_claim(claimer, &eligible, max.max(1), exact)
-                .await?;
+            let pulled = lanes.pull(&eligible, max.max(1), wait.is_zero()).await?;
+            let looked = !pulled.is_empty();
+            let claims = self.take_all(claimer, pulled).await?;
             if !claims.is_empty() {
                 return Ok(claims);
+            }
+            if looked {
+                // Everything pulled was stale or ended: look again at once.
+                continue;
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Ok(claims);
             }
-            // Redeliveries (expired leases, retry delays) publish nothing: look again at least
-            // once a second.
+            // Redeliveries (expired leases, retries after their backoff) are announced by
+            // nobody: look again at least once a second.
             let until = deadline.min(now + Duration::from_secs(1));
             let _ = tokio::time::timeout_at(until, arrival).await;
         }
     }
 
-    async fn try_claim(
-        &self,
-        claimer: &Actor,
-        eligible: &[Target],
-        max: usize,
-        exact: bool,
-    ) -> Result<Vec<Claim>, Error> {
-        let mut claims = Vec::new();
-        for _ in 0..CLAIM_ROUNDS {
-            let candidates = self.inner.board.candidates(eligible, exact).await?;
-            if candidates.is_empty() {
-                break;
-            }
-            self.claim_from(claimer, candidates, max, &mut claims)
-                .await?;
-            if !claims.is_empty() {
-                break;
-            }
-        }
-        Ok(claims)
-    }
-
-    /// Pulls from `candidates` in order until `claims` holds `max`. The messages of one pull
-    /// are taken concurrently, so their appends share round trips.
-    async fn claim_from(
-        &self,
-        claimer: &Actor,
-        candidates: Vec<String>,
-        max: usize,
-        claims: &mut Vec<Claim>,
-    ) -> Result<(), Error> {
-        for subject in candidates {
-            let want = max - claims.len();
-            if want == 0 {
-                break;
-            }
-            let puller = self.inner.board.puller(&subject).await?;
-            let fetched = self.inner.board.pull(&puller, &subject, want).await?;
-            let lease = puller.lease();
-            let taken = futures::future::join_all(
-                fetched.into_iter().map(|m| self.take(claimer, m, lease)),
-            )
-            .await;
-            let mut failed = None;
-            for outcome in taken {
-                match outcome {
-                    Ok(Some(claim)) => claims.push(claim),
-                    Ok(None) => {}
-                    Err(error) => failed = Some(error),
+    /// Turns pulled deliveries into claims. First deliveries go the fast way together (one
+    /// pipelined round of appends, each expecting the submission as the task's version); the
+    /// rest, and any that lost a race, are decided one by one on the task's events.
+    async fn take_all(&self, claimer: &Actor, pulled: Vec<Delivery>) -> Result<Vec<Claim>, Error> {
+        let mut fresh = Vec::new();
+        let mut again = Vec::new();
+        for delivery in pulled {
+            match Offer::read(delivery) {
+                Ok(offer) if offer.delivered == 1 => fresh.push(offer),
+                Ok(offer) => again.push(offer),
+                Err(delivery) => {
+                    // Not a submission (the projector keeps it in projector_rejected): make
+                    // sure no claimer sees it again.
+                    tracing::warn!(subject = %delivery.message.subject, "dropping an unreadable message from a lane");
+                    terminate(&delivery.message).await;
                 }
             }
-            // Claims already made stand; a failed message is redelivered after its lease.
-            match failed {
-                Some(error) if claims.is_empty() => return Err(error),
-                Some(error) => tracing::warn!(%error, "one claim of a batch failed"),
-                None => {}
+        }
+        let mut claims = Vec::with_capacity(fresh.len());
+        let mut failed = None;
+        let appends: Vec<(Envelope, Expect)> = fresh
+            .iter()
+            .map(|offer| {
+                (
+                    offer.assignment(claimer, 1),
+                    Expect::Version(offer.sequence),
+                )
+            })
+            .collect();
+        let outcomes = self.inner.log.append_many(&appends).await;
+        for ((offer, (event, _)), outcome) in fresh.into_iter().zip(appends).zip(outcomes) {
+            match outcome {
+                Ok(appended) => {
+                    claims.extend(self.claimed(offer.pending(), event, appended.sequence))
+                }
+                Err(vibehq_events::Error::Conflict { .. }) => again.push(offer),
+                Err(error) => failed = Some(Error::from(error)),
             }
         }
-        Ok(())
+        let decided =
+            futures::future::join_all(again.into_iter().map(|offer| self.take(claimer, offer)))
+                .await;
+        for outcome in decided {
+            match outcome {
+                Ok(Some(claim)) => claims.push(claim),
+                Ok(None) => {}
+                Err(error) => failed = Some(error),
+            }
+        }
+        // Claims made stand; a delivery that failed comes back after its lease.
+        match failed {
+            Some(error) if claims.is_empty() => Err(error),
+            Some(error) => {
+                tracing::warn!(%error, "part of a claim failed; its tasks come back after their lease");
+                Ok(claims)
+            }
+            None => Ok(claims),
+        }
     }
 
-    /// Turns a delivered work message into a claim, or disposes of it (its task ended, or ran
-    /// out of attempts). `None` means: look at the next message. `period` is the lease of the
-    /// consumer that delivered it.
-    async fn take(
-        &self,
-        claimer: &Actor,
-        message: async_nats::jetstream::Message,
-        period: Duration,
-    ) -> Result<Option<Claim>, Error> {
-        let Ok(mut item) = serde_json::from_slice::<WorkItem>(&message.payload) else {
-            tracing::warn!(subject = %message.subject, "dropping undecodable work");
-            let _ = message.ack_with(AckKind::Term).await;
-            return Ok(None);
-        };
-        let lease = message.reply.as_ref().map(|r| r.to_string());
-        let info = message.info().ok();
-        let work_sequence = info.as_ref().map(|i| i.stream_sequence);
-        if let Some(carried) = item.task.take()
-            && info.is_some_and(|i| i.delivered == 1)
-        {
-            // First delivery: most likely nothing happened since the submission, so assign
-            // expecting exactly that (no event on the task's subject yet); if the task moved, the
-            // history below decides.
-            let submitted = Task::pending(carried.submitted, carried.submitted_by, 0);
-            match self
-                .assign(claimer, submitted, (lease.clone(), period), work_sequence)
-                .await
-            {
-                Err(Error::Conflict { .. }) => {}
-                claimed => return claimed.map(Some),
-            }
-        }
-        for _ in 0..3 {
-            let current = match self.load(&item.task_id).await {
-                Ok(current) => current,
-                Err(error @ Error::Corrupt { .. }) => {
-                    // Redelivering would only hand the same poison to the next claimer.
-                    tracing::error!(%error, task_id = %item.task_id, "dropping work for an unreadable task");
-                    let _ = message.ack_with(AckKind::Term).await;
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            };
-            let Some(mut current) = current else {
-                let _ = message.ack_with(AckKind::Term).await;
+    /// Decides what a delivery that cannot go the fast way is: a claim of the task's next
+    /// attempt, or nothing (the task ended, or ran out of attempts).
+    async fn take(&self, claimer: &Actor, offer: Offer) -> Result<Option<Claim>, Error> {
+        for _ in 0..RETRIES {
+            let Some(task) = self.load(&offer.task_id).await? else {
+                terminate(&offer.delivery.message).await;
                 return Ok(None);
             };
-            if current.state.is_terminal() {
-                let _ = message.ack().await;
+            if task.status.state.is_terminal() {
+                acknowledge(&offer.delivery.message).await;
                 return Ok(None);
             }
-            let same_message =
-                current.work_sequence.is_none() || current.work_sequence == work_sequence;
-            if current.state.is_held() && !same_message {
-                // Another work message for a task that a live claim holds: a duplicate carried
-                // by the dispatcher after its dedupe window. Drop it; the holder keeps the task.
-                tracing::warn!(task_id = %item.task_id, ?work_sequence, "dropping duplicate work");
-                let _ = message.ack().await;
-                return Ok(None);
-            }
-            if current.state.is_held() {
-                // The held message itself was delivered again: the holder's lease expired.
-                let lost = self
-                    .append(
-                        &current,
-                        TaskEvent::Requeue,
-                        claimer.envelope(task::Requeued {
-                            task_id: item.task_id.clone(),
-                            attempt: current.attempt,
-                            reason: format!(
-                                "lease of {} expired",
-                                current
-                                    .assigned_to
-                                    .as_deref()
-                                    .unwrap_or("the previous claim")
-                            ),
-                            backoff_ms: 0,
-                        }),
-                    )
-                    .await;
-                match lost {
-                    Ok(version) => {
-                        current.version = version;
-                        current.state = TaskState::Pending;
-                    }
+            let mut task = task;
+            let status = task.status.clone();
+            if status.state.is_held() {
+                // The server handed the task out again: the holder's lease expired.
+                let holder = status
+                    .holder
+                    .as_ref()
+                    .map_or_else(|| "the previous claim".to_owned(), Actor::label);
+                let requeued = claimer.envelope(task::Requeued {
+                    task_id: offer.task_id.clone(),
+                    attempt: status.attempt,
+                    reason: format!("the lease of {holder} expired"),
+                    backoff_ms: 0,
+                });
+                match self.append(&task, requeued).await {
+                    Ok(now) => task = now,
                     Err(Error::Conflict { .. }) => continue,
                     Err(e) => return Err(e),
                 }
             }
-            let attempt = current.attempt + 1;
-            if attempt > current.submitted.max_attempts {
+            let exhausted = task.status.attempt >= task.status.max_attempts;
+            if exhausted || offer.delivered >= MAX_DELIVER as u64 {
+                let error = match (&task.error, exhausted) {
+                    (Some(error), true) => error.clone(),
+                    (None, true) => "no attempts left".to_owned(),
+                    (_, false) => format!("handed out {} times without finishing", offer.delivered),
+                };
                 let failed = claimer.envelope(task::Failed {
-                    task_id: item.task_id.clone(),
-                    attempt: current.attempt,
-                    error: current
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| "no attempts left".to_owned()),
+                    task_id: offer.task_id.clone(),
+                    attempt: task.status.attempt,
+                    error,
                 });
-                match self.append_raw(&current, failed).await {
-                    Ok(_) | Err(Error::Conflict { .. }) => {}
+                match self.append(&task, failed).await {
+                    Ok(_) => {}
+                    Err(Error::Conflict { .. }) => continue,
                     Err(e) => return Err(e),
                 }
-                let _ = message.ack_with(AckKind::Term).await;
+                terminate(&offer.delivery.message).await;
                 return Ok(None);
             }
-            match self
-                .assign(claimer, current, (lease.clone(), period), work_sequence)
-                .await
-            {
-                Ok(claim) => return Ok(Some(claim)),
+            let attempt = task.status.attempt + 1;
+            let assigned = offer.assignment(claimer, attempt);
+            match self.append(&task, assigned.clone()).await {
+                Ok(now) => return Ok(Some(self.claim_of(&now, now.version))),
                 Err(Error::Conflict { .. }) => continue,
+                Err(Error::Refused { refusal, .. }) => {
+                    tracing::warn!(task_id = %offer.task_id, %refusal, "cannot claim a delivered task");
+                    terminate(&offer.delivery.message).await;
+                    return Ok(None);
+                }
                 Err(e) => return Err(e),
             }
         }
-        // Still racing after three tries: let someone else have it.
-        let _ = message.ack_with(AckKind::Nak(None)).await;
+        // Still racing: hand it back for whoever wins.
+        let _ = offer.delivery.message.ack_with(AckKind::Nak(None)).await;
         Ok(None)
     }
 
-    /// Appends `task.assigned` for the next attempt of a pending task, expecting its version.
-    /// `lease` is the work message's ack subject and its consumer's `ack_wait`.
-    async fn assign(
-        &self,
-        claimer: &Actor,
-        task: Task,
-        (lease, period): (Option<String>, Duration),
-        work_sequence: Option<u64>,
-    ) -> Result<Claim, Error> {
-        let attempt = task.attempt + 1;
-        let lease_ms = period.as_millis() as u64;
-        let assigned = claimer.envelope(task::Assigned {
-            task_id: task.submitted.task_id.clone(),
-            attempt,
-            lease_ms,
-            lease,
-            work_sequence,
-        });
-        let sequence = self.append(&task, TaskEvent::Assign, assigned).await?;
-        let s = task.submitted;
-        Ok(Claim {
-            task_id: s.task_id,
-            task_type: s.task_type,
-            command: s.command,
-            parameters: s.parameters,
+    /// The claim a fast-way assignment of `pending` made (stored at `sequence`), remembered
+    /// as this process's view of the task. `None` if the lifecycle refuses what the server
+    /// stored (it cannot: the claimer pulled from a lane it may take from, the first attempt):
+    /// then the delivery comes back after its lease and is decided on the task's events.
+    fn claimed(&self, pending: Task, event: Envelope, sequence: u64) -> Option<Claim> {
+        let subject = event.subject().to_string();
+        let mut task = Some(pending);
+        let applied = match lifecycle::read(&subject, event) {
+            Some(Ok(checked)) => Task::apply(&mut task, &checked, sequence),
+            Some(Err(refusal)) => Err(refusal),
+            None => Err(Refusal::Unknown),
+        };
+        match (applied, task) {
+            (Ok(()), Some(task)) => {
+                self.remember(&task);
+                Some(self.claim_of(&task, sequence))
+            }
+            (outcome, _) => {
+                tracing::error!(%subject, ?outcome, "the lifecycle refuses an assignment the server stored");
+                None
+            }
+        }
+    }
+
+    fn claim_of(&self, task: &Task, sequence: u64) -> Claim {
+        let s = &task.submitted;
+        Claim {
+            task_id: s.task_id.clone(),
+            task_type: s.task_type.clone(),
+            command: s.command.clone(),
+            parameters: s.parameters.clone(),
             priority: s.priority,
-            attempt,
-            max_attempts: s.max_attempts,
-            lease_ms,
+            attempt: task.status.attempt,
+            max_attempts: task.status.max_attempts,
+            lease_ms: task.lease_ms,
             sequence,
-        })
+        }
     }
 
     /// Claims one specific pending task for `claimer`, if `claimer` may take it.
+    ///
+    /// The task's delivery is looked for among the next 256 its lane would hand out (the
+    /// others go straight back, first in line); a task further back answers
+    /// [`Error::NotAvailable`].
     pub async fn claim_task(&self, task_id: &str, claimer: &Actor) -> Result<Claim, Error> {
         let task = self.require(task_id).await?;
-        if task.state != TaskState::Pending {
-            return Err(Error::Conflict {
-                task_id: task_id.to_owned(),
-                reason: format!("the task is {}, not pending", task.state.as_str()),
-            });
+        let refused = |refusal| Error::Refused {
+            task_id: task_id.to_owned(),
+            refusal: Box::new(refusal),
+        };
+        if task.status.state != State::Pending {
+            return Err(refused(Refusal::NotAllowed {
+                state: task.status.state,
+                step: lifecycle::StepName(task::Step::Assigned),
+            }));
         }
-        let target = Target::of(
-            task.submitted.worker_name.as_deref(),
-            task.submitted.container_name.as_deref(),
-        );
-        let container = claimer.container_name.clone().unwrap_or_default();
-        if !Target::eligible(&claimer.worker_name, &container).contains(&target) {
-            return Err(Error::Conflict {
-                task_id: task_id.to_owned(),
-                reason: format!(
-                    "the task is for {target:?}; {} may not take it",
-                    claimer.label()
-                ),
-            });
+        if !task.status.target.admits(claimer) {
+            return Err(refused(Refusal::NotEligible {
+                target: task.status.target.clone(),
+                actor: claimer.clone(),
+            }));
         }
-        let subject = work::subject(work::band(task.submitted.priority), &target);
-        let puller = self.inner.board.puller(&subject).await?;
-        let fetched = puller.fetch(256).await?;
+        let lane = task.submitted.lane();
+        let Some((consumer, lease)) = self.inner.lanes.consumer(&lane).await? else {
+            return Err(Error::NotAvailable(task_id.to_owned()));
+        };
+        let mut batch = consumer
+            .fetch()
+            .max_messages(256)
+            .messages()
+            .await
+            .map_err(|e| Error::nats("pull work", e))?;
+        let prefix = format!("vibehq.tasks.{task_id}.submitted.");
         let mut found = None;
         let mut others = Vec::new();
-        for message in fetched {
-            let mine = serde_json::from_slice::<WorkItem>(&message.payload)
-                .is_ok_and(|item| item.task_id == task_id);
-            if mine && found.is_none() {
+        while let Some(message) = futures::StreamExt::next(&mut batch).await {
+            let message = message.map_err(|e| Error::nats("pull work", e))?;
+            if found.is_none() && message.subject.starts_with(prefix.as_str()) {
                 found = Some(message);
             } else {
                 others.push(message);
             }
         }
-        // Hand the rest back at once, in order.
         for message in others {
             let _ = message.ack_with(AckKind::Nak(None)).await;
         }
-        match found {
-            Some(message) => self.take(claimer, message, puller.lease()).await?.ok_or_else(|| Error::Conflict {
-                task_id: task_id.to_owned(),
-                reason: "the task changed while it was being claimed".into(),
-            }),
-            None => Err(Error::Conflict {
-                task_id: task_id.to_owned(),
-                reason: "the task is not available to claim right now (another claim may be handing it out)".into(),
-            }),
-        }
+        let Some(message) = found else {
+            return Err(Error::NotAvailable(task_id.to_owned()));
+        };
+        let offer = Offer::read(Delivery { message, lease })
+            .map_err(|_| Error::NotAvailable(task_id.to_owned()))?;
+        self.take(claimer, offer)
+            .await?
+            .ok_or_else(|| Error::NotAvailable(task_id.to_owned()))
     }
 
-    /// Checks that `claimer` holds `attempt` of the task; records a refusal otherwise.
-    ///
-    /// With `Read::Cached`, this process's last view of the task is trusted if it shows the
-    /// claim holding: the caller's append expects that view's version, so if anything happened
-    /// since, the append is refused and the caller asks again with `Read::Stream`.
+    /// The task as `claimer` holds it (for `attempt`, when one is named); a refusal (recorded,
+    /// when `outcome` names a result) otherwise.
     async fn holding(
         &self,
         task_id: &str,
-        attempt: u32,
+        attempt: Option<u32>,
         claimer: &Actor,
-        outcome: &str,
-        read: Read,
+        outcome: Option<&str>,
+        fresh: bool,
     ) -> Result<Task, Error> {
         let holds = |task: &Task| {
-            task.state.is_held()
-                && task.attempt == attempt
-                && task.assigned_to.as_deref() == Some(claimer.label().as_str())
+            task.status.state.is_held()
+                && task.status.holder.as_ref() == Some(claimer)
+                && attempt.is_none_or(|a| a == task.status.attempt)
         };
-        if read == Read::Cached
-            && let Some(task) = self.known(task_id).filter(holds)
-        {
+        if !fresh && let Some(task) = self.known(task_id).filter(holds) {
             return Ok(task);
         }
         let task = self.require(task_id).await?;
         if holds(&task) {
             return Ok(task);
         }
-        let reason = if task.state.is_held() {
-            format!(
-                "attempt {attempt} by {} no longer holds the task: attempt {} by {} does",
-                claimer.label(),
-                task.attempt,
-                task.assigned_to.as_deref().unwrap_or("?")
-            )
-        } else {
-            format!(
-                "the task is {} (attempt {})",
-                task.state.as_str(),
-                task.attempt
-            )
+        let status = &task.status;
+        let reason = match (&status.holder, status.state.is_held()) {
+            (Some(holder), true) if holder == claimer => format!(
+                "attempt {} is over; {claimer} holds attempt {} now",
+                attempt.unwrap_or(0),
+                status.attempt
+            ),
+            (Some(holder), true) => format!(
+                "{claimer} does not hold the task; {holder} does (attempt {})",
+                status.attempt
+            ),
+            _ => format!(
+                "{claimer} does not hold the task: it is {} (attempt {})",
+                status.state, status.attempt
+            ),
         };
-        if !outcome.is_empty() {
+        if let Some(outcome) = outcome {
             let refused = claimer.envelope(task::ResultRefused {
                 task_id: task_id.to_owned(),
-                attempt,
+                attempt: attempt.unwrap_or(0),
                 outcome: outcome.to_owned(),
                 reason: reason.clone(),
             });
@@ -627,57 +657,62 @@ impl Queue {
     }
 
     /// Marks a held task as running.
-    pub async fn start(&self, task_id: &str, attempt: u32, claimer: &Actor) -> Result<u64, Error> {
-        // Each result below re-reads and retries while the claim still holds the task, if the
-        // version moved between read and append (e.g. a stale claimer's refusal was recorded).
-        for read in Read::RETRIES {
-            let task = self.holding(task_id, attempt, claimer, "", read).await?;
+    pub async fn start(
+        &self,
+        task_id: &str,
+        attempt: Option<u32>,
+        claimer: &Actor,
+    ) -> Result<u64, Error> {
+        for round in 0..RETRIES {
+            let task = self
+                .holding(task_id, attempt, claimer, None, round > 0)
+                .await?;
             let started = claimer.envelope(task::Started {
                 task_id: task_id.to_owned(),
-                attempt,
+                attempt: task.status.attempt,
             });
-            match self.append(&task, TaskEvent::Start, started).await {
+            match self.append(&task, started).await {
                 Err(Error::Conflict { .. }) => continue,
-                other => return other,
+                other => return other.map(|task| task.version),
             }
         }
         Err(kept_changing(task_id))
     }
 
-    /// Extends the lease of a held task by another lease period.
+    /// Extends the lease of a held task by another lease period. Refused when the claim no
+    /// longer holds the task: stop working on it.
     pub async fn heartbeat(
         &self,
         task_id: &str,
-        attempt: u32,
+        attempt: Option<u32>,
         claimer: &Actor,
     ) -> Result<(), Error> {
-        let task = self
-            .holding(task_id, attempt, claimer, "", Read::Stream)
-            .await?;
+        let task = self.holding(task_id, attempt, claimer, None, true).await?;
         self.signal(task.lease.as_deref(), AckKind::Progress).await
     }
 
-    /// Completes a held task; refused (and recorded) if the claim no longer holds it.
+    /// Completes a held task; refused (and recorded) if the claim does not hold it. Without
+    /// an `attempt`, whatever attempt the claimer holds now is completed.
     pub async fn complete(
         &self,
         task_id: &str,
-        attempt: u32,
+        attempt: Option<u32>,
         claimer: &Actor,
         output: Option<String>,
     ) -> Result<u64, Error> {
-        for read in Read::RETRIES {
+        for round in 0..RETRIES {
             let task = self
-                .holding(task_id, attempt, claimer, "completed", read)
+                .holding(task_id, attempt, claimer, Some("completed"), round > 0)
                 .await?;
             let completed = claimer.envelope(task::Completed {
                 task_id: task_id.to_owned(),
-                attempt,
+                attempt: task.status.attempt,
                 output: output.clone(),
             });
-            match self.append(&task, TaskEvent::Complete, completed).await {
-                Ok(sequence) => {
+            match self.append(&task, completed).await {
+                Ok(now) => {
                     self.signal(task.lease.as_deref(), AckKind::Ack).await?;
-                    return Ok(sequence);
+                    return Ok(now.version);
                 }
                 Err(Error::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
@@ -691,16 +726,16 @@ impl Queue {
     pub async fn fail(
         &self,
         task_id: &str,
-        attempt: u32,
+        attempt: Option<u32>,
         claimer: &Actor,
         error: String,
         retry: bool,
     ) -> Result<FailOutcome, Error> {
-        for read in Read::RETRIES {
+        for round in 0..RETRIES {
             let task = self
-                .holding(task_id, attempt, claimer, "failed", read)
+                .holding(task_id, attempt, claimer, Some("failed"), round > 0)
                 .await?;
-            match self.fail_held(&task, attempt, claimer, &error, retry).await {
+            match self.fail_held(&task, claimer, &error, retry).await {
                 Err(Error::Conflict { .. }) => continue,
                 other => return other,
             }
@@ -711,13 +746,13 @@ impl Queue {
     async fn fail_held(
         &self,
         task: &Task,
-        attempt: u32,
         claimer: &Actor,
         error: &str,
         retry: bool,
     ) -> Result<FailOutcome, Error> {
-        let task_id = task.submitted.task_id.clone();
-        if retry && attempt < task.submitted.max_attempts {
+        let attempt = task.status.attempt;
+        let task_id = task.id().to_owned();
+        if retry && attempt < task.status.max_attempts {
             let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
             let backoff = self
                 .inner
@@ -731,13 +766,13 @@ impl Queue {
                 reason: error.to_owned(),
                 backoff_ms: backoff.as_millis() as u64,
             });
-            let sequence = self.append(task, TaskEvent::Requeue, requeued).await?;
+            let now = self.append(task, requeued).await?;
             self.signal(task.lease.as_deref(), AckKind::Nak(Some(backoff)))
                 .await?;
             Ok(FailOutcome {
                 retried: true,
                 backoff_ms: backoff.as_millis() as u64,
-                sequence,
+                sequence: now.version,
             })
         } else {
             let failed = claimer.envelope(task::Failed {
@@ -745,69 +780,89 @@ impl Queue {
                 attempt,
                 error: error.to_owned(),
             });
-            let sequence = self.append(task, TaskEvent::Fail, failed).await?;
+            let now = self.append(task, failed).await?;
             self.signal(task.lease.as_deref(), AckKind::Term).await?;
             Ok(FailOutcome {
                 retried: false,
                 backoff_ms: 0,
-                sequence,
+                sequence: now.version,
             })
         }
     }
 
-    /// Cancels a task that has not ended.
+    /// Cancels a task that has not ended. A held task's lease ends at once (its holder learns
+    /// at its next heartbeat); a pending one is dropped when its lane next hands it out.
     pub async fn cancel(
         &self,
         task_id: &str,
         by: &Actor,
         reason: Option<String>,
     ) -> Result<u64, Error> {
-        let task = self.require(task_id).await?;
-        let cancelled = by.envelope(task::Cancelled {
-            task_id: task_id.to_owned(),
-            reason,
-        });
-        let sequence = self.append(&task, TaskEvent::Cancel, cancelled).await?;
-        // A held task's work message goes; a pending one is dropped when next fetched.
-        self.signal(task.lease.as_deref(), AckKind::Term).await?;
-        Ok(sequence)
-    }
-
-    /// Appends `event` if the machine allows `on` from the task's state, expecting its version.
-    async fn append(&self, task: &Task, on: TaskEvent, event: Envelope) -> Result<u64, Error> {
-        TASKS
-            .next(task.state, on)
-            .map_err(|illegal| Error::Conflict {
-                task_id: task.submitted.task_id.clone(),
-                reason: illegal.to_string(),
-            })?;
-        self.append_raw(task, event).await
-    }
-
-    async fn append_raw(&self, task: &Task, event: Envelope) -> Result<u64, Error> {
-        let expect = match task.version {
-            0 => Expect::New,
-            version => Expect::Version(version),
-        };
-        match self.inner.log.append(&event, expect).await {
-            Ok(appended) => {
-                // The task is now exactly its last view plus this event.
-                let mut now = Some(task.clone());
-                aggregate::fold(&mut now, &event, appended.sequence);
-                if let Some(now) = now {
-                    self.remember(now);
+        for _ in 0..RETRIES {
+            let task = self.require(task_id).await?;
+            let cancelled = by.envelope(task::Cancelled {
+                task_id: task_id.to_owned(),
+                reason: reason.clone(),
+            });
+            match self.append(&task, cancelled).await {
+                Ok(now) => {
+                    self.signal(task.lease.as_deref(), AckKind::Term).await?;
+                    return Ok(now.version);
                 }
-                Ok(appended.sequence)
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
             }
-            Err(vibehq_events::Error::Conflict { .. }) => Err(Error::Conflict {
-                task_id: task.submitted.task_id.clone(),
-                reason: "the task changed concurrently; read it again".into(),
-            }),
+        }
+        Err(kept_changing(task_id))
+    }
+
+    /// Appends `event` to `task` if the lifecycle allows it, expecting the task's version; the
+    /// task as it is after the event.
+    async fn append(&self, task: &Task, event: Envelope) -> Result<Task, Error> {
+        let subject = event.subject().to_string();
+        let checked = match lifecycle::read(&subject, event.clone()) {
+            Some(Ok(checked)) => checked,
+            Some(Err(refusal)) => {
+                return Err(Error::Refused {
+                    task_id: task.id().to_owned(),
+                    refusal: Box::new(refusal),
+                });
+            }
+            None => unreachable!("the queue appends task events only"),
+        };
+        let mut after = Some(task.clone());
+        Task::apply(&mut after, &checked, task.version.saturating_add(1)).map_err(|refusal| {
+            Error::Refused {
+                task_id: task.id().to_owned(),
+                refusal: Box::new(refusal),
+            }
+        })?;
+        match self
+            .inner
+            .log
+            .append(&event, Expect::at(task.version))
+            .await
+        {
+            Ok(appended) => {
+                let mut now = after.unwrap_or_else(|| task.clone());
+                now.version = appended.sequence;
+                self.remember(&now);
+                Ok(now)
+            }
+            Err(vibehq_events::Error::Conflict { .. }) => {
+                if let Ok(mut known) = self.inner.known.lock() {
+                    known.remove(task.id());
+                }
+                Err(Error::Conflict {
+                    task_id: task.id().to_owned(),
+                    reason: "the task changed meanwhile".into(),
+                })
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Sends an ack of `kind` for a lease (a work message's ack subject). Any process can.
+    /// Sends an ack of `kind` for a lease (a delivery's ack subject). Any process can.
     async fn signal(&self, lease: Option<&str>, kind: AckKind) -> Result<(), Error> {
         let Some(lease) = lease else { return Ok(()) };
         let client = self.inner.log.jetstream().client();
@@ -819,28 +874,132 @@ impl Queue {
     }
 }
 
-/// Where a result reads the task it is about to change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Read {
-    /// This process's last view, if it has one.
-    Cached,
-    /// The stream.
-    Stream,
+/// A pulled submission, read: which task, at which version, delivered how often.
+#[derive(Debug)]
+struct Offer {
+    task_id: String,
+    /// The submission's stream sequence: the task's version while nothing else happened.
+    sequence: u64,
+    delivered: u64,
+    /// The submission as stored, with who submitted it.
+    submission: Option<(task::Submitted, Actor)>,
+    delivery: Delivery,
 }
 
-impl Read {
-    /// A result's tries: first on the cached view, then re-reading the stream after a
-    /// concurrent event moved the task's version.
-    const RETRIES: [Read; 3] = [Read::Cached, Read::Stream, Read::Stream];
+impl Offer {
+    /// Reads a delivery; gives it back when it is not a submission (wrong subject, not an
+    /// event, or an event that does not match its subject).
+    fn read(delivery: Delivery) -> Result<Self, Box<Delivery>> {
+        let Ok(info) = delivery.message.info() else {
+            return Err(Box::new(delivery));
+        };
+        let (sequence, delivered) = (info.stream_sequence, info.delivered.max(1) as u64);
+        let checked = Envelope::decode(&delivery.message.payload)
+            .ok()
+            .and_then(|envelope| lifecycle::read(&delivery.message.subject, envelope))
+            .and_then(Result::ok);
+        let Some(checked) = checked else {
+            return Err(Box::new(delivery));
+        };
+        let Payload::TaskSubmitted(submitted) = checked.envelope.payload else {
+            return Err(Box::new(delivery));
+        };
+        Ok(Self {
+            task_id: checked.task_id,
+            sequence,
+            delivered,
+            submission: Some((submitted, checked.actor)),
+            delivery,
+        })
+    }
+
+    /// The lease this delivery gives a claim: its ack subject.
+    fn lease(&self) -> Option<&str> {
+        self.delivery.message.reply.as_deref()
+    }
+
+    /// `task.assigned` of `attempt` by `claimer`, holding this delivery.
+    fn assignment(&self, claimer: &Actor, attempt: u32) -> Envelope {
+        claimer.envelope(task::Assigned {
+            task_id: self.task_id.clone(),
+            attempt,
+            lease_ms: self.delivery.lease.as_millis() as u64,
+            lease: self.lease().map(str::to_owned),
+        })
+    }
+
+    /// The task as just submitted, at the submission's version.
+    fn pending(&self) -> Task {
+        let (submitted, by) = self
+            .submission
+            .clone()
+            .unwrap_or_else(|| unreachable!("an offer holds its submission"));
+        Task {
+            status: lifecycle::Status {
+                state: State::Pending,
+                attempt: 0,
+                max_attempts: submitted.max_attempts.max(1),
+                target: submitted.target(),
+                holder: None,
+            },
+            submitted,
+            submitted_by: by,
+            lease: None,
+            lease_ms: 0,
+            error: None,
+            version: self.sequence,
+        }
+    }
 }
 
-/// How many times a claim re-reads the candidates after losing every race for them.
-const CLAIM_ROUNDS: usize = 3;
+/// The id of the task submitted with idempotency key `key` (a UUIDv5 of the key), so a client
+/// can name the task before, or without, asking.
+pub fn keyed_task_id(key: &str) -> String {
+    uuid::Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, key.as_bytes()).to_string()
+}
+
+/// The `task.submitted` event of a new task by `by`.
+fn submission(by: &Actor, new: NewTask) -> Envelope {
+    let task_id = match &new.idempotency_key {
+        Some(key) => keyed_task_id(key),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    by.envelope(task::Submitted {
+        task_id,
+        task_type: new.task_type,
+        command: new.command,
+        parameters: new.parameters,
+        priority: new.priority,
+        worker_name: new.worker_name,
+        container_name: new.container_name,
+        max_attempts: new.max_attempts.max(1),
+        idempotency_key: new.idempotency_key,
+    })
+}
+
+fn submitted(event: &Envelope) -> &task::Submitted {
+    match &event.payload {
+        Payload::TaskSubmitted(s) => s,
+        _ => unreachable!("built by `submission`"),
+    }
+}
+
+async fn acknowledge(message: &async_nats::jetstream::Message) {
+    if let Err(error) = message.ack().await {
+        tracing::debug!(%error, "cannot acknowledge a delivery; it comes back after its lease");
+    }
+}
+
+async fn terminate(message: &async_nats::jetstream::Message) {
+    if let Err(error) = message.ack_with(AckKind::Term).await {
+        tracing::debug!(%error, "cannot end a delivery; it comes back after its lease");
+    }
+}
 
 fn kept_changing(task_id: &str) -> Error {
     Error::Conflict {
         task_id: task_id.to_owned(),
-        reason: "the task kept changing while the result was recorded; report it again".into(),
+        reason: "the task kept changing while the command was recorded; send it again".into(),
     }
 }
 

@@ -1,10 +1,13 @@
-//! `ContainerTaskQueueOps`: the queue's commands as a NATS micro service
+//! `ContainerTaskQueueOps`: the queue's operations as a NATS micro service
 //! (`vibehq.rpc.tasks.<operation>`, see [`vibehq_api::rpc`] for the protocol).
 //!
-//! Requests and answers are the JSON bodies of the REST API (plus `task_id` where REST has it
-//! in the path), checked by the same code, so an input is refused the same way whichever door
-//! it came in by; a refusal's code is the HTTP status REST would answer (400, 404, 409, 413,
-//! 422, 503, 504) and its description REST's JSON error body.
+//! Every operation REST has, by the names of [`Op`]: the seed's `submitTask`, `getTasks`,
+//! `claimTask`, `completeTask` and `failTask`, and `submitTasks`, `getTask`,
+//! `claimTaskById`, `startTask`, `heartbeatTask` and `cancelTask`, so a worker that speaks
+//! only NATS can do all a REST client can. A request is REST's JSON body, with `task_id` where
+//! REST has it in the path (and a query's parameters as fields); it is answered by the same
+//! code ([`ops::handle`]), and a refusal's code is the HTTP status REST would answer and its
+//! description REST's JSON error body. "No content" (no work to claim, a heartbeat) is `null`.
 
 use axum::body::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -12,8 +15,7 @@ use vibehq_api::error::ApiError;
 use vibehq_api::rpc::{Micro, Spec, json};
 
 use crate::Error;
-use crate::body::{self, Body};
-use crate::http::{self, QueueState, Written};
+use crate::ops::{self, Op, QueueState};
 
 /// The service's name in the micro protocol (`$SRV.PING.ContainerTaskQueueOps`, …).
 pub const NAME: &str = "ContainerTaskQueueOps";
@@ -24,58 +26,15 @@ pub const PREFIX: &str = "vibehq.rpc.tasks";
 /// The service's identity.
 pub const SPEC: Spec = Spec {
     name: NAME,
-    description: "vibehq task queue: submit, list, claim, complete and fail tasks. Bodies are \
-        the REST API's JSON; errors carry the HTTP status as their code and the JSON error body \
-        as their description.",
+    description: "vibehq task queue: submit, list, get, claim, start, heartbeat, complete, fail \
+        and cancel tasks. Bodies are the REST API's JSON (with task_id); errors carry the HTTP \
+        status as their code and the JSON error body as their description.",
     prefix: PREFIX,
 };
 
-/// The service's endpoints; each is named as its subject's last token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// `POST /api/tasks`'s body → `Submitted`.
-    SubmitTask,
-    /// `{status?, worker_name?, container_name?, task_type?, limit?, cursor?, min_seq?}` →
-    /// `GET /api/tasks`'s page, from the projection.
-    GetTasks,
-    /// `{worker_name, container_name?, wait_ms?}` → the `Claim`, or `null` when no work came.
-    ClaimTask,
-    /// `{task_id, worker_name, container_name?, attempt, output?}` → `Written`.
-    CompleteTask,
-    /// `{task_id, worker_name, container_name?, attempt, error, retry?}` → `FailOutcome`.
-    FailTask,
-}
-
-impl Operation {
-    /// Every endpoint.
-    pub const ALL: [Operation; 5] = [
-        Operation::SubmitTask,
-        Operation::GetTasks,
-        Operation::ClaimTask,
-        Operation::CompleteTask,
-        Operation::FailTask,
-    ];
-
-    /// The endpoint's name, e.g. `submitTask`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::SubmitTask => "submitTask",
-            Operation::GetTasks => "getTasks",
-            Operation::ClaimTask => "claimTask",
-            Operation::CompleteTask => "completeTask",
-            Operation::FailTask => "failTask",
-        }
-    }
-
-    /// The endpoint's subject, e.g. `vibehq.rpc.tasks.submitTask`.
-    pub fn subject(self) -> String {
-        SPEC.subject(self)
-    }
-}
-
-impl vibehq_api::rpc::Operation for Operation {
+impl vibehq_api::rpc::Operation for Op {
     fn name(self) -> &'static str {
-        Operation::name(self)
+        Op::name(self)
     }
 }
 
@@ -92,14 +51,14 @@ pub async fn run(
 #[derive(Debug)]
 pub struct Rpc {
     state: QueueState,
-    micro: Micro<Operation>,
+    micro: Micro<Op>,
 }
 
 impl Rpc {
     /// Registers the service and its endpoints on `client`'s server; returns once a request
     /// from any connection reaches it (see [`Micro::start`]).
     pub async fn start(state: QueueState, client: async_nats::Client) -> Result<Self, Error> {
-        let micro = Micro::start(&client, SPEC, &Operation::ALL).await?;
+        let micro = Micro::start(&client, SPEC, &Op::ALL).await?;
         Ok(Self { state, micro })
     }
 
@@ -107,72 +66,18 @@ impl Rpc {
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), Error> {
         let state = self.state;
         self.micro
-            .serve(shutdown, move |operation, payload| {
+            .serve(shutdown, move |op, payload| {
                 let state = state.clone();
-                async move { handle(&state, operation, &payload).await }
+                async move { handle(&state, op, &payload).await }
             })
             .await?;
         Ok(())
     }
 }
 
-/// Runs one request: the body is checked exactly as the REST route checks it.
-async fn handle(
-    state: &QueueState,
-    operation: Operation,
-    payload: &[u8],
-) -> Result<Bytes, ApiError> {
-    let mut body = Body::from_json(payload)?;
-    match operation {
-        Operation::SubmitTask => {
-            let (by, new) = body::new_task(&body)?;
-            json(&state.queue.submit(&by, new).await?)
-        }
-        Operation::GetTasks => {
-            let params = body::list_params(
-                &body,
-                &[
-                    "status",
-                    "worker_name",
-                    "container_name",
-                    "task_type",
-                    "limit",
-                    "cursor",
-                    "min_seq",
-                ],
-            )?;
-            json(&http::list_tasks(state, params).await?)
-        }
-        Operation::ClaimTask => {
-            let (claimer, wait) = body::claim_next(&body)?;
-            json(&state.queue.claim(&claimer, wait).await?)
-        }
-        Operation::CompleteTask => {
-            let task_id = body::take_task_id(&mut body)?;
-            let done = body::completion(&body)?;
-            let sequence = state
-                .queue
-                .complete(&task_id, done.attempt, &done.claimer, done.output)
-                .await?;
-            json(&Written { task_id, sequence })
-        }
-        Operation::FailTask => {
-            let task_id = body::take_task_id(&mut body)?;
-            let failed = body::failure(&body)?;
-            json(
-                &state
-                    .queue
-                    .fail(
-                        &task_id,
-                        failed.attempt,
-                        &failed.claimer,
-                        failed.error,
-                        failed.retry,
-                    )
-                    .await?,
-            )
-        }
-    }
+async fn handle(state: &QueueState, op: Op, payload: &[u8]) -> Result<Bytes, ApiError> {
+    let input = vibehq_api::body::json(payload)?;
+    json(&ops::handle(state, op, input).await?.value)
 }
 
 #[cfg(test)]
@@ -181,16 +86,9 @@ mod tests {
 
     #[test]
     fn endpoints_live_under_vibehq_rpc_tasks() {
-        let subjects: Vec<String> = Operation::ALL.iter().map(|o| o.subject()).collect();
-        assert_eq!(
-            subjects,
-            [
-                "vibehq.rpc.tasks.submitTask",
-                "vibehq.rpc.tasks.getTasks",
-                "vibehq.rpc.tasks.claimTask",
-                "vibehq.rpc.tasks.completeTask",
-                "vibehq.rpc.tasks.failTask",
-            ]
-        );
+        let subjects: Vec<String> = Op::ALL.iter().map(|o| SPEC.subject(*o)).collect();
+        assert_eq!(subjects[0], "vibehq.rpc.tasks.submitTask");
+        assert!(subjects.contains(&"vibehq.rpc.tasks.heartbeatTask".to_owned()));
+        assert_eq!(subjects.len(), 11);
     }
 }

@@ -7,10 +7,13 @@
 //! at the next one: every later event that passes its filters arrives exactly once, in order.
 //! Filtering happens after the read, so a filtered-out event costs a decode, never a gap.
 //!
-//! Events other than `task.submitted` do not carry the task's type or target worker. Each
-//! connection learns them from the submissions it reads, and looks up a task it first meets
-//! mid-life once, by folding its events ([`Queue::load`]); a task leaves that cache when it
-//! ends, so a long-lived feed holds only the tasks still moving.
+//! What an event does to its task is the lifecycle's to say ([`Task::apply`]), as it is for the
+//! projector: each message names the status its event moves the task to, and an event the
+//! lifecycle refuses (a forged result, a step for a task never submitted) is sent as refused,
+//! never as a change. So each connection folds the tasks it sees: it learns a task from its
+//! submission, and one it first meets mid-life from the task's events before that point
+//! ([`Queue::load_until`]); a task leaves the connection's view when it ends, so a long-lived
+//! feed holds only the tasks still moving.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,11 +28,11 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tracing::Instrument;
 use vibehq_api::error::{ApiError, ErrorBody};
-use vibehq_events::{Envelope, Payload, Recorded, StreamKind, Subject};
+use vibehq_events::task::lifecycle::{self, State as TaskState, Task};
+use vibehq_events::{Envelope, Payload, Recorded, StreamKind};
 
 use crate::Queue;
-use crate::fsm::TaskState;
-use crate::http::QueueState;
+use crate::ops::QueueState;
 
 /// How long a closing socket waits for the other side's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -45,9 +48,13 @@ pub struct FeedEvent {
     pub kind: &'static str,
     pub task_id: String,
     /// The status this event moves the task to (`pending`, `assigned`, `running`,
-    /// `completed`, `failed` or `cancelled`); null for `task.result_refused`, which moves
-    /// nothing.
+    /// `completed`, `failed` or `cancelled`); null for an event that moves nothing: a
+    /// `task.result_refused`, or an event the task's lifecycle refuses (see `refused`).
     pub status: Option<&'static str>,
+    /// Why the task's lifecycle refuses this event (it changed nothing), e.g. "w2:c1 does not
+    /// hold the task; w1:c1 does"; absent for events that apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// Who recorded the event (the envelope's worker).
     pub worker_name: String,
     /// The container within that worker, where there is one.
@@ -112,11 +119,6 @@ impl Filter {
             }
         }
         Ok(filter)
-    }
-
-    /// Whether the filter needs the task's type or target, which only its submission carries.
-    fn needs_task(&self) -> bool {
-        self.worker_name.is_some() || self.task_type.is_some()
     }
 }
 
@@ -276,13 +278,17 @@ async fn drain(socket: &mut WebSocket) {
     while let Some(Ok(_)) = socket.recv().await {}
 }
 
-/// What a connection knows about the tasks it has seen: their type and target worker.
+/// The tasks a connection has seen, folded as the lifecycle folds them.
 #[derive(Debug)]
 struct Known {
     queue: Queue,
-    /// Task id → (type, target worker); `None` when the task's events could not be found.
-    tasks: HashMap<String, Option<(String, Option<String>)>>,
+    /// Task id → the task as of the last event the feed read (`None`: its events could not
+    /// be found, e.g. it was never submitted).
+    tasks: HashMap<String, Option<Task>>,
 }
+
+/// Most tasks a connection keeps in view before it starts over (each is read again once).
+const KNOWN_TASKS: usize = 10_000;
 
 impl Known {
     fn new(queue: Queue) -> Self {
@@ -294,99 +300,92 @@ impl Known {
 
     /// The record as a feed event, if it is a task event that passes `filter`.
     async fn event(&mut self, record: &Recorded, filter: &Filter) -> Option<FeedEvent> {
-        let event = match record.decode() {
-            Ok(event) => event,
+        let envelope = match record.decode() {
+            Ok(envelope) => envelope,
             Err(error) => {
-                tracing::warn!(%error, sequence = record.sequence, "skipping an undecodable event");
+                tracing::debug!(%error, sequence = record.sequence, "skipping an undecodable message");
                 return None;
             }
         };
-        let (Subject::Task(task_id) | Subject::Submission(task_id)) = event.subject() else {
-            return None;
+        let checked = lifecycle::read(&record.subject, envelope.clone())?;
+        let task_id = envelope.payload.task_id().unwrap_or_default().to_owned();
+        let outcome = match checked {
+            Ok(event) => {
+                let task = self.before(&event.task_id, record.sequence).await;
+                Task::apply(task, &event, record.sequence).map(|()| {
+                    let moves = !matches!(event.envelope.payload, Payload::TaskResultRefused(_));
+                    task.as_ref().filter(|_| moves).map(|t| t.status.state)
+                })
+            }
+            Err(refusal) => Err(refusal),
         };
-        let status = moves_to(&event.payload);
-        let pass = self.passes(&task_id, &event, status, filter).await;
+        let (status, refused) = match outcome {
+            Ok(status) => (status, None),
+            Err(refusal) => (None, Some(refusal.to_string())),
+        };
+        let view = self.tasks.get(&task_id).and_then(Option::as_ref);
+        let pass = passes(filter, &envelope, view, status);
         if status.is_some_and(TaskState::is_terminal) {
-            // An ended task moves no more; a late refused result would look it up again.
+            // An ended task moves no more; a late event looks it up again.
             self.tasks.remove(&task_id);
         }
         pass.then(|| FeedEvent {
             sequence: record.sequence,
-            kind: event.kind().as_str(),
+            kind: envelope.kind().as_str(),
             task_id,
             status: status.map(TaskState::as_str),
-            worker_name: event.worker_name,
-            container_name: event.container_name,
-            occurred_at: event.occurred_at,
-            payload: serde_json::to_value(&event.payload).unwrap_or(Value::Null),
+            refused,
+            worker_name: envelope.worker_name,
+            container_name: envelope.container_name,
+            occurred_at: envelope.occurred_at,
+            payload: serde_json::to_value(&envelope.payload).unwrap_or(Value::Null),
         })
     }
 
-    async fn passes(
-        &mut self,
-        task_id: &str,
-        event: &Envelope,
-        status: Option<TaskState>,
-        filter: &Filter,
-    ) -> bool {
-        // Learn from every submission, even one the status filter drops: the task's later
-        // events need its type and target.
-        if filter.needs_task()
-            && let Payload::TaskSubmitted(submitted) = &event.payload
-        {
-            self.tasks.insert(
-                task_id.to_owned(),
-                Some((submitted.task_type.clone(), submitted.worker_name.clone())),
-            );
-        }
-        if filter.status.is_some() && status != filter.status {
-            return false;
-        }
-        if !filter.needs_task() {
-            return true;
-        }
-        let by_actor = filter.worker_name.as_deref() == Some(event.worker_name.as_str());
-        if by_actor && filter.task_type.is_none() {
-            return true;
-        }
-        let Some((task_type, target)) = self.lookup(task_id).await else {
-            return false;
-        };
-        let type_ok = filter.task_type.as_ref().is_none_or(|t| t == task_type);
-        let worker_ok = by_actor || filter.worker_name.is_none() || filter.worker_name == *target;
-        type_ok && worker_ok
-    }
-
-    /// The task's type and target, from the cache or (once) from its events.
-    async fn lookup(&mut self, task_id: &str) -> Option<&(String, Option<String>)> {
+    /// The task as it was just before `sequence`: from this connection's view, or (the first
+    /// time the feed meets it) from its events.
+    async fn before(&mut self, task_id: &str, sequence: u64) -> &mut Option<Task> {
         if !self.tasks.contains_key(task_id) {
-            match self.queue.load(task_id).await {
-                Ok(task) => {
-                    let known = task.map(|t| (t.submitted.task_type, t.submitted.worker_name));
-                    self.tasks.insert(task_id.to_owned(), known);
-                }
-                Err(error) => {
-                    // Not cached: the task's next event tries again.
-                    tracing::warn!(%error, task_id, "cannot load a task to filter the feed");
-                    return None;
-                }
+            if self.tasks.len() >= KNOWN_TASKS {
+                self.tasks.clear();
             }
+            let task = match self
+                .queue
+                .load_until(task_id, sequence.saturating_sub(1))
+                .await
+            {
+                Ok(task) => task,
+                Err(error) => {
+                    tracing::warn!(%error, task_id, "cannot read a task for the feed");
+                    None
+                }
+            };
+            self.tasks.insert(task_id.to_owned(), task);
         }
-        self.tasks.get(task_id).and_then(Option::as_ref)
+        self.tasks.entry(task_id.to_owned()).or_default()
     }
 }
 
-/// The status an event moves its task to; `None` for events that move nothing.
-fn moves_to(payload: &Payload) -> Option<TaskState> {
-    match payload {
-        Payload::TaskSubmitted(_) | Payload::TaskRequeued(_) => Some(TaskState::Pending),
-        Payload::TaskAssigned(_) => Some(TaskState::Assigned),
-        Payload::TaskStarted(_) => Some(TaskState::Running),
-        Payload::TaskCompleted(_) => Some(TaskState::Completed),
-        Payload::TaskFailed(_) => Some(TaskState::Failed),
-        Payload::TaskCancelled(_) => Some(TaskState::Cancelled),
-        _ => None,
+/// Whether an event passes the connection's filter: `status` is what it moves its task to;
+/// `task` the task after it.
+fn passes(
+    filter: &Filter,
+    event: &Envelope,
+    task: Option<&Task>,
+    status: Option<TaskState>,
+) -> bool {
+    if filter.status.is_some() && status != filter.status {
+        return false;
     }
+    let type_ok = filter
+        .task_type
+        .as_ref()
+        .is_none_or(|t| task.is_some_and(|task| task.submitted.task_type == *t));
+    let worker_ok = filter.worker_name.as_ref().is_none_or(|w| {
+        *w == event.worker_name
+            || task.is_some_and(|task| task.submitted.worker_name.as_ref() == Some(w))
+    });
+    type_ok && worker_ok
 }
 
 #[cfg(test)]
@@ -436,97 +435,6 @@ mod tests {
             let error = Filter::parse(params(&[(name, value)])).expect_err("refused");
             assert_eq!(error.status.as_u16(), 400, "{name}={value}");
             assert_eq!(error.detail.field.as_deref(), Some(name), "{name}={value}");
-        }
-    }
-
-    #[test]
-    fn every_event_but_a_refused_result_moves_its_task_to_a_status() {
-        use vibehq_events::task;
-        let id = || "t".to_owned();
-        let cases: Vec<(Payload, Option<TaskState>)> = vec![
-            (
-                task::Submitted {
-                    task_id: id(),
-                    task_type: "x".into(),
-                    command: "c".into(),
-                    parameters: None,
-                    priority: 0,
-                    worker_name: None,
-                    container_name: None,
-                    max_attempts: 1,
-                    idempotency_key: None,
-                }
-                .into(),
-                Some(TaskState::Pending),
-            ),
-            (
-                task::Assigned {
-                    task_id: id(),
-                    attempt: 1,
-                    lease_ms: 1,
-                    lease: None,
-                    work_sequence: None,
-                }
-                .into(),
-                Some(TaskState::Assigned),
-            ),
-            (
-                task::Started {
-                    task_id: id(),
-                    attempt: 1,
-                }
-                .into(),
-                Some(TaskState::Running),
-            ),
-            (
-                task::Completed {
-                    task_id: id(),
-                    attempt: 1,
-                    output: None,
-                }
-                .into(),
-                Some(TaskState::Completed),
-            ),
-            (
-                task::Failed {
-                    task_id: id(),
-                    attempt: 1,
-                    error: "e".into(),
-                }
-                .into(),
-                Some(TaskState::Failed),
-            ),
-            (
-                task::Requeued {
-                    task_id: id(),
-                    attempt: 1,
-                    reason: "r".into(),
-                    backoff_ms: 0,
-                }
-                .into(),
-                Some(TaskState::Pending),
-            ),
-            (
-                task::Cancelled {
-                    task_id: id(),
-                    reason: None,
-                }
-                .into(),
-                Some(TaskState::Cancelled),
-            ),
-            (
-                task::ResultRefused {
-                    task_id: id(),
-                    attempt: 1,
-                    outcome: "completed".into(),
-                    reason: "r".into(),
-                }
-                .into(),
-                None,
-            ),
-        ];
-        for (payload, status) in cases {
-            assert_eq!(moves_to(&payload), status, "{}", payload.kind());
         }
     }
 }

@@ -1,9 +1,12 @@
 //! `vibehq audit`: an aggregate's full history, read from its stream.
 
+use std::io::Write;
+
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use time::format_description::well_known::Rfc3339;
-use vibehq_events::{EventLog, Subject};
+use vibehq_events::task::lifecycle;
+use vibehq_events::{EventLog, Recorded, StreamKind, Subject};
 
 use crate::config::{Settings, connect};
 
@@ -41,49 +44,83 @@ enum AggregateKind {
 }
 
 pub async fn run(settings: Settings, args: AuditArgs) -> Result<()> {
-    let subject = match args.kind {
-        AggregateKind::Task => Subject::Task(args.id),
-        AggregateKind::Instance => Subject::Instance(args.id),
-        AggregateKind::Health => Subject::Health(args.id),
-        AggregateKind::Pool => Subject::Pool(args.id),
-        AggregateKind::AiTask => Subject::AiTask(args.id),
-        AggregateKind::AiCall => Subject::ModelCall(args.id),
+    vibehq_events::subject::validate_id(&args.id)?;
+    let one = |subject: Subject| (subject.stream(), subject.version());
+    let (stream, filter) = match args.kind {
+        AggregateKind::Task => (StreamKind::Tasks, Subject::task(&args.id)),
+        AggregateKind::Instance => one(Subject::Instance(args.id.clone())),
+        AggregateKind::Health => one(Subject::Health(args.id.clone())),
+        AggregateKind::Pool => one(Subject::Pool(args.id.clone())),
+        AggregateKind::AiTask => one(Subject::AiTask(args.id.clone())),
+        AggregateKind::AiCall => one(Subject::ModelCall(args.id.clone())),
     };
     let log = EventLog::new(connect(&settings.client_nats_url()?).await?);
-    let history = log.history(&subject).await?;
+    let history = log.history_of(stream, &filter, u64::MAX).await?;
     if history.is_empty() {
-        anyhow::bail!("no events for {subject}");
+        anyhow::bail!("no events for {filter}");
     }
-    if !args.json {
-        println!(
-            "{:>6}  {:<30}  {:<24}  {:<28}  payload",
-            "seq", "occurred_at", "type", "actor"
-        );
+    match print(&history, args.json) {
+        // A reader that stops reading (`| head`) ends the listing, not in a panic.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
-    for record in &history {
+}
+
+/// Prints `history`, oldest first. A task's events are folded as its lifecycle folds them, so
+/// each line says what the event did: the status it moved the task to, or why it changed
+/// nothing.
+fn print(history: &[Recorded], json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if !json {
+        writeln!(
+            out,
+            "{:>6}  {:<30}  {:<24}  {:<28}  {:<10}  payload",
+            "seq", "occurred_at", "type", "actor", "status"
+        )?;
+    }
+    let mut task = None;
+    for record in history {
+        let effect = match lifecycle::Task::fold(
+            &mut task,
+            &record.subject,
+            &record.payload,
+            record.sequence,
+        ) {
+            Ok(()) => task.as_ref().map(|t| t.status.state.as_str().to_owned()),
+            Err(refusal) => Some(format!("refused: {refusal}")),
+        };
         match record.decode() {
             Ok(event) => {
-                let actor = match &event.container_name {
-                    Some(c) => format!("{}:{c}", event.worker_name),
-                    None => event.worker_name.clone(),
-                };
-                let payload = serde_json::to_string(&event.payload)?;
-                if args.json {
-                    let mut line: serde_json::Value = serde_json::from_slice(&record.payload)?;
+                let effect = effect.filter(|_| event.kind().as_str().starts_with("task."));
+                if json {
+                    let mut line: serde_json::Value =
+                        serde_json::from_slice(&record.payload).map_err(std::io::Error::other)?;
                     line["stream_sequence"] = record.sequence.into();
-                    println!("{line}");
+                    line["subject"] = record.subject.clone().into();
+                    if let Some(effect) = &effect {
+                        line["effect"] = effect.clone().into();
+                    }
+                    writeln!(out, "{line}")?;
                 } else {
-                    println!(
-                        "{:>6}  {:<30}  {:<24}  {:<28}  {payload}",
+                    let payload =
+                        serde_json::to_string(&event.payload).map_err(std::io::Error::other)?;
+                    let at = event
+                        .occurred_at
+                        .format(&Rfc3339)
+                        .map_err(std::io::Error::other)?;
+                    writeln!(
+                        out,
+                        "{:>6}  {:<30}  {:<24}  {:<28}  {:<10}  {payload}",
                         record.sequence,
-                        event.occurred_at.format(&Rfc3339)?,
+                        at,
                         event.kind().as_str(),
-                        actor,
-                    );
+                        event.actor().label(),
+                        effect.unwrap_or_default(),
+                    )?;
                 }
             }
-            Err(error) => println!("{:>6}  (undecodable: {error})", record.sequence),
+            Err(error) => writeln!(out, "{:>6}  (undecodable: {error})", record.sequence)?,
         }
     }
-    Ok(())
+    out.flush()
 }

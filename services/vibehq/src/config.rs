@@ -59,6 +59,8 @@ struct File {
     embedded_nats_port: Option<u16>,
     nats_server_bin: Option<PathBuf>,
     stream_replicas: Option<usize>,
+    /// How long a claim holds a task without a heartbeat (`vibehq up --lease-secs`).
+    lease_secs: Option<u64>,
     #[serde(default)]
     api_tokens: Vec<String>,
     /// `vibehq worker`'s allow-list: `[commands.NAME]` tables.
@@ -260,6 +262,8 @@ pub struct Settings {
     pub embedded_nats_port: u16,
     pub nats_server_bin: PathBuf,
     pub stream_replicas: usize,
+    /// The task queue's lease, from the config file (`vibehq up --lease-secs` overrides it).
+    pub lease_secs: Option<u64>,
     /// Bearer tokens of the HTTP API (redacted in `Debug`).
     pub api_tokens: Vec<vibehq_api::auth::Token>,
     /// Commands `vibehq worker` may run, from the config file.
@@ -308,6 +312,7 @@ impl Settings {
                 .or(file.nats_server_bin)
                 .unwrap_or_else(|| PathBuf::from("nats-server")),
             stream_replicas,
+            lease_secs: file.lease_secs,
             api_tokens: if flags.api_tokens.is_empty() {
                 file.api_tokens
                     .into_iter()
@@ -361,24 +366,55 @@ fn read_url(path: &Path) -> Result<String> {
     Ok(url.trim().to_owned())
 }
 
-/// Connects to NATS, explaining what to do if it is unreachable.
+/// Connects to NATS, explaining what to do if it is unreachable or too old for vibehq.
 ///
 /// `url` may list several servers separated by commas (`nats://n1:4222,nats://n2:4222`): the
-/// client starts with whichever answers, then learns the rest of the cluster from it.
+/// client starts with whichever answers, then learns the rest of the cluster from it. The
+/// server's version (from the INFO it greets every client with) must be at least
+/// [`vibehq_embedded_nats::version::MINIMUM`]. No message shows a password the URL holds.
 pub async fn connect(url: &str) -> Result<async_nats::Client> {
+    let shown = redact(url);
     let servers = url
         .split(',')
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("invalid NATS URL {url:?} (expected nats://host:port[,…])"))?;
-    async_nats::ConnectOptions::new()
+        .map_err(|_| {
+            anyhow::anyhow!("invalid NATS URL {shown:?} (expected nats://host:port[,…])")
+        })?;
+    let client = async_nats::ConnectOptions::new()
         .name("vibehq")
         .connect(servers)
         .await
-        .with_context(|| {
-            format!(
-                "cannot reach NATS at {url}: check the server is running and the URL \
-                 (--nats-url / VIBEHQ_NATS_URL), or omit it to use the embedded server"
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot reach NATS at {shown}: {}: check the server is running and the URL \
+                 (--nats-url / VIBEHQ_NATS_URL), or omit it to use the embedded server",
+                redact(&error.to_string())
             )
+        })?;
+    let info = client.server_info();
+    vibehq_embedded_nats::version::check(
+        &format!("the server at {shown} ({})", info.server_name),
+        &info.version,
+    )?;
+    Ok(client)
+}
+
+/// `url` without the password (or token) of any server in it: `nats://user:***@host:4222`.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let Some((scheme, rest)) = one.split_once("://") else {
+                return one.to_owned();
+            };
+            match rest.rsplit_once('@') {
+                Some((user, host)) => {
+                    let user = user.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}:***@{host}")
+                }
+                None => one.to_owned(),
+            }
         })
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -50,14 +50,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane: NATS (embedded by default), streams, projector, HTTP API, task
-    /// queue, load balancer.
+    /// queue, load balancer, AI operations.
     ///
-    /// Without --nats-url, a local nats-server with JetStream is started with its store in the
-    /// data folder, listening on loopback only. The task queue's dispatcher and the RPC services
-    /// (ContainerTaskQueueOps, ContainerLoadBalancerOps) always run; instances and their proxy
-    /// run when the config file has a [balancer] table (see README "Load balancer"). Stops
-    /// cleanly on Ctrl-C or SIGTERM, stopping the instances it started.
-    Up,
+    /// Without --nats-url, a local nats-server (2.12 or newer) with JetStream is started with
+    /// its store in the data folder, listening on loopback only. The RPC services
+    /// (ContainerTaskQueueOps, ContainerLoadBalancerOps, AIOps) always run; instances and
+    /// their proxy run when the config file has a [balancer] table (see README "Load
+    /// balancer"). Stops cleanly on Ctrl-C or SIGTERM, stopping the instances it started.
+    Up(up::UpArgs),
     Worker(worker::WorkerArgs),
     Replay(replay::ReplayArgs),
     Audit(audit::AuditArgs),
@@ -101,7 +101,7 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let settings = config::Settings::resolve(&cli.flags)?;
     match cli.command {
-        Command::Up => up::run(settings).await,
+        Command::Up(args) => up::run(settings, args).await,
         Command::Worker(args) => worker::run(settings, args).await,
         Command::Replay(args) => replay::run(settings, args).await,
         Command::Audit(args) => audit::run(settings, args).await,

@@ -10,17 +10,27 @@ use vibehq_embedded_nats::EmbeddedNats;
 use vibehq_events::EventLog;
 use vibehq_projector::{Projector, Reader};
 use vibehq_queue::Queue;
-use vibehq_queue::http::QueueState;
+use vibehq_queue::QueueState;
 
 use crate::config::{Settings, connect};
 
+/// `vibehq up`'s own settings (the shared ones are global flags).
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// How long a claim holds a task without a heartbeat before the task goes to another
+    /// container [config: lease_secs; default: 30]. Every lane's consumer is set to it at start.
+    #[arg(long, env = "VIBEHQ_LEASE_SECS", value_name = "SECS")]
+    lease_secs: Option<u64>,
+}
+
 /// Runs NATS (embedded unless configured), the streams, the projector, the HTTP API, the
-/// task queue's dispatcher and RPC service (`ContainerTaskQueueOps`), and the load balancer
+/// task queue's RPC service (`ContainerTaskQueueOps`), and the load balancer
 /// (its RPC service `ContainerLoadBalancerOps`; its pool and proxy when configured), and the AI
 /// operations (REST, `/ws/ai`, the RPC service `AIOps`) until
 /// SIGINT/SIGTERM, then shuts down in order: stop taking requests, finish the projector's
 /// batch, stop the embedded server.
-pub async fn run(settings: Settings) -> Result<()> {
+pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
+    let lease = Duration::from_secs(args.lease_secs.or(settings.lease_secs).unwrap_or(30).max(1));
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create the data folder {}",
@@ -43,7 +53,7 @@ pub async fn run(settings: Settings) -> Result<()> {
             (Some(server), url)
         }
     };
-    let result = serve(&settings, &url, shutdown.clone()).await;
+    let result = serve(&settings, lease, &url, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(server) = embedded {
         let _ = std::fs::remove_file(settings.embedded_url_file());
@@ -53,7 +63,12 @@ pub async fn run(settings: Settings) -> Result<()> {
     result
 }
 
-async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> Result<()> {
+async fn serve(
+    settings: &Settings,
+    lease: Duration,
+    url: &str,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let client = connect(url).await?;
     let log = EventLog::new(client);
     let streams = log
@@ -69,10 +84,23 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     let database = settings.projection_path();
     let (projector, handle) =
         Projector::new(vibehq_projector::Options::new(&database), log.clone())?;
-    let queue = Queue::new(log.clone(), vibehq_queue::Options::default()).await?;
+    let queue = Queue::new(
+        log.clone(),
+        vibehq_queue::Options {
+            lease,
+            ..Default::default()
+        },
+    )
+    .await?;
+    queue
+        .apply_lease()
+        .await
+        .context("cannot set the lanes' lease")?;
+    // One pool of read connections to the projection, shared by every service.
+    let reader = Reader::new(&database);
     let queue_state = QueueState {
         queue,
-        reader: Reader::new(&database),
+        reader: reader.clone(),
         projector: handle.clone(),
     };
     let queue_routes = vibehq_queue::http::router(queue_state.clone());
@@ -82,8 +110,8 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
             tokens: settings.api_tokens.clone(),
         },
         AppState {
-            reader: Reader::new(&database),
-            projector: handle,
+            reader: reader.clone(),
+            projector: handle.clone(),
             log: log.clone(),
             nats_url: url.to_owned(),
         },
@@ -91,19 +119,7 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     .extend(queue_routes, vibehq_queue::http::QueueDoc::openapi());
     let gateway = vibehq_ai::Gateway::new(settings.ai.clone(), log.clone())
         .context("cannot set up the AI gateway ([ai] in the config file)")?;
-    let ai = vibehq_ai::ops::Ai {
-        tools: vibehq_ai::tools::Registry::builtin(
-            queue_state.queue.clone(),
-            Reader::new(&database),
-        ),
-        agents: vibehq_ai::agent::Agents {
-            gateway: gateway.clone(),
-            reader: Reader::new(&database),
-            projector: queue_state.projector.clone(),
-            queue: Some(queue_state.queue.clone()),
-        },
-        gateway,
-    };
+    let ai = vibehq_ai::ops::Ai::new(gateway, queue_state.queue.clone(), reader.clone(), handle);
     let api = api.extend(
         vibehq_ai::http::router(ai.clone()),
         vibehq_ai::http::AiDoc::openapi(),
@@ -135,7 +151,7 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     ) {
         (Some(pool), Some(autoscale)) => {
             let backlog = std::sync::Arc::new(vibehq_balancer::autoscale::PendingTasks {
-                reader: Reader::new(&database),
+                reader: reader.clone(),
                 worker_name: settings
                     .balancer
                     .as_ref()
@@ -153,7 +169,7 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     };
     let balancer_state = vibehq_balancer::http::BalancerState {
         pool: pool.clone(),
-        reader: Some(Reader::new(&database)),
+        reader: Some(reader.clone()),
     };
     let api = api.extend(
         vibehq_balancer::http::router(balancer_state.clone()),
@@ -162,7 +178,7 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     tracing::info!(nats = %url, http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
 
     // Whichever stops first (shutdown, or a failure) stops the other.
-    let (projected, served, dispatched, answered, balanced, advised, proxied) = tokio::join!(
+    let (projected, served, answered, balanced, advised, proxied) = tokio::join!(
         async {
             let result = projector.run(shutdown.clone()).await;
             shutdown.cancel();
@@ -170,11 +186,6 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
         },
         async {
             let result = api.run(shutdown.clone()).await;
-            shutdown.cancel();
-            result
-        },
-        async {
-            let result = vibehq_queue::dispatch::run(log.clone(), shutdown.clone()).await;
             shutdown.cancel();
             result
         },
@@ -219,7 +230,6 @@ async fn serve(settings: &Settings, url: &str, shutdown: CancellationToken) -> R
     balanced?;
     advised?;
     served?;
-    dispatched?;
     answered?;
     projected?;
     Ok(())

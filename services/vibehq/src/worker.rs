@@ -38,9 +38,6 @@ pub struct WorkerArgs {
     /// Default time limit per task.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
-    /// Lease length: a task whose worker stops heartbeating goes to another container after it.
-    #[arg(long, default_value_t = 30)]
-    lease_secs: u64,
     /// On shutdown, how long running tasks may take before they are handed back.
     #[arg(long, default_value_t = 30)]
     grace_secs: u64,
@@ -53,15 +50,11 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> Result<()> {
         commands.insert(name, command);
     }
     let client = connect(&settings.client_nats_url()?).await?;
-    let queue = Queue::new(
-        EventLog::new(client),
-        vibehq_queue::Options {
-            lease: Duration::from_secs(args.lease_secs.max(1)),
-            ..Default::default()
-        },
-    )
-    .await
-    .context("cannot open the task queue (is `vibehq up` running against this NATS?)")?;
+    // A claim's lease is its lane's (set by `vibehq up --lease-secs`); the worker heartbeats
+    // well within it.
+    let queue = Queue::new(EventLog::new(client), vibehq_queue::Options::default())
+        .await
+        .context("cannot open the task queue (is `vibehq up` running against this NATS?)")?;
     let worker = Worker::new(
         Options {
             worker_name: args.worker_name,

@@ -5,12 +5,18 @@
 //! supplies a shell line, so a queue cannot be turned into remote code execution; a task whose
 //! command is not allowed fails for good with that reason.
 //!
-//! For each task it claims, the worker starts the executable with the task's parameters as JSON
-//! on stdin and (up to 32 KiB each) as `VIBEHQ_PARAM_<NAME>` environment variables, logs its output as it comes,
-//! heartbeats to keep the lease, kills it at the task's timeout, and reports the result of its
-//! attempt. A heartbeat refused with 409 means the lease moved on: the worker kills the process
-//! and drops the task. On shutdown it stops claiming, lets running tasks finish for a grace
-//! period, then hands the rest back for another container.
+//! The worker keeps its `concurrency` slots busy: one loop claims as many tasks as slots are
+//! free (in one claim), each task runs in its own slot, and a slot is free again the moment its
+//! program exits: the result is reported while the next task already runs, so no slot idles for
+//! a round trip.
+//!
+//! For each task, the worker starts the executable with the task's parameters as JSON on stdin
+//! and (up to 32 KiB each) as `VIBEHQ_PARAM_<NAME>` environment variables, logs its output as
+//! it comes, heartbeats to keep the lease, kills it at the task's timeout, and reports the
+//! result of its attempt. A refused heartbeat means the task moved on (its lease expired, or it
+//! was cancelled): the worker kills the process and drops the task. On shutdown it stops
+//! claiming and lets running tasks finish for a grace period; what still runs then is killed
+//! and reported failed for this attempt (retried elsewhere while attempts remain).
 //!
 //! # Layout
 //! Everything is in this file: [`Options`] (with [`Command`], the allow-list entries) →
@@ -19,10 +25,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use vibehq_queue::{Actor, Claim, Error as QueueError, Queue};
@@ -38,9 +46,16 @@ const ENV_LIMIT: usize = 32 * 1024;
 /// pipes open) before its process group is killed.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// First and longest wait before a slot tries the queue again after a failure.
+/// How long one claim waits for work before the loop looks at its slots again.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
+
+/// First and longest wait before the worker tries the queue again after a failure.
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How many times a result is sent again after the queue could not take it (NATS away); by
+/// the last, the lease has usually expired and the task gone to another container.
+const REPORT_TRIES: u32 = 8;
 
 /// An allowed command: the executable a task's command name maps to.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,7 +82,7 @@ pub struct Options {
     pub commands: BTreeMap<String, Command>,
     /// Default per-task timeout.
     pub timeout: Duration,
-    /// On shutdown, how long running tasks may take to finish before they are handed back.
+    /// On shutdown, how long running tasks may take to finish before they are killed.
     pub grace: Duration,
 }
 
@@ -76,8 +91,6 @@ pub struct Options {
 pub enum Error {
     #[error("the worker has no allowed commands: configure at least one (`--allow NAME=PROGRAM`)")]
     NothingAllowed,
-    #[error(transparent)]
-    Queue(#[from] QueueError),
 }
 
 /// The worker agent.
@@ -97,66 +110,79 @@ impl Worker {
 
     /// Claims and runs tasks until `shutdown`, then drains (see the crate docs).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let me = Actor::new(
-            &self.options.worker_name,
-            Some(self.options.container_name.clone()),
-        );
+        let options = Arc::new(self.options);
+        let queue = self.queue;
+        let me = Actor::new(&options.worker_name, Some(options.container_name.clone()));
+        let concurrency = options.concurrency.max(1);
+        let slots = Arc::new(Semaphore::new(concurrency));
         let hand_back = CancellationToken::new();
-        let mut slots = tokio::task::JoinSet::new();
-        for slot in 0..self.options.concurrency.max(1) {
-            let (queue, options, me) = (self.queue.clone(), self.options.clone(), me.clone());
-            let (stop, hand_back) = (shutdown.clone(), hand_back.clone());
-            let span = tracing::info_span!("slot", slot);
-            slots.spawn(
-                async move {
-                    let mut backoff = RETRY_MIN;
-                    while !stop.is_cancelled() {
-                        let claimed = tokio::select! {
-                            _ = stop.cancelled() => break,
-                            claim = queue.claim(&me, Duration::from_secs(5)) => claim,
-                        };
-                        let outcome = match claimed {
-                            Ok(Some(claim)) => run_task(&queue, &options, &me, claim, &hand_back).await,
-                            Ok(None) => Ok(()),
-                            Err(e) => Err(e.into()),
-                        };
-                        match outcome {
-                            Ok(()) => backoff = RETRY_MIN,
-                            Err(error) => {
-                                // A passing NATS failure must not retire the slot for good.
-                                tracing::warn!(%error, retry_in = ?backoff, "queue unavailable; retrying");
-                                tokio::select! {
-                                    _ = stop.cancelled() => break,
-                                    _ = tokio::time::sleep(backoff) => {}
-                                }
-                                backoff = (backoff * 2).min(RETRY_MAX);
-                            }
-                        }
-                    }
-                    Ok::<_, Error>(())
-                }
-                .instrument(span),
-            );
-        }
+        let mut tasks = tokio::task::JoinSet::new();
         tracing::info!(
-            worker = %self.options.worker_name, container = %self.options.container_name,
-            concurrency = self.options.concurrency,
-            commands = ?self.options.commands.keys().collect::<Vec<_>>(), "worker running"
+            worker = %options.worker_name, container = %options.container_name, concurrency,
+            commands = ?options.commands.keys().collect::<Vec<_>>(), "worker running"
         );
-        shutdown.cancelled().await;
-        tracing::info!(grace = ?self.options.grace, "stopping: no new claims; finishing running tasks");
-        let drained = tokio::time::timeout(self.options.grace, async {
-            while let Some(slot) = slots.join_next().await {
-                if let Ok(Err(error)) = slot {
-                    tracing::error!(%error, "a worker slot failed");
+        let mut backoff = RETRY_MIN;
+        loop {
+            // Claim for every free slot at once, once at least one is free.
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let mut free = vec![first];
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
+                free.push(permit);
+            }
+            let claimed = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                claimed = queue.claim_many(&me, free.len(), CLAIM_WAIT) => claimed,
+            };
+            match claimed {
+                Ok(claims) => {
+                    backoff = RETRY_MIN;
+                    for claim in claims {
+                        let Some(slot) = free.pop() else { break };
+                        let span = tracing::info_span!("task", task_id = %claim.task_id, attempt = claim.attempt, command = %claim.command);
+                        let (queue, options, me, hand_back) = (
+                            queue.clone(),
+                            options.clone(),
+                            me.clone(),
+                            hand_back.clone(),
+                        );
+                        tasks.spawn(
+                            async move {
+                                run_task(&queue, &options, &me, claim, slot, &hand_back).await
+                            }
+                            .instrument(span),
+                        );
+                    }
+                }
+                Err(error) => {
+                    // A passing NATS failure must not stop the worker.
+                    tracing::warn!(%error, retry_in = ?backoff, "queue unavailable; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RETRY_MAX);
                 }
             }
+            while tasks.try_join_next().is_some() {}
+        }
+        tracing::info!(grace = ?options.grace, running = tasks.len(), "stopping: no new claims; finishing running tasks");
+        let drained = tokio::time::timeout(options.grace, async {
+            while tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("grace period over: handing the remaining tasks back");
+            tracing::warn!(
+                running = tasks.len(),
+                "grace period over: killing what still runs and reporting it failed for this attempt"
+            );
             hand_back.cancel();
-            while slots.join_next().await.is_some() {}
+            while tasks.join_next().await.is_some() {}
         }
         Ok(())
     }
@@ -172,97 +198,133 @@ enum Outcome {
     TimedOut(Duration),
     LeaseLost,
     HandedBack,
+    /// The program could not be started.
+    NotStarted(std::io::Error),
+    /// The command is not on the allow-list.
+    NotAllowed(String),
 }
 
+/// Runs one claimed task in `slot`, frees the slot as soon as the program has ended, then
+/// reports the attempt's result.
 async fn run_task(
     queue: &Queue,
     options: &Options,
     me: &Actor,
     claim: Claim,
+    slot: OwnedSemaphorePermit,
     hand_back: &CancellationToken,
-) -> Result<(), Error> {
-    let span = tracing::info_span!("task", task_id = %claim.task_id, attempt = claim.attempt, command = %claim.command);
-    async {
-        let Some(command) = options.commands.get(&claim.command) else {
+) {
+    let outcome = match options.commands.get(&claim.command) {
+        None => {
             let allowed: Vec<_> = options.commands.keys().map(String::as_str).collect();
-            let error = format!(
-                "command {:?} is not allowed on {}:{} (allowed: {})",
+            Outcome::NotAllowed(format!(
+                "command {:?} is not allowed on {me} (allowed: {})",
                 claim.command,
-                options.worker_name,
-                options.container_name,
                 allowed.join(", ")
-            );
-            tracing::warn!(%error, "refused");
-            return report(
-                queue
-                    .fail(&claim.task_id, claim.attempt, me, error, false)
-                    .await,
-            );
-        };
-        if let Err(e) = queue.start(&claim.task_id, claim.attempt, me).await {
-            return report::<()>(Err(e));
+            ))
         }
-        let timeout = command
-            .timeout_secs
-            .map(Duration::from_secs)
-            .unwrap_or(options.timeout);
-        tracing::info!(?timeout, "running");
-        let outcome = execute(queue, me, &claim, command, timeout, hand_back).await;
-        let (task_id, attempt) = (&claim.task_id, claim.attempt);
-        match outcome {
-            Ok(Outcome::Exited {
-                code: Some(0),
-                stdout,
-                ..
-            }) => {
-                tracing::info!("completed");
-                report(queue.complete(task_id, attempt, me, Some(stdout)).await)
-            }
-            Ok(Outcome::Exited { code, stderr, .. }) => {
-                let status = code.map_or("was killed by a signal".to_owned(), |c| {
-                    format!("exited with code {c}")
-                });
-                let error = if stderr.trim().is_empty() {
-                    status
-                } else {
-                    format!("{status}: {}", stderr.trim())
-                };
-                tracing::warn!(%error, "failed");
-                report(queue.fail(task_id, attempt, me, error, true).await)
-            }
-            Ok(Outcome::TimedOut(after)) => {
-                let error = format!("timed out after {} s", after.as_secs_f64());
-                tracing::warn!(%error, "failed");
-                report(queue.fail(task_id, attempt, me, error, true).await)
-            }
-            Ok(Outcome::LeaseLost) => {
-                tracing::warn!("lease lost to another container; dropped");
-                Ok(())
-            }
-            Ok(Outcome::HandedBack) => {
-                let error = "worker shut down before the task finished".to_owned();
-                report(queue.fail(task_id, attempt, me, error, true).await)
+        Some(command) => match queue.start(&claim.task_id, Some(claim.attempt), me).await {
+            Ok(_) => {
+                let timeout = command
+                    .timeout_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(options.timeout);
+                tracing::info!(?timeout, "running");
+                execute(queue, me, &claim, command, timeout, hand_back)
+                    .await
+                    .unwrap_or_else(Outcome::NotStarted)
             }
             Err(error) => {
-                let error = format!("cannot start {}: {error}", command.program.display());
-                tracing::error!(%error, "failed");
-                report(queue.fail(task_id, attempt, me, error, true).await)
+                tracing::warn!(%error, "cannot start the task; dropped");
+                return;
             }
-        }
-    }
-    .instrument(span)
-    .await
+        },
+    };
+    drop(slot);
+    report(queue, me, &claim, outcome).await;
 }
 
-/// A stale claim is not the worker's failure: the task is someone else's now.
-fn report<T>(result: Result<T, QueueError>) -> Result<(), Error> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(QueueError::StaleClaim { reason, .. } | QueueError::Conflict { reason, .. }) => {
-            tracing::warn!(%reason, "result not accepted");
-            Ok(())
+/// Reports an attempt's result, sending it again while the queue cannot take it. A refusal
+/// (the task moved on to another claim, or ended) is the end of it: the task is someone
+/// else's now.
+async fn report(queue: &Queue, me: &Actor, claim: &Claim, outcome: Outcome) {
+    let (task_id, attempt) = (claim.task_id.as_str(), Some(claim.attempt));
+    let failure = match outcome {
+        Outcome::Exited {
+            code: Some(0),
+            stdout,
+            ..
+        } => {
+            tracing::info!("completed");
+            let mut backoff = RETRY_MIN;
+            for _ in 0..REPORT_TRIES {
+                match queue
+                    .complete(task_id, attempt, me, Some(stdout.clone()))
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(error) if settled(&error) => return,
+                    Err(_) => {}
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+            return;
         }
-        Err(e) => Err(e.into()),
+        Outcome::Exited { code, stderr, .. } => {
+            let status = code.map_or("was killed by a signal".to_owned(), |c| {
+                format!("exited with code {c}")
+            });
+            let error = if stderr.trim().is_empty() {
+                status
+            } else {
+                format!("{status}: {}", stderr.trim())
+            };
+            (error, true)
+        }
+        Outcome::TimedOut(after) => (format!("timed out after {} s", after.as_secs_f64()), true),
+        Outcome::LeaseLost => {
+            tracing::warn!("the task moved on (its lease expired, or it was cancelled); dropped");
+            return;
+        }
+        Outcome::HandedBack => (
+            "the worker shut down before the task finished".to_owned(),
+            true,
+        ),
+        Outcome::NotStarted(error) => (format!("cannot start the program: {error}"), true),
+        Outcome::NotAllowed(error) => (error, false),
+    };
+    let (error, retry) = failure;
+    tracing::warn!(%error, retry, "failed");
+    let mut backoff = RETRY_MIN;
+    for _ in 0..REPORT_TRIES {
+        match queue.fail(task_id, attempt, me, error.clone(), retry).await {
+            Ok(_) => return,
+            Err(error) if settled(&error) => return,
+            Err(_) => {}
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RETRY_MAX);
+    }
+}
+
+/// Whether a failed report is settled (the queue refused it for good: the task is not this
+/// claim's any more) rather than worth sending again (a lost race, or NATS away).
+fn settled(error: &QueueError) -> bool {
+    match error {
+        QueueError::StaleClaim { reason, .. } => {
+            tracing::warn!(%reason, "result not accepted: the task moved on");
+            true
+        }
+        QueueError::Refused { refusal, .. } => {
+            tracing::warn!(%refusal, "result not accepted");
+            true
+        }
+        QueueError::NotFound(_) => true,
+        error => {
+            tracing::warn!(%error, "cannot report the result yet; sending it again");
+            false
+        }
     }
 }
 
@@ -339,9 +401,9 @@ async fn execute(
                 return Ok(Outcome::HandedBack);
             }
             _ = beat.tick() => {
-                match queue.heartbeat(&claim.task_id, claim.attempt, me).await {
+                match queue.heartbeat(&claim.task_id, Some(claim.attempt), me).await {
                     Ok(()) => {}
-                    Err(QueueError::StaleClaim { .. } | QueueError::Conflict { .. }) => {
+                    Err(QueueError::StaleClaim { .. } | QueueError::Refused { .. } | QueueError::NotFound(_)) => {
                         kill(&mut child, group).await;
                         return Ok(Outcome::LeaseLost);
                     }

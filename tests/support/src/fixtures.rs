@@ -3,9 +3,12 @@
 use serde_json::json;
 use vibehq_events::{Envelope, EventKind, ai, container, task};
 
-/// One event of every [`EventKind`], in an order that projects cleanly (creations before
-/// updates), all recorded by `worker`/`container`. Ids are suffixed with `tag` so several sets
-/// can share a stream.
+/// At least one event of every [`EventKind`], in an order that projects cleanly (creations
+/// before updates, and task histories the task lifecycle accepts), all recorded by
+/// `worker`/`container`. Ids are suffixed with `tag` so several sets can share a stream. The
+/// first event is the submission of `task-<tag>`; that task is assigned, has a result refused,
+/// starts, is requeued, assigned again and completed; `task-<tag>-failed` fails and
+/// `task-<tag>-cancelled` is cancelled.
 pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
     let task_id = format!("task-{tag}");
     let instance = format!("inst-{tag}");
@@ -13,27 +16,28 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
     let approval = format!("approval-{tag}");
     let e =
         |payload: vibehq_events::Payload| Envelope::new(worker, payload).in_container(container);
+    let submitted = |task_id: &str| task::Submitted {
+        task_id: task_id.to_owned(),
+        task_type: "health_audit".into(),
+        command: "audit".into(),
+        parameters: json!({"target": "api-worker"}).as_object().cloned(),
+        priority: 5,
+        worker_name: Some(worker.into()),
+        container_name: Some(container.into()),
+        max_attempts: 3,
+        idempotency_key: Some(format!("key-{task_id}")),
+    };
+    let assigned = |task_id: &str, attempt| task::Assigned {
+        task_id: task_id.to_owned(),
+        attempt,
+        lease_ms: 30_000,
+        lease: None,
+    };
+    let failed = format!("{task_id}-failed");
+    let cancelled = format!("{task_id}-cancelled");
     let events = vec![
-        e(task::Submitted {
-            task_id: task_id.clone(),
-            task_type: "health_audit".into(),
-            command: "audit".into(),
-            parameters: json!({"target": "api-worker"}).as_object().cloned(),
-            priority: 5,
-            worker_name: Some(worker.into()),
-            container_name: Some(container.into()),
-            max_attempts: 3,
-            idempotency_key: Some(format!("key-{tag}")),
-        }
-        .into()),
-        e(task::Assigned {
-            task_id: task_id.clone(),
-            attempt: 1,
-            lease_ms: 30_000,
-            lease: None,
-            work_sequence: None,
-        }
-        .into()),
+        e(submitted(&task_id).into()),
+        e(assigned(&task_id, 1).into()),
         e(task::ResultRefused {
             task_id: task_id.clone(),
             attempt: 0,
@@ -53,20 +57,24 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
             backoff_ms: 100,
         }
         .into()),
+        e(assigned(&task_id, 2).into()),
         e(task::Completed {
             task_id: task_id.clone(),
             attempt: 2,
             output: Some("ok".into()),
         }
         .into()),
+        e(submitted(&failed).into()),
+        e(assigned(&failed, 1).into()),
         e(task::Failed {
-            task_id: task_id.clone(),
-            attempt: 2,
+            task_id: failed,
+            attempt: 1,
             error: "late failure".into(),
         }
         .into()),
+        e(submitted(&cancelled).into()),
         e(task::Cancelled {
-            task_id,
+            task_id: cancelled,
             reason: Some("superseded".into()),
         }
         .into()),
@@ -262,7 +270,6 @@ pub fn task_workload(n: usize, tag: &str) -> Vec<Envelope> {
                 attempt: 1,
                 lease_ms: 30_000,
                 lease: None,
-                work_sequence: None,
             }
             .into(),
             task::Started {

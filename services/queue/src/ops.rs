@@ -1,0 +1,603 @@
+//! Every queue command and query as a request: parsed, checked and answered once, for the
+//! REST routes ([`crate::http`]) and the RPC service ([`crate::rpc`]) alike.
+//!
+//! A request is one JSON value; the task it is about is its `task_id` field (REST takes it
+//! from the path and puts it there). Fields are read by hand so every error names its field,
+//! and unknown fields are refused ([`vibehq_api::body`]). The answer is a status and a JSON
+//! value: REST sends both, RPC sends the value (`null` for "no content") and turns a refusal's
+//! status into its error code. So an input is refused the same way, with the same words,
+//! whichever door it came in by.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::Value;
+use vibehq_api::body::{Body, unprocessable};
+use vibehq_api::error::ApiError;
+use vibehq_api::tables::{get_row, list_rows};
+use vibehq_events::subject::validate_id;
+use vibehq_events::task::lane::MAX_PRIORITY;
+use vibehq_events::{Actor, MAX_BATCH};
+use vibehq_projector::query::Table;
+use vibehq_projector::{Handle, Reader};
+
+use crate::queue::NewTask;
+use crate::{Error, Queue};
+
+/// Longest a claim request may wait for work.
+pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
+
+/// What the queue's doors share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct QueueState {
+    pub queue: Queue,
+    pub reader: Reader,
+    pub projector: Handle,
+}
+
+/// The operations, by their RPC names (`vibehq.rpc.tasks.<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// One task (an object) → `Submitted`; REST's `POST /api/tasks` with an object.
+    SubmitTask,
+    /// Up to 1,000 tasks (an array), all or nothing → `[Submitted]`; REST's `POST /api/tasks`
+    /// with an array.
+    SubmitTasks,
+    /// List filters → a page of `container_tasks` rows.
+    GetTasks,
+    /// `task_id` (and `min_seq`) → the task's row.
+    GetTask,
+    /// `worker_name`, `container_name`, `wait_ms` → the next `Claim`, or nothing.
+    ClaimTask,
+    /// `task_id`, `worker_name`, `container_name` → that task's `Claim`.
+    ClaimTaskById,
+    /// `task_id`, the claimer, `attempt`? → `Written`.
+    StartTask,
+    /// `task_id`, the claimer, `attempt`? → nothing: the lease is extended.
+    HeartbeatTask,
+    /// `task_id`, the claimer, `attempt`?, `output`? → `Written`.
+    CompleteTask,
+    /// `task_id`, the claimer, `attempt`?, `error`, `retry`? → `FailOutcome`.
+    FailTask,
+    /// `task_id`, `reason`?, `cancelled_by`? → `Written`.
+    CancelTask,
+}
+
+impl Op {
+    /// Every operation.
+    pub const ALL: [Op; 11] = [
+        Op::SubmitTask,
+        Op::SubmitTasks,
+        Op::GetTasks,
+        Op::GetTask,
+        Op::ClaimTask,
+        Op::ClaimTaskById,
+        Op::StartTask,
+        Op::HeartbeatTask,
+        Op::CompleteTask,
+        Op::FailTask,
+        Op::CancelTask,
+    ];
+
+    /// The operation's name, e.g. `submitTask`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::SubmitTask => "submitTask",
+            Op::SubmitTasks => "submitTasks",
+            Op::GetTasks => "getTasks",
+            Op::GetTask => "getTask",
+            Op::ClaimTask => "claimTask",
+            Op::ClaimTaskById => "claimTaskById",
+            Op::StartTask => "startTask",
+            Op::HeartbeatTask => "heartbeatTask",
+            Op::CompleteTask => "completeTask",
+            Op::FailTask => "failTask",
+            Op::CancelTask => "cancelTask",
+        }
+    }
+
+    /// Whether the operation is about one task (`task_id`, REST's path).
+    pub fn has_task(self) -> bool {
+        !matches!(
+            self,
+            Op::SubmitTask | Op::SubmitTasks | Op::GetTasks | Op::ClaimTask
+        )
+    }
+}
+
+/// An answer: the HTTP status, and the JSON (REST's body, RPC's reply; `Null` for none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub value: Value,
+}
+
+impl Answer {
+    fn ok(value: &impl Serialize) -> Result<Self, ApiError> {
+        Self::with(StatusCode::OK, value)
+    }
+
+    fn with(status: StatusCode, value: &impl Serialize) -> Result<Self, ApiError> {
+        let value = serde_json::to_value(value).map_err(|error| {
+            tracing::error!(%error, "cannot encode an answer");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the answer could not be encoded",
+                None,
+            )
+        })?;
+        Ok(Self { status, value })
+    }
+
+    fn none() -> Self {
+        Self {
+            status: StatusCode::NO_CONTENT,
+            value: Value::Null,
+        }
+    }
+}
+
+/// A write's answer: the event's stream sequence.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Written {
+    pub task_id: String,
+    /// Pass as `min_seq` to read this write back.
+    pub sequence: u64,
+}
+
+/// Answers one request.
+pub async fn handle(state: &QueueState, op: Op, input: Value) -> Result<Answer, ApiError> {
+    let queue = &state.queue;
+    if op == Op::SubmitTasks {
+        let (by, tasks) = new_tasks(input)?;
+        let submitted = queue.submit_many(&by, tasks).await?;
+        let status = if submitted.iter().any(|s| s.created) {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Answer::with(status, &submitted);
+    }
+    let mut body = Body::from_value(input)?;
+    let task_id = if op.has_task() {
+        Some(take_task_id(&mut body)?)
+    } else {
+        None
+    };
+    let task_id = task_id.unwrap_or_default();
+    let written = |sequence| Written {
+        task_id: task_id.clone(),
+        sequence,
+    };
+    match op {
+        Op::SubmitTasks => unreachable!("answered above"),
+        Op::SubmitTask => {
+            let (by, new) = new_task(&body, "")?;
+            let submitted = queue.submit(&by, new).await?;
+            let status = if submitted.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Answer::with(status, &submitted)
+        }
+        Op::GetTasks => {
+            let params = list_params(&body, LIST_FILTERS)?;
+            Answer::ok(&list_rows(&state.reader, &state.projector, tasks_table(), params).await?)
+        }
+        Op::GetTask => {
+            let params = list_params(&body, &["min_seq"])?;
+            let row = get_row(
+                &state.reader,
+                &state.projector,
+                tasks_table(),
+                &task_id,
+                params,
+            )
+            .await?
+            .ok_or_else(|| ApiError::not_found("task_id", format!("no task {task_id}")))?;
+            Answer::ok(&row)
+        }
+        Op::ClaimTask => {
+            body.only(&["worker_name", "container_name", "wait_ms", "max"])?;
+            let claimer = actor(&body)?;
+            let wait = Duration::from_millis(
+                body.integer("wait_ms", 0..=MAX_CLAIM_WAIT.as_millis() as i64)?
+                    .unwrap_or(0) as u64,
+            );
+            match body.integer("max", 1..=256)? {
+                None => match queue.claim(&claimer, wait).await? {
+                    Some(claim) => Answer::ok(&claim),
+                    None => Ok(Answer::none()),
+                },
+                Some(max) => Answer::ok(&queue.claim_many(&claimer, max as usize, wait).await?),
+            }
+        }
+        Op::ClaimTaskById => {
+            body.only(&["worker_name", "container_name"])?;
+            Answer::ok(&queue.claim_task(&task_id, &actor(&body)?).await?)
+        }
+        Op::StartTask => {
+            body.only(&["worker_name", "container_name", "attempt"])?;
+            let sequence = queue
+                .start(&task_id, attempt(&body)?, &actor(&body)?)
+                .await?;
+            Answer::ok(&written(sequence))
+        }
+        Op::HeartbeatTask => {
+            body.only(&["worker_name", "container_name", "attempt"])?;
+            queue
+                .heartbeat(&task_id, attempt(&body)?, &actor(&body)?)
+                .await?;
+            Ok(Answer::none())
+        }
+        Op::CompleteTask => {
+            body.only(&["worker_name", "container_name", "attempt", "output"])?;
+            let (claimer, attempt) = (actor(&body)?, attempt(&body)?);
+            let sequence = queue
+                .complete(&task_id, attempt, &claimer, body.string("output")?)
+                .await
+                .map_err(|e| stale_field(e, attempt))?;
+            Answer::ok(&written(sequence))
+        }
+        Op::FailTask => {
+            body.only(&["worker_name", "container_name", "attempt", "error", "retry"])?;
+            let error = body.required_string("error", 64 * 1024)?;
+            let (claimer, attempt) = (actor(&body)?, attempt(&body)?);
+            let retry = body.boolean("retry")?.unwrap_or(true);
+            let outcome = queue
+                .fail(&task_id, attempt, &claimer, error, retry)
+                .await
+                .map_err(|e| stale_field(e, attempt))?;
+            Answer::ok(&outcome)
+        }
+        Op::CancelTask => {
+            body.only(&["reason", "cancelled_by"])?;
+            let by = Actor::worker(body.name("cancelled_by")?.unwrap_or_else(|| "api".into()));
+            let sequence = queue.cancel(&task_id, &by, body.string("reason")?).await?;
+            Answer::ok(&written(sequence))
+        }
+    }
+}
+
+/// The filters `getTasks` (and `GET /api/tasks`) takes.
+pub const LIST_FILTERS: &[&str] = &[
+    "status",
+    "worker_name",
+    "container_name",
+    "task_type",
+    "assigned_to",
+    "idempotency_key",
+    "since",
+    "until",
+    "order",
+    "limit",
+    "cursor",
+    "min_seq",
+];
+
+/// The projection table behind the task queries.
+pub(crate) fn tasks_table() -> &'static Table {
+    Table::named("container_tasks")
+        .unwrap_or_else(|| unreachable!("the schema has container_tasks"))
+}
+
+/// A stale claim names the field the caller got wrong: its attempt when it named one, its
+/// identity when it did not.
+fn stale_field(error: Error, attempt: Option<u32>) -> ApiError {
+    match error {
+        Error::StaleClaim { reason, .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_claim",
+            reason,
+            Some(
+                if attempt.is_some() {
+                    "attempt"
+                } else {
+                    "worker_name"
+                }
+                .into(),
+            ),
+        ),
+        other => other.into(),
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::NotFound(id) => ApiError::not_found("task_id", format!("no task {id}")),
+            Error::Refused { refusal, .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_allowed",
+                refusal.to_string(),
+                None,
+            ),
+            Error::StaleClaim { reason, .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "stale_claim",
+                reason,
+                Some("attempt".into()),
+            ),
+            Error::Conflict { reason, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", reason, None)
+            }
+            error @ Error::NotAvailable(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_available",
+                error.to_string(),
+                None,
+            ),
+            error @ Error::KeyReused { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                error.to_string(),
+                Some("idempotency_key".into()),
+            ),
+            error @ Error::TooMany { .. } => unprocessable("body", error.to_string()),
+            Error::Log(vibehq_events::Error::InvalidSubject(e)) => {
+                unprocessable("task_id", e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "queue command failed");
+                ApiError::unavailable(other.to_string())
+            }
+        }
+    }
+}
+
+/// The acting worker and container (`worker_name` required).
+fn actor(body: &Body) -> Result<Actor, ApiError> {
+    let worker = body
+        .name("worker_name")?
+        .ok_or_else(|| unprocessable("worker_name", "worker_name is required"))?;
+    Ok(Actor::new(worker, body.name("container_name")?))
+}
+
+/// The attempt a result or heartbeat names, if it names one: without it, the attempt the
+/// claimer holds now.
+fn attempt(body: &Body) -> Result<Option<u32>, ApiError> {
+    Ok(body
+        .integer("attempt", 1..=i64::from(u32::MAX))?
+        .map(|a| a as u32))
+}
+
+/// Removes and checks `task_id`. Missing is 422; an id no task can have is 404, as it is in a
+/// REST path.
+fn take_task_id(body: &mut Body) -> Result<String, ApiError> {
+    let task_id = body
+        .string("task_id")?
+        .ok_or_else(|| unprocessable("task_id", "task_id is required"))?;
+    body.0.remove("task_id");
+    validate_id(&task_id).map_err(|e| ApiError::not_found("task_id", e.to_string()))?;
+    Ok(task_id)
+}
+
+/// The fields of a submission.
+const SUBMISSION: &[&str] = &[
+    "task_type",
+    "command",
+    "parameters",
+    "priority",
+    "worker_name",
+    "container_name",
+    "max_attempts",
+    "idempotency_key",
+    "submitted_by",
+];
+
+/// A submission: who submits (`submitted_by`, default `api`) and the task. Errors name the
+/// field prefixed by `at` (`[3].command` in a bulk submission).
+///
+/// `task_type` and `command` are required; `command` is a name a worker allows, never a shell
+/// line; `container_name` needs `worker_name` (container names are unique only within a
+/// worker); `priority` is 0-9, `max_attempts` 1-100 (default 3).
+fn new_task(body: &Body, at: &str) -> Result<(Actor, NewTask), ApiError> {
+    let named = |mut error: ApiError| {
+        if let Some(field) = error.detail.field.as_mut() {
+            *field = format!("{at}{field}");
+        }
+        error
+    };
+    let read = || -> Result<(Actor, NewTask), ApiError> {
+        body.only(SUBMISSION)?;
+        let task_type = body.required_string("task_type", 128)?;
+        let command = body.required_string("command", 128)?;
+        if !command
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
+        {
+            return Err(unprocessable(
+                "command",
+                "command must be the name of a command a worker allows (letters, digits, _ - . : /), not a shell line; pass arguments in parameters",
+            ));
+        }
+        let parameters = match body.0.get("parameters") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => Some(map.clone()),
+            Some(_) => {
+                return Err(unprocessable(
+                    "parameters",
+                    "parameters must be a JSON object",
+                ));
+            }
+        };
+        let worker_name = body.name("worker_name")?;
+        let container_name = body.name("container_name")?;
+        if container_name.is_some() && worker_name.is_none() {
+            return Err(unprocessable(
+                "container_name",
+                "container_name needs worker_name: container names are only unique within a worker",
+            ));
+        }
+        let idempotency_key = match body.string("idempotency_key")? {
+            Some(k) if k.is_empty() || k.len() > 200 => {
+                return Err(unprocessable(
+                    "idempotency_key",
+                    "idempotency_key must be 1-200 characters",
+                ));
+            }
+            key => key,
+        };
+        let new = NewTask {
+            task_type,
+            command,
+            parameters,
+            priority: body.integer("priority", 0..=MAX_PRIORITY)?.unwrap_or(0),
+            worker_name,
+            container_name,
+            max_attempts: body.integer("max_attempts", 1..=100)?.unwrap_or(3) as u32,
+            idempotency_key,
+        };
+        let by = Actor::worker(body.name("submitted_by")?.unwrap_or_else(|| "api".into()));
+        Ok((by, new))
+    };
+    read().map_err(named)
+}
+
+/// A bulk submission: an array of 1 to 1,000 submissions, all by one submitter.
+fn new_tasks(input: Value) -> Result<(Actor, Vec<NewTask>), ApiError> {
+    let Value::Array(items) = input else {
+        return Err(ApiError::invalid(
+            "body",
+            "a bulk submission is a JSON array of tasks",
+        ));
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(unprocessable(
+            "body",
+            format!("a bulk submission holds 1 to {MAX_BATCH} tasks"),
+        ));
+    }
+    let mut by: Option<Actor> = None;
+    let mut tasks = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("[{i}].");
+        let body = Body::from_value(item)
+            .map_err(|_| ApiError::invalid(format!("[{i}]"), "each task is a JSON object"))?;
+        let (submitter, task) = new_task(&body, &at)?;
+        match &by {
+            Some(first) if *first != submitter => {
+                return Err(unprocessable(
+                    &format!("{at}submitted_by"),
+                    "every task of a bulk submission has the same submitted_by",
+                ));
+            }
+            _ => by = Some(submitter),
+        }
+        tasks.push(task);
+    }
+    Ok((by.unwrap_or_else(|| Actor::worker("api")), tasks))
+}
+
+/// The list filters of a JSON body as the query parameters `GET /api/tasks` takes, so both are
+/// checked by the same parser: strings stay strings, integers become their digits.
+pub fn list_params(body: &Body, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    body.only(allowed)?;
+    let mut params = HashMap::new();
+    for (name, value) in &body.0 {
+        let text = match value {
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            Value::Number(n) if n.is_u64() => n.to_string(),
+            _ => {
+                return Err(unprocessable(
+                    name,
+                    format!("{name} must be a string (or, for numbers, a non-negative integer)"),
+                ));
+            }
+        };
+        params.insert(name.clone(), text);
+    }
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(value: Value) -> Body {
+        Body::from_value(value).expect("an object")
+    }
+
+    fn field(error: ApiError) -> (u16, Option<String>) {
+        (error.status.as_u16(), error.detail.field)
+    }
+
+    #[test]
+    fn a_minimal_submission_gets_the_defaults() {
+        let (by, new) = new_task(&body(json!({"task_type": "t", "command": "c"})), "").expect("ok");
+        assert_eq!(by, Actor::worker("api"));
+        assert_eq!((new.priority, new.max_attempts), (0, 3));
+        assert_eq!(new.worker_name, None);
+    }
+
+    #[test]
+    fn a_submission_error_names_its_field() {
+        let cases = [
+            (json!({"task_type": "t"}), "command"),
+            (json!({"command": "c"}), "task_type"),
+            (json!({"task_type": "t", "command": "rm -rf /"}), "command"),
+            (
+                json!({"task_type": "t", "command": "c", "container_name": "c1"}),
+                "container_name",
+            ),
+            (
+                json!({"task_type": "t", "command": "c", "colour": "red"}),
+                "colour",
+            ),
+            (
+                json!({"task_type": "t", "command": "c", "worker_name": "a:b"}),
+                "worker_name",
+            ),
+        ];
+        for (input, name) in cases {
+            let error = new_task(&body(input.clone()), "").expect_err("refused");
+            assert_eq!(field(error), (422, Some(name.to_owned())), "{input}");
+        }
+    }
+
+    #[test]
+    fn a_bulk_submission_names_the_task_and_field_at_fault() {
+        let tasks = json!([{"task_type": "t", "command": "c"}, {"task_type": "t"}]);
+        let error = new_tasks(tasks).expect_err("refused");
+        assert_eq!(field(error), (422, Some("[1].command".into())));
+        let error = new_tasks(json!([])).expect_err("empty");
+        assert_eq!(field(error), (422, Some("body".into())));
+        let many = Value::Array(vec![json!({"task_type": "t", "command": "c"}); 1001]);
+        assert_eq!(
+            field(new_tasks(many).expect_err("too many")),
+            (422, Some("body".into()))
+        );
+        let (_, tasks) = new_tasks(json!([{"task_type": "t", "command": "c"}])).expect("ok");
+        assert_eq!(tasks.len(), 1);
+    }
+
+    #[test]
+    fn a_task_id_is_required_and_must_be_an_id() {
+        let error = take_task_id(&mut body(json!({}))).expect_err("missing");
+        assert_eq!(field(error), (422, Some("task_id".into())));
+        let error = take_task_id(&mut body(json!({"task_id": "a.b"}))).expect_err("not an id");
+        assert_eq!(field(error), (404, Some("task_id".into())));
+        let mut with_id = body(json!({"task_id": "t1", "attempt": 1}));
+        assert_eq!(take_task_id(&mut with_id).expect("ok"), "t1");
+        assert!(with_id.only(&["attempt"]).is_ok(), "task_id was taken out");
+    }
+
+    #[test]
+    fn list_filters_become_query_parameters() {
+        let allowed = ["status", "limit"];
+        let params =
+            list_params(&body(json!({"status": "failed", "limit": 5})), &allowed).expect("ok");
+        assert_eq!(params["status"], "failed");
+        assert_eq!(params["limit"], "5");
+        let error = list_params(&body(json!({"limit": -1})), &allowed).expect_err("negative");
+        assert_eq!(field(error), (422, Some("limit".into())));
+        let error = list_params(&body(json!({"colour": "red"})), &allowed).expect_err("unknown");
+        assert_eq!(field(error), (422, Some("colour".into())));
+    }
+}
