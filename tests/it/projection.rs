@@ -186,6 +186,7 @@ async fn delivering_events_twice_to_the_projector_changes_the_projection_once() 
             &records,
             &mut totals,
             false,
+            &mut vibehq_projector::apply::Statuses::default(),
         )
         .expect("apply");
         tx.commit().expect("commit");

@@ -710,3 +710,113 @@ async fn a_claim_reports_the_lease_its_lane_really_has() {
         .expect("task");
     assert_eq!(second.lease_ms, 30_000);
 }
+
+#[tokio::test]
+async fn twenty_thousand_unreadable_messages_on_every_subject_vibehq_reads_leave_it_working() {
+    use futures::StreamExt;
+    const JUNK: usize = 20_000;
+    let live = crate::common::Live::start().await;
+    let h = Harness::on(None, live.log.clone(), Options::default()).await;
+    let rpc = vibehq_queue::rpc::Rpc::start(
+        crate::common::queue_state(&live, &h),
+        live.nats.connect().await,
+    )
+    .await
+    .expect("the RPC service starts");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    tokio::spawn(rpc.serve(stop));
+    // A task before the flood, so its lane's consumer exists and takes the junk too.
+    let me = container("w", "c");
+    let first = h.submit_all(vec![task(5)]).await.remove(0);
+
+    // Anyone may publish anything (until the server's permissions say otherwise): junk on a
+    // lane, on task events, on the other streams, on announcements and on the RPC subjects.
+    let outsider = live.nats.connect().await;
+    let subjects = [
+        "vibehq.tasks.junk-{i}.submitted.p5.any",
+        "vibehq.tasks.junk-{i}.completed.w.c",
+        "vibehq.containers.instances.junk-{i}",
+        "vibehq.ai.calls.junk-{i}",
+        "vibehq.wake.p5.any",
+        "vibehq.rpc.tasks.submitTask",
+    ];
+    for subject in subjects {
+        for i in 0..JUNK {
+            let junk = if i % 2 == 0 {
+                &b"\x00"[..]
+            } else {
+                &b"{\"not\": \"an event\"}"[..]
+            };
+            outsider
+                .publish(subject.replace("{i}", &i.to_string()), junk.into())
+                .await
+                .expect("publish");
+        }
+    }
+    outsider.flush().await.expect("flush");
+
+    // Submissions, claims and the projection all still work.
+    let second = h.submit_all(vec![task(5)]).await.remove(0);
+    let mut claimed = Vec::new();
+    while claimed.len() < 2 {
+        let claim = h
+            .queue
+            .claim(&me, Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .expect("the real tasks come through the junk");
+        let sequence = h
+            .queue
+            .complete(&claim.task_id, None, &me, None)
+            .await
+            .expect("complete");
+        claimed.push((claim.task_id, sequence));
+    }
+    let ids: HashSet<&str> = claimed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, HashSet::from([first.as_str(), second.as_str()]));
+    let last = claimed.iter().map(|(_, s)| *s).max().expect("sequences");
+    live.caught_up(vibehq_events::StreamKind::Tasks, last).await;
+    let conn = vibehq_projector::db::open_reader(&live.database).expect("open");
+    let tasks = vibehq_projector::Table::named("container_tasks").expect("table");
+    for id in [&first, &second] {
+        let row = vibehq_projector::query::get(&conn, tasks, id)
+            .expect("get")
+            .expect("row");
+        assert_eq!(row["status"], "completed", "{id}");
+    }
+    let rejected: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM projector_rejected WHERE stream_name = 'VIBEHQ_TASKS'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(
+        rejected,
+        2 * JUNK as i64,
+        "every junk task message kept aside"
+    );
+    // The RPC service answers still.
+    let answer = crate::common::call(
+        &live.nats.connect().await,
+        "vibehq.rpc.tasks.getTask",
+        serde_json::json!({"task_id": first}).to_string().into(),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(answer["status"], "completed");
+    // And a live feed reads past the junk.
+    let mut feed = Box::pin(
+        live.log
+            .read(vibehq_events::StreamKind::Tasks, None, 1, last)
+            .await
+            .expect("read"),
+    );
+    let mut read = 0;
+    while let Some(record) = feed.next().await {
+        record.expect("record");
+        read += 1;
+    }
+    assert!(read > 2 * JUNK);
+}

@@ -468,3 +468,37 @@ async fn every_operation_answers_the_same_over_rest_and_over_rpc() {
         assert_eq!(comparable(answer), rest_answer, "{} {}", step.op, step.body);
     }
 }
+
+#[tokio::test]
+async fn a_thousand_tasks_in_one_rest_request_are_stored_together_and_answered_in_order() {
+    let (_live, h, base) = serve().await;
+    let tasks: Vec<Value> = (0..1000)
+        .map(|i| json!({"task_type": "audit", "command": "audit", "priority": i % 10, "parameters": {"n": i}}))
+        .collect();
+    let (status, answer) = post(&format!("{base}/api/tasks"), Value::Array(tasks.clone())).await;
+    assert_eq!(status, 201, "{answer}");
+    let answers = answer.as_array().expect("an array");
+    assert_eq!(answers.len(), 1000);
+    let sequences: Vec<u64> = answers
+        .iter()
+        .map(|a| a["sequence"].as_u64().expect("sequence"))
+        .collect();
+    assert!(
+        sequences.windows(2).all(|w| w[1] == w[0] + 1),
+        "one batch, stored contiguously in order"
+    );
+    // One bad task refuses the whole request, naming it; nothing of it is stored.
+    let mut bad = tasks;
+    bad[500] = json!({"task_type": "audit", "command": "rm -rf /"});
+    let (status, error) = post(&format!("{base}/api/tasks"), Value::Array(bad)).await;
+    assert_eq!(
+        (status, error["error"]["field"].as_str()),
+        (422, Some("[500].command"))
+    );
+    let info = h
+        .log
+        .stream_info(vibehq_events::StreamKind::Tasks)
+        .await
+        .expect("info");
+    assert_eq!(info.state.messages, 1000);
+}

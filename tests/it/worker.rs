@@ -9,11 +9,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use nix::sys::signal::Signal;
 use tokio::process::Child;
-use vibehq_events::{Envelope, EventKind, EventLog, Payload, Subject};
+use vibehq_events::{Envelope, EventKind, EventLog, Payload, StreamKind, Subject};
 use vibehq_queue::{Actor, NewTask, Options, Queue};
 use vibehq_test_support::NatsServer;
 
 use crate::common::vibehq;
+
+/// A task's stored events, as they come.
+type Events = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<vibehq_events::Recorded, vibehq_events::Error>> + Send>,
+>;
 
 /// A server with streams, and a queue to submit through.
 struct Setup {
@@ -71,28 +76,30 @@ impl Setup {
         cmd.spawn().expect("spawn worker")
     }
 
-    /// Waits (on the task's subject, not by polling) for an event of one of `kinds`.
-    async fn until(&self, events: &mut async_nats::Subscriber, kinds: &[EventKind]) -> Envelope {
+    /// Waits (reading the task's stored events as they come, not polling) for an event of
+    /// one of `kinds`.
+    async fn until(&self, events: &mut Events, kinds: &[EventKind]) -> Envelope {
         tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(message) = events.next().await {
-                let event = Envelope::decode(&message.payload).expect("event");
+            while let Some(record) = events.next().await {
+                let event = record.expect("record").decode().expect("event");
                 if kinds.contains(&event.kind()) {
                     return event;
                 }
             }
-            panic!("subscription ended");
+            panic!("the read ended");
         })
         .await
         .unwrap_or_else(|_| panic!("no {kinds:?} within 30 s"))
     }
 
-    async fn watch(&self, task_id: &str) -> async_nats::Subscriber {
-        self.log
-            .jetstream()
-            .client()
-            .subscribe(Subject::task(task_id))
+    /// The task's events as they are stored, from the first.
+    async fn watch(&self, task_id: &str) -> Events {
+        let read = self
+            .log
+            .read(StreamKind::Tasks, Some(Subject::task(task_id)), 1, u64::MAX)
             .await
-            .expect("subscribe")
+            .expect("read");
+        Box::pin(read)
     }
 }
 

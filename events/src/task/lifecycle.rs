@@ -268,62 +268,42 @@ pub fn decide(
     Ok(Some(after))
 }
 
-/// A stored task event, checked against its subject: who appended it, to which task.
-#[derive(Debug, Clone)]
-pub struct TaskEvent {
+/// Who appended a stored task event, to which task: read from its subject, checked against
+/// its envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
     pub task_id: String,
     /// The actor in the subject (for a submission, the envelope's).
     pub actor: Actor,
-    pub envelope: Envelope,
 }
 
 /// Reads a decoded event stored on `subject` as a task event: the subject must be a task
 /// subject of the event's step and task, and a step's actor must be the envelope's. `None`
 /// for events of other domains.
-pub fn read(subject: &str, envelope: Envelope) -> Option<Result<TaskEvent, Refusal>> {
+pub fn read(subject: &str, envelope: &Envelope) -> Option<Result<Origin, Refusal>> {
     let step = Step::of(envelope.kind())?;
-    let mismatch = |why| {
-        Some(Err(Refusal::Mismatch {
-            subject: subject.to_owned(),
-            why,
-        }))
-    };
-    let Some(parsed) = Subject::parse(subject) else {
-        return mismatch("not a task subject");
-    };
-    let payload_task = envelope.payload.task_id().unwrap_or_default();
-    let (task_id, actor) = match parsed {
-        Subject::Submission { task_id, lane } => {
-            let Payload::TaskSubmitted(submitted) = &envelope.payload else {
-                return mismatch("a submission's subject holds another kind of event");
-            };
-            if lane != submitted.lane() {
-                return mismatch("the submission is not in its lane");
-            }
-            (task_id, envelope.actor())
-        }
-        Subject::TaskStep {
-            task_id,
-            step: subject_step,
-            actor,
-        } => {
-            if subject_step != step {
-                return mismatch("the subject names another step");
-            }
-            if actor != envelope.actor() {
-                return mismatch("the envelope names another actor than the subject");
-            }
-            (task_id, actor)
-        }
-        _ => return mismatch("not a task subject"),
-    };
-    if task_id != payload_task {
-        return mismatch("the subject names another task");
+    let task_id = envelope.payload.task_id().unwrap_or_default();
+    // The subject an envelope belongs on is a function of the envelope: the common case is one
+    // comparison; only a mismatch is taken apart to say what is wrong.
+    if envelope.subject().to_string() == subject {
+        return Some(Ok(Origin {
+            task_id: task_id.to_owned(),
+            actor: envelope.actor(),
+        }));
     }
-    Some(Ok(TaskEvent {
-        task_id,
-        actor,
-        envelope,
+    let why = match Subject::parse(subject) {
+        None => "not a task subject",
+        Some(Subject::Submission { .. }) if step != Step::Submitted => {
+            "a submission's subject holds another kind of event"
+        }
+        Some(Subject::Submission { .. }) => "the submission is not in its lane",
+        Some(Subject::TaskStep { step: s, .. }) if s != step => "the subject names another step",
+        Some(parsed) if parsed.id() != task_id => "the subject names another task",
+        Some(_) => "the envelope names another actor than the subject",
+    };
+    Some(Err(Refusal::Mismatch {
+        subject: subject.to_owned(),
+        why,
     }))
 }
 
@@ -367,19 +347,24 @@ impl Task {
             task.version = task.version.max(sequence);
         }
         let envelope = Envelope::decode(bytes).map_err(|e| Refusal::Unreadable(e.to_string()))?;
-        let event = read(subject, envelope).unwrap_or(Err(Refusal::Unknown))?;
-        Self::apply(task, &event, sequence)
+        let origin = read(subject, &envelope).unwrap_or(Err(Refusal::Unknown))?;
+        Self::apply(task, &origin, &envelope, sequence)
     }
 
-    /// Applies a checked event (at `sequence`) to `task`.
-    pub fn apply(task: &mut Option<Task>, event: &TaskEvent, sequence: u64) -> Result<(), Refusal> {
-        let payload = &event.envelope.payload;
-        let status = decide(task.as_ref().map(|t| &t.status), &event.actor, payload)?;
+    /// Applies `envelope`, stored at `sequence` by `origin` (see [`read`]), to `task`.
+    pub fn apply(
+        task: &mut Option<Task>,
+        origin: &Origin,
+        envelope: &Envelope,
+        sequence: u64,
+    ) -> Result<(), Refusal> {
+        let payload = &envelope.payload;
+        let status = decide(task.as_ref().map(|t| &t.status), &origin.actor, payload)?;
         if let Payload::TaskSubmitted(submitted) = payload {
             if let Some(status) = status {
                 *task = Some(Task {
                     submitted: submitted.clone(),
-                    submitted_by: event.actor.clone(),
+                    submitted_by: origin.actor.clone(),
                     status,
                     lease: None,
                     lease_ms: 0,

@@ -29,6 +29,44 @@ pub struct Totals {
     pub skipped: u64,
 }
 
+/// What the lifecycle needs of each live task, as the rows last committed (or about to be)
+/// hold it: read once from `container_tasks`, then kept as events change it, so a task's
+/// events do not each read its row back. A task leaves it when it ends; it starts over when it
+/// grows large, and must be [`Statuses::clear`]ed when a transaction that changed it is rolled
+/// back.
+#[derive(Debug, Default)]
+pub struct Statuses(std::collections::HashMap<String, Option<Status>>);
+
+/// Most tasks [`Statuses`] keeps before it starts over.
+const STATUSES: usize = 100_000;
+
+impl Statuses {
+    /// Forgets everything (after a rollback).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn get(&mut self, db: &Connection, task_id: &str) -> rusqlite::Result<Option<Status>> {
+        if let Some(status) = self.0.get(task_id) {
+            return Ok(status.clone());
+        }
+        let status = task_status(db, task_id)?;
+        self.0.insert(task_id.to_owned(), status.clone());
+        Ok(status)
+    }
+
+    fn set(&mut self, task_id: &str, status: Status) {
+        if status.state.is_terminal() {
+            self.0.remove(task_id);
+            return;
+        }
+        if self.0.len() >= STATUSES {
+            self.0.clear();
+        }
+        self.0.insert(task_id.to_owned(), Some(status));
+    }
+}
+
 /// Applies `records` in order inside `tx`, skipping every sequence at or below its stream's
 /// checkpoint and advancing the checkpoints past what it applies. Saving the checkpoints in the
 /// same transaction is the caller's part (see [`crate::db`]); together they make a repeated
@@ -44,13 +82,14 @@ pub fn apply_batch(
     records: &[Recorded],
     totals: &mut Totals,
     careful: bool,
+    statuses: &mut Statuses,
 ) -> Result<(), Refused> {
     for record in records {
         if record.sequence <= checkpoints.get(record.stream) {
             totals.skipped += 1;
             continue;
         }
-        match apply_record(tx, record, careful)? {
+        match apply_record(tx, record, careful, statuses)? {
             Outcome::Applied => totals.applied += 1,
             Outcome::Refused => totals.refused += 1,
             Outcome::Rejected => totals.rejected += 1,
@@ -88,11 +127,12 @@ pub fn apply_record(
     tx: &mut rusqlite::Transaction<'_>,
     record: &Recorded,
     careful: bool,
+    statuses: &mut Statuses,
 ) -> Result<Outcome, Refused> {
     let reason = match record.decode() {
         Err(e) => e.to_string(),
         Ok(event) if !careful => {
-            return match apply(tx, &record.subject, record.sequence, &event) {
+            return match apply(tx, &record.subject, record.sequence, &event, statuses) {
                 Ok(outcome) => Ok(outcome),
                 Err(e) if about_this_event(&e) => Err(Refused::RetryCarefully),
                 Err(e) => Err(Refused::Sqlite(e)),
@@ -100,7 +140,7 @@ pub fn apply_record(
         }
         Ok(event) => {
             let sp = tx.savepoint()?;
-            match apply(&sp, &record.subject, record.sequence, &event) {
+            match apply(&sp, &record.subject, record.sequence, &event, statuses) {
                 Ok(outcome) => {
                     sp.commit()?;
                     return Ok(outcome);
@@ -163,15 +203,18 @@ pub fn apply(
     subject: &str,
     sequence: u64,
     event: &Envelope,
+    statuses: &mut Statuses,
 ) -> rusqlite::Result<Outcome> {
     let mut state = None;
-    if let Some(checked) = lifecycle::read(subject, event.clone()) {
+    let mut decided = None;
+    if let Some(checked) = lifecycle::read(subject, event) {
         let refusal = match checked {
             Ok(checked) => {
-                let current = task_status(db, &checked.task_id)?;
+                let current = statuses.get(db, &checked.task_id)?;
                 match lifecycle::decide(current.as_ref(), &checked.actor, &event.payload) {
                     Ok(next) => {
-                        state = next.map(|s| s.state.as_str());
+                        state = next.as_ref().map(|s| s.state.as_str());
+                        decided = next.map(|s| (checked.task_id, s));
                         None
                     }
                     Err(refusal) => Some((checked.actor, refusal)),
@@ -199,6 +242,9 @@ pub fn apply(
         }
     }
     apply_row(db, sequence, event, state.unwrap_or_default())?;
+    if let Some((task_id, status)) = decided {
+        statuses.set(&task_id, status);
+    }
     Ok(Outcome::Applied)
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use vibehq_events::{Recorded, StreamKind};
 
 use crate::Error;
-use crate::apply::{Refused, Totals, apply_batch};
+use crate::apply::{Refused, Statuses, Totals, apply_batch};
 use crate::db::{Checkpoints, save_checkpoint, sqlite};
 
 /// Records of one stream, in stream order.
@@ -17,6 +17,13 @@ use crate::db::{Checkpoints, save_checkpoint, sqlite};
 pub(crate) struct Batch {
     pub records: Vec<Recorded>,
 }
+
+/// A commit of fewer records than this waits [`LINGER`] once for more before it is made.
+const LINGER_BELOW: usize = 256;
+
+/// How long a small commit waits for more records: the most it delays a read of one's own
+/// write (`min_seq`).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Most records folded into one transaction: big enough to amortise the commit, small enough
 /// to keep readers' view fresh.
@@ -53,14 +60,26 @@ fn run(
     progress: watch::Sender<Checkpoints>,
 ) -> Result<Totals, Error> {
     let mut totals = Totals::default();
+    let mut statuses = Statuses::default();
     while let Some(first) = rx.blocking_recv() {
-        // Gather what is already waiting, up to a commit's worth.
+        // Gather what is already waiting, up to a commit's worth. A commit rewrites every page
+        // it touched (the table's and each index's), so a stream of small commits costs more
+        // per event than a few large ones: when little is waiting, give more a moment to come.
         let mut batches = vec![first];
         let mut count = batches[0].records.len();
+        let mut lingered = false;
         while count < MAX_RECORDS_PER_COMMIT {
-            let Ok(next) = rx.try_recv() else { break };
-            count += next.records.len();
-            batches.push(next);
+            match rx.try_recv() {
+                Ok(next) => {
+                    count += next.records.len();
+                    batches.push(next);
+                }
+                Err(mpsc::error::TryRecvError::Empty) if !lingered && count < LINGER_BELOW => {
+                    lingered = true;
+                    std::thread::sleep(LINGER);
+                }
+                Err(_) => break,
+            }
         }
         let before = (checkpoints, totals);
         let mut careful = false;
@@ -73,6 +92,7 @@ fn run(
                     &batch.records,
                     &mut totals,
                     careful,
+                    &mut statuses,
                 )
             });
             match applied {
@@ -90,6 +110,7 @@ fn run(
                     // Dropping the transaction rolls it back; start over event by event.
                     drop(tx);
                     (checkpoints, totals) = before;
+                    statuses.clear();
                     careful = true;
                 }
                 Err(Refused::RetryCarefully) => return Err(Error::WriterGone),

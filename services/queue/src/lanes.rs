@@ -18,6 +18,13 @@
 //! out an expiry), and who gets a task is decided by the `task.assigned` append against the
 //! task's version, never by the pull.
 //!
+//! Claimers of one lane in a process share pulls: a lane has a few pulls out at most, each asking
+//! for what every claim waiting for it wants, and what the claim that pulled does not take
+//! waits, briefly, for the claims behind it ([`HELD`]); what nobody takes by then goes back to
+//! the lane (`-NAK`). So concurrent claimers
+//! (a worker's slots, or many REST claims) mostly find their work already delivered instead of
+//! each paying a round trip.
+//!
 //! Lane consumers are created by whoever submits into the lane (a claimer only finds them),
 //! so a worker that merely looks creates nothing on the server. Which lanes have a consumer is
 //! learnt from announcements and, at most every few seconds, from one listing of the stream's
@@ -27,6 +34,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{
     self,
@@ -41,6 +49,16 @@ use crate::Error;
 
 /// How long a claimer trusts "nothing there" before it looks again.
 const FORGET: Duration = Duration::from_secs(1);
+
+/// How long a delivery one claim pulled for others waits for them before it goes back.
+const HELD: Duration = Duration::from_millis(200);
+
+/// Pulls of one lane a process has out at once: a few, so a claim need not wait for the whole
+/// round trip of the one before it, without every claimer pulling for all the others.
+const PULLS_IN_FLIGHT: usize = 4;
+
+/// Most deliveries one pull asks for.
+const MAX_PULL: usize = 256;
 
 /// How long a listing of the lanes that have consumers is trusted.
 const LISTING: Duration = Duration::from_secs(5);
@@ -61,6 +79,10 @@ pub(crate) struct Delivery {
     pub lease: Duration,
 }
 
+/// A lane's consumer and its `ack_wait` (every claim's lease in the lane); shared, since a
+/// consumer handle carries its whole info.
+pub(crate) type Lease = Arc<(PullConsumer, Duration)>;
+
 /// The lanes: their consumers and hints, and the subscription to announcements.
 #[derive(Debug)]
 pub(crate) struct Lanes {
@@ -78,6 +100,13 @@ pub(crate) struct Lanes {
 #[derive(Debug, Default)]
 struct Shared {
     lanes: Mutex<HashMap<Lane, Known>>,
+    /// Deliveries pulled for claims other than the one that pulled them, per lane, oldest
+    /// first, with when they were pulled.
+    held: Mutex<HashMap<Lane, std::collections::VecDeque<(Delivery, Instant)>>>,
+    /// Each lane's turn to pull: a few pulls of a lane at a time in this process.
+    turns: Mutex<HashMap<Lane, Arc<Turn>>>,
+    /// Deliveries the claims in progress in this process want (for how much a pull asks).
+    claiming: std::sync::atomic::AtomicUsize,
     /// The lanes that had consumers when the stream's consumers were last listed, and when.
     listed: tokio::sync::Mutex<Option<(Instant, std::collections::HashSet<Lane>)>>,
     /// Woken whenever work is announced.
@@ -85,12 +114,15 @@ struct Shared {
 }
 
 /// What this process knows of one lane.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct Known {
     /// The lane's consumer, once found or created.
-    consumer: Option<(PullConsumer, Duration)>,
+    consumer: Option<Lease>,
     /// Work was announced in the lane, so its consumer exists (find it without a listing).
     announced: bool,
+    /// When work was last announced in the lane: a pull that started before it cannot say the
+    /// lane is empty.
+    announced_at: Option<Instant>,
     hint: Hint,
 }
 
@@ -156,7 +188,7 @@ impl Lanes {
 
     /// Makes sure the lane has its consumer, before work is submitted into it.
     pub(crate) async fn open(&self, lane: &Lane) -> Result<(), Error> {
-        if self.shared.known(lane).consumer.is_some() {
+        if self.shared.with(lane, |known| known.consumer.is_some()) {
             return Ok(());
         }
         let name = lane.consumer_name();
@@ -207,55 +239,193 @@ impl Lanes {
     ) -> Result<Vec<Delivery>, Error> {
         let mut pulled = Vec::new();
         for lane in lanes {
+            if pulled.len() == max {
+                break;
+            }
+            self.take_held(lane, max, &mut pulled).await;
             let want = max - pulled.len();
             if want == 0 {
                 break;
             }
-            let Some((consumer, lease)) = self.consumer_to_pull(lane, thorough).await? else {
+            let Some(found) = self.consumer_to_pull(lane, thorough).await? else {
                 continue;
             };
+            let (consumer, lease) = (&found.0, found.1);
+            // Few pulls of a lane at a time here: a claim that comes while they are out waits for
+            // one and takes what it brought; a pull asks for every claim waiting behind it.
+            let turn = self.turn(lane);
+            let queued = Instant::now();
+            let held_turn = turn.lock.acquire().await;
+            self.take_held(lane, max, &mut pulled).await;
+            let want = max - pulled.len();
+            // A pull that ended while this claim waited found the lane empty: no need to ask
+            // again (an older "empty" is what this claim came to check).
+            let emptied = self.shared.with(
+                lane,
+                |known| matches!(known.hint, Hint::Empty(at) if at > queued),
+            );
+            if want == 0 || (emptied && !thorough) {
+                continue;
+            }
+            // Ask for the other claims in progress too, less what is already held or being
+            // pulled for them.
+            let others = self
+                .shared
+                .claiming
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .saturating_sub(max);
+            let held = self.held().get(lane).map_or(0, |q| q.len());
+            let pulling = turn.extra.load(std::sync::atomic::Ordering::Relaxed);
+            let extra = others.saturating_sub(held + pulling);
+            let ask = (want + extra).min(MAX_PULL);
+            turn.extra
+                .fetch_add(ask - want, std::sync::atomic::Ordering::Relaxed);
+            let _asked = Asked(&turn.extra, ask - want);
+            let asked_at = Instant::now();
             let mut batch = consumer
                 .fetch()
-                .max_messages(want)
+                .max_messages(ask)
                 .messages()
                 .await
                 .map_err(|e| Error::nats("pull work", e))?;
             let mut got = 0;
             let mut left = 0;
+            let mut extra = Vec::new();
             while let Some(message) = batch.next().await {
                 let message = message.map_err(|e| Error::nats("pull work", e))?;
                 left = message.info().map_or(0, |i| i.pending);
                 got += 1;
-                pulled.push(Delivery { message, lease });
+                let delivery = Delivery { message, lease };
+                if pulled.len() < max {
+                    pulled.push(delivery);
+                } else {
+                    extra.push(delivery);
+                }
             }
-            let hint = if got < want || left == 0 {
+            let hint = if got < ask || left == 0 {
                 Hint::Empty(Instant::now())
             } else {
                 Hint::Waiting(left)
             };
-            self.shared.update(lane, |known| known.hint = hint);
+            self.shared.update(lane, |known| {
+                let newer_news = known.announced_at.is_some_and(|at| at >= asked_at);
+                if !(newer_news && matches!(hint, Hint::Empty(_))) {
+                    known.hint = hint;
+                }
+            });
+            if !extra.is_empty() {
+                self.hold(lane, extra);
+            }
+            drop(held_turn);
         }
         Ok(pulled)
     }
 
-    /// The lane's consumer if it may hold work worth a pull; `None` to skip the lane.
-    async fn consumer_to_pull(
+    /// Counts a claim of up to `max` tasks as in progress while the guard lives, so pulls ask
+    /// for it too.
+    pub(crate) fn claiming(&self, max: usize) -> Claiming<'_> {
+        self.shared
+            .claiming
+            .fetch_add(max, std::sync::atomic::Ordering::Relaxed);
+        Claiming {
+            shared: &self.shared,
+            max,
+        }
+    }
+
+    /// The lane's turn to pull.
+    fn turn(&self, lane: &Lane) -> Arc<Turn> {
+        let mut turns = self
+            .shared
+            .turns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        turns.entry(lane.clone()).or_default().clone()
+    }
+
+    /// Takes deliveries held for this lane (the freshest first go to claims, the stale ones
+    /// back to the lane) until `pulled` has `max`.
+    async fn take_held(&self, lane: &Lane, max: usize, pulled: &mut Vec<Delivery>) {
+        let (taken, stale) = {
+            let mut held = self.held();
+            let Some(queue) = held.get_mut(lane) else {
+                return;
+            };
+            let mut stale = Vec::new();
+            while queue.front().is_some_and(|(_, at)| at.elapsed() >= HELD) {
+                stale.extend(queue.pop_front().map(|(d, _)| d));
+            }
+            let n = (max - pulled.len()).min(queue.len());
+            let taken: Vec<Delivery> = queue.drain(..n).map(|(d, _)| d).collect();
+            (taken, stale)
+        };
+        pulled.extend(taken);
+        hand_back(stale).await;
+    }
+
+    /// Holds deliveries for the next claims, and makes sure they go back to the lane if
+    /// nobody takes them in time.
+    fn hold(&self, lane: &Lane, deliveries: Vec<Delivery>) {
+        let now = Instant::now();
+        self.held()
+            .entry(lane.clone())
+            .or_default()
+            .extend(deliveries.into_iter().map(|d| (d, now)));
+        // Claimers waiting for work take these at once.
+        self.shared.arrived.notify_waiters();
+        let (shared, lane) = (self.shared.clone(), lane.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(HELD).await;
+            let stale: Vec<Delivery> = {
+                let mut held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(queue) = held.get_mut(&lane) else {
+                    return;
+                };
+                let mut stale = Vec::new();
+                while queue.front().is_some_and(|(_, at)| at.elapsed() >= HELD) {
+                    stale.extend(queue.pop_front().map(|(d, _)| d));
+                }
+                stale
+            };
+            if !stale.is_empty() {
+                // Back in the lane: look there again.
+                shared.announce(&lane, stale.len() as u64);
+            }
+            hand_back(stale).await;
+        });
+    }
+
+    fn held(
         &self,
-        lane: &Lane,
-        thorough: bool,
-    ) -> Result<Option<(PullConsumer, Duration)>, Error> {
-        let known = self.shared.known(lane);
-        let worth = match known.hint {
+    ) -> std::sync::MutexGuard<'_, HashMap<Lane, std::collections::VecDeque<(Delivery, Instant)>>>
+    {
+        // Held deliveries are whole whatever panicked: they go back on their timer anyway.
+        self.shared
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The lane's consumer if it may hold work worth a pull; `None` to skip the lane.
+    async fn consumer_to_pull(&self, lane: &Lane, thorough: bool) -> Result<Option<Lease>, Error> {
+        let known = self.shared.with(lane, |known| {
+            (known.hint, known.consumer.clone(), known.announced)
+        });
+        let (hint, consumer, announced) = known;
+        let worth = match hint {
             Hint::Waiting(_) | Hint::Unknown => true,
             Hint::Empty(at) => thorough || at.elapsed() >= FORGET,
         };
         if !worth {
             return Ok(None);
         }
-        if let Some(consumer) = known.consumer {
+        if let Some(consumer) = consumer {
             return Ok(Some(consumer));
         }
-        if !known.announced && !self.listed(lane).await? {
+        if !announced && !self.listed(lane).await? {
+            // No consumer, so no work: skip the lane until announced or looked at again.
+            self.shared
+                .update(lane, |known| known.hint = Hint::Empty(Instant::now()));
             return Ok(None);
         }
         match self.tasks.consumer_info(lane.consumer_name()).await {
@@ -301,7 +471,7 @@ impl Lanes {
             .is_some_and(|(_, lanes)| lanes.contains(lane)))
     }
 
-    fn found(&self, lane: &Lane, consumer: PullConsumer) -> (PullConsumer, Duration) {
+    fn found(&self, lane: &Lane, consumer: PullConsumer) -> Lease {
         let lease = consumer.cached_info().config.ack_wait;
         if lease != self.lease {
             // The consumer's ack_wait is every claim's lease in this lane, whoever claims; the
@@ -311,7 +481,7 @@ impl Lanes {
                 "this lane's lease was set by the process that created it; claims here use its lease"
             );
         }
-        let found = (consumer, lease);
+        let found = Arc::new((consumer, lease));
         self.shared
             .update(lane, |known| known.consumer = Some(found.clone()));
         found
@@ -348,17 +518,71 @@ impl Lanes {
     }
 
     /// One lane's consumer and lease, found or created: for claiming one task by id.
-    pub(crate) async fn consumer(
-        &self,
-        lane: &Lane,
-    ) -> Result<Option<(PullConsumer, Duration)>, Error> {
+    pub(crate) async fn consumer(&self, lane: &Lane) -> Result<Option<Lease>, Error> {
         self.consumer_to_pull(lane, true).await
     }
 }
 
+/// A lane's turn to pull, and how many deliveries the claims waiting for it want.
+#[derive(Debug)]
+struct Turn {
+    /// [`PULLS_IN_FLIGHT`] permits.
+    lock: tokio::sync::Semaphore,
+    /// Deliveries the pulls out now ask for beyond their own claim's.
+    extra: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Turn {
+    fn default() -> Self {
+        Self {
+            lock: tokio::sync::Semaphore::new(PULLS_IN_FLIGHT),
+            extra: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Takes a pull's extra ask off its lane's count when the pull is done.
+struct Asked<'a>(&'a std::sync::atomic::AtomicUsize, usize);
+
+impl Drop for Asked<'_> {
+    fn drop(&mut self) {
+        self.0
+            .fetch_sub(self.1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Counts a claim in progress for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct Claiming<'a> {
+    shared: &'a Shared,
+    max: usize,
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .claiming
+            .fetch_sub(self.max, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Gives deliveries nobody took back to their lane at once (first in line again).
+async fn hand_back(deliveries: Vec<Delivery>) {
+    for delivery in deliveries {
+        if let Err(error) = delivery.message.ack_with(AckKind::Nak(None)).await {
+            tracing::debug!(%error, "cannot hand a delivery back; it comes back after its lease");
+        }
+    }
+}
+
 impl Shared {
-    fn known(&self, lane: &Lane) -> Known {
-        self.lock().get(lane).cloned().unwrap_or_default()
+    /// Reads what is known of `lane` without copying it.
+    fn with<T>(&self, lane: &Lane, read: impl FnOnce(&Known) -> T) -> T {
+        let lanes = self.lock();
+        match lanes.get(lane) {
+            Some(known) => read(known),
+            None => read(&Known::default()),
+        }
     }
 
     fn update(&self, lane: &Lane, change: impl FnOnce(&mut Known)) {
@@ -373,6 +597,7 @@ impl Shared {
             };
             // Another process may have just created the lane's consumer.
             known.announced = true;
+            known.announced_at = Some(Instant::now());
         });
         self.arrived.notify_waiters();
     }

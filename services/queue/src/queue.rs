@@ -117,6 +117,9 @@ struct Inner {
 /// Most tasks [`Inner::known`] holds before it starts over.
 const KNOWN_TASKS: usize = 50_000;
 
+/// Most deliveries a claim pulls at once to sweep unreadable messages out of a lane.
+const SWEEP: usize = 256;
+
 /// How many times a command re-reads and decides again after losing a race.
 const RETRIES: usize = 4;
 
@@ -304,8 +307,9 @@ impl Queue {
         Ok(answers.into_iter().flatten().collect())
     }
 
-    /// The task a refused submission collided with: the same task (its idempotency key and
-    /// content match) answers as itself; anything else is [`Error::KeyReused`].
+    /// The task a refused submission collided with: this very submission (stored by an
+    /// earlier try whose answer was lost) answers as created; the same task (its idempotency
+    /// key and content match) answers as itself; anything else is [`Error::KeyReused`].
     async fn existing(&self, event: &Envelope) -> Result<Submitted, Error> {
         let wanted = submitted(event);
         let task = self
@@ -317,7 +321,11 @@ impl Queue {
             .log
             .history_of(StreamKind::Tasks, &Subject::task(&wanted.task_id), u64::MAX)
             .await?;
-        let sequence = history.first().map_or(0, |r| r.sequence);
+        let first = history.first();
+        let sequence = first.map_or(0, |r| r.sequence);
+        let ours = first
+            .and_then(|r| r.decode().ok())
+            .is_some_and(|stored| stored.id == event.id);
         if task.submitted != *wanted {
             return Err(Error::KeyReused {
                 task_id: wanted.task_id.clone(),
@@ -327,7 +335,7 @@ impl Queue {
         Ok(Submitted {
             task_id: wanted.task_id.clone(),
             sequence,
-            created: false,
+            created: ours,
         })
     }
 
@@ -351,14 +359,23 @@ impl Queue {
         let eligible = Lane::eligible(claimer);
         let deadline = tokio::time::Instant::now() + wait;
         let lanes = &self.inner.lanes;
+        let max = max.max(1);
+        let _claiming = lanes.claiming(max);
+        // After a pull of nothing but unreadable messages, pull more at once to sweep them.
+        let mut sweep = max;
         loop {
             // Listen before looking, so work announced in between wakes us.
             let arrival = lanes.arrival();
             tokio::pin!(arrival);
             arrival.as_mut().enable();
-            let pulled = lanes.pull(&eligible, max.max(1), wait.is_zero()).await?;
+            let pulled = lanes.pull(&eligible, sweep, wait.is_zero()).await?;
             let looked = !pulled.is_empty();
-            let claims = self.take_all(claimer, pulled).await?;
+            let (claims, unreadable) = self.take_all(claimer, pulled, max).await?;
+            sweep = if unreadable > 0 && claims.is_empty() {
+                (sweep * 4).min(SWEEP)
+            } else {
+                max
+            };
             if !claims.is_empty() {
                 return Ok(claims);
             }
@@ -380,20 +397,38 @@ impl Queue {
     /// Turns pulled deliveries into claims. First deliveries go the fast way together (one
     /// pipelined round of appends, each expecting the submission as the task's version); the
     /// rest, and any that lost a race, are decided one by one on the task's events.
-    async fn take_all(&self, claimer: &Actor, pulled: Vec<Delivery>) -> Result<Vec<Claim>, Error> {
+    ///
+    /// At most `max` are claimed; readable deliveries beyond that (a sweep pulled more) go back
+    /// to their lane. Answers the claims and how many deliveries were unreadable.
+    async fn take_all(
+        &self,
+        claimer: &Actor,
+        pulled: Vec<Delivery>,
+        max: usize,
+    ) -> Result<(Vec<Claim>, usize), Error> {
         let mut fresh = Vec::new();
         let mut again = Vec::new();
+        let mut unreadable = 0;
+        let mut surplus = Vec::new();
         for delivery in pulled {
             match Offer::read(delivery) {
+                Ok(offer) if fresh.len() + again.len() == max => surplus.push(offer),
                 Ok(offer) if offer.delivered == 1 => fresh.push(offer),
                 Ok(offer) => again.push(offer),
                 Err(delivery) => {
                     // Not a submission (the projector keeps it in projector_rejected): make
                     // sure no claimer sees it again.
-                    tracing::warn!(subject = %delivery.message.subject, "dropping an unreadable message from a lane");
+                    tracing::debug!(subject = %delivery.message.subject, "dropping an unreadable message from a lane");
+                    unreadable += 1;
                     terminate(&delivery.message).await;
                 }
             }
+        }
+        if unreadable > 0 {
+            tracing::warn!(unreadable, "dropped unreadable messages from a lane");
+        }
+        for offer in surplus {
+            let _ = offer.delivery.message.ack_with(AckKind::Nak(None)).await;
         }
         let mut claims = Vec::with_capacity(fresh.len());
         let mut failed = None;
@@ -431,9 +466,9 @@ impl Queue {
             Some(error) if claims.is_empty() => Err(error),
             Some(error) => {
                 tracing::warn!(%error, "part of a claim failed; its tasks come back after their lease");
-                Ok(claims)
+                Ok((claims, unreadable))
             }
-            None => Ok(claims),
+            None => Ok((claims, unreadable)),
         }
     }
 
@@ -514,8 +549,8 @@ impl Queue {
     fn claimed(&self, pending: Task, event: Envelope, sequence: u64) -> Option<Claim> {
         let subject = event.subject().to_string();
         let mut task = Some(pending);
-        let applied = match lifecycle::read(&subject, event) {
-            Some(Ok(checked)) => Task::apply(&mut task, &checked, sequence),
+        let applied = match lifecycle::read(&subject, &event) {
+            Some(Ok(origin)) => Task::apply(&mut task, &origin, &event, sequence),
             Some(Err(refusal)) => Err(refusal),
             None => Err(Refusal::Unknown),
         };
@@ -570,9 +605,10 @@ impl Queue {
             }));
         }
         let lane = task.submitted.lane();
-        let Some((consumer, lease)) = self.inner.lanes.consumer(&lane).await? else {
+        let Some(found) = self.inner.lanes.consumer(&lane).await? else {
             return Err(Error::NotAvailable(task_id.to_owned()));
         };
+        let (consumer, lease) = (&found.0, found.1);
         let mut batch = consumer
             .fetch()
             .max_messages(256)
@@ -820,8 +856,8 @@ impl Queue {
     /// task as it is after the event.
     async fn append(&self, task: &Task, event: Envelope) -> Result<Task, Error> {
         let subject = event.subject().to_string();
-        let checked = match lifecycle::read(&subject, event.clone()) {
-            Some(Ok(checked)) => checked,
+        let origin = match lifecycle::read(&subject, &event) {
+            Some(Ok(origin)) => origin,
             Some(Err(refusal)) => {
                 return Err(Error::Refused {
                     task_id: task.id().to_owned(),
@@ -831,12 +867,12 @@ impl Queue {
             None => unreachable!("the queue appends task events only"),
         };
         let mut after = Some(task.clone());
-        Task::apply(&mut after, &checked, task.version.saturating_add(1)).map_err(|refusal| {
-            Error::Refused {
+        Task::apply(&mut after, &origin, &event, task.version.saturating_add(1)).map_err(
+            |refusal| Error::Refused {
                 task_id: task.id().to_owned(),
                 refusal: Box::new(refusal),
-            }
-        })?;
+            },
+        )?;
         match self
             .inner
             .log
@@ -894,21 +930,20 @@ impl Offer {
             return Err(Box::new(delivery));
         };
         let (sequence, delivered) = (info.stream_sequence, info.delivered.max(1) as u64);
-        let checked = Envelope::decode(&delivery.message.payload)
-            .ok()
-            .and_then(|envelope| lifecycle::read(&delivery.message.subject, envelope))
-            .and_then(Result::ok);
-        let Some(checked) = checked else {
+        let Ok(envelope) = Envelope::decode(&delivery.message.payload) else {
             return Err(Box::new(delivery));
         };
-        let Payload::TaskSubmitted(submitted) = checked.envelope.payload else {
+        let Some(Ok(origin)) = lifecycle::read(&delivery.message.subject, &envelope) else {
+            return Err(Box::new(delivery));
+        };
+        let Payload::TaskSubmitted(submitted) = envelope.payload else {
             return Err(Box::new(delivery));
         };
         Ok(Self {
-            task_id: checked.task_id,
+            task_id: origin.task_id,
             sequence,
             delivered,
-            submission: Some((submitted, checked.actor)),
+            submission: Some((submitted, origin.actor)),
             delivery,
         })
     }

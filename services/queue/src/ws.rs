@@ -307,13 +307,13 @@ impl Known {
                 return None;
             }
         };
-        let checked = lifecycle::read(&record.subject, envelope.clone())?;
+        let checked = lifecycle::read(&record.subject, &envelope)?;
         let task_id = envelope.payload.task_id().unwrap_or_default().to_owned();
         let outcome = match checked {
-            Ok(event) => {
-                let task = self.before(&event.task_id, record.sequence).await;
-                Task::apply(task, &event, record.sequence).map(|()| {
-                    let moves = !matches!(event.envelope.payload, Payload::TaskResultRefused(_));
+            Ok(origin) => {
+                let task = self.before(&origin.task_id, record.sequence).await;
+                Task::apply(task, &origin, &envelope, record.sequence).map(|()| {
+                    let moves = !matches!(envelope.payload, Payload::TaskResultRefused(_));
                     task.as_ref().filter(|_| moves).map(|t| t.status.state)
                 })
             }

@@ -418,3 +418,24 @@ pub fn redact(url: &str) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deployment_example_is_a_config_vibehq_accepts() {
+        let example = include_str!("../../../deploy/vibehq.example.toml");
+        let file: File = toml::from_str(example).expect("deploy/vibehq.example.toml parses");
+        assert_eq!((file.stream_replicas, file.lease_secs), (Some(3), Some(30)));
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(
+            redact("nats://svc:s3cret@n1:4222,nats://n2:4222"),
+            "nats://svc:***@n1:4222,nats://n2:4222"
+        );
+        assert_eq!(redact("nats://n1:4222"), "nats://n1:4222");
+    }
+}
