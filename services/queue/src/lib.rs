@@ -16,13 +16,14 @@
 //! [`vibehq_events::task::lifecycle`], which the projector and the live feed use too.
 //!
 //! # Layout
-//! - [`queue`]: [`Queue`], the commands.
+//! - [`queue`]: [`Queue`], the commands; `claim` holds its claims.
 //! - `lanes`: the lane consumers as this process sees them, and where work seems to wait.
 //! - [`ops`]: every command and query as a request, answered once for REST and RPC alike.
 //! - [`http`]: the REST routes (`/api/tasks…`) and their OpenAPI document.
 //! - [`rpc`]: `ContainerTaskQueueOps`, the same operations as a NATS micro service.
 //! - [`ws`]: `GET /ws/tasks`, task events live over a WebSocket, resumable by sequence.
 
+mod claim;
 pub mod http;
 mod lanes;
 pub mod ops;
