@@ -41,6 +41,9 @@ pub const PIPELINE: usize = 2048;
 /// Most events in one atomic batch (the server's limit).
 pub const MAX_BATCH: usize = 1000;
 
+/// How often an append waiting for its acknowledgement checks that the connection is up.
+const CONNECTION_CHECK: Duration = Duration::from_millis(25);
+
 /// Events one history request returns at most.
 const HISTORY_PAGE: usize = 256;
 
@@ -125,10 +128,17 @@ pub enum Error {
     /// JetStream has no stream for the subject: run `vibehq up` (or `ensure_streams`) first.
     #[error("no stream captures {subject}; the streams are created by `vibehq up`")]
     NoStream { subject: String },
-    /// The server did not acknowledge in time: the append may or may not be stored. Retry
-    /// with the same event (same id) to find out.
-    #[error("no acknowledgement from JetStream for {subject} in time; retry with the same event")]
+    /// The server did not acknowledge in time (or the connection dropped before it did): the
+    /// append may or may not be stored. Retry with the same event (same id) to find out.
+    #[error(
+        "no acknowledgement from JetStream for {subject}: it may or may not be stored; retry with the same event"
+    )]
     Timeout { subject: String },
+    /// The client is not connected (the server is down or being reconnected to), so nothing
+    /// was sent: nothing was stored. (A publish while disconnected would wait in the client's
+    /// buffer and could be stored long after its caller was told it failed.)
+    #[error("not connected to NATS (reconnecting); nothing was stored")]
+    NotConnected,
     /// An atomic batch was refused whole: nothing of it was stored.
     #[error("the batch was refused, nothing of it stored: {reason}")]
     BatchRefused {
@@ -231,7 +241,7 @@ impl EventLog {
     pub async fn append(&self, event: &Envelope, expect: Expect) -> Result<Appended, Error> {
         let subject = event.subject();
         let ack = self.send(event, &subject, expect).await?;
-        match finish(ack.await, &subject, expect) {
+        match finish(self.ack_or_cut(ack).await, &subject, expect) {
             Err(Error::Conflict { .. }) if expect != Expect::Any => {
                 match self.last(subject.stream(), &subject.version()).await? {
                     Some(last) if last.is(event) => Ok(Appended {
@@ -285,6 +295,22 @@ impl EventLog {
         outcomes
     }
 
+    /// Waits for `ack`, giving up as soon as the connection drops: the server the publish went
+    /// to can no longer answer it, so waiting out the timeout would only delay telling the
+    /// caller the outcome is unknown (a disconnect while waiting reads as a timeout).
+    async fn ack_or_cut(
+        &self,
+        ack: jetstream::context::PublishAckFuture,
+    ) -> Result<jetstream::publish::PublishAck, jetstream::context::PublishError> {
+        let client = self.js.client();
+        tokio::select! {
+            ack = ack.into_future() => ack,
+            () = disconnected(&client) => {
+                Err(jetstream::context::PublishError::new(PublishErrorKind::BrokenPipe))
+            }
+        }
+    }
+
     /// Appends every event or none, as one atomic batch (nats-server 2.12+, at most
     /// [`MAX_BATCH`] events, all on one stream), each with its own expectation: one stale
     /// expectation refuses the whole batch with [`Error::BatchRefused`]. Answers every
@@ -296,6 +322,7 @@ impl EventLog {
         let Some(last) = events.len().checked_sub(1) else {
             return Ok(Vec::new());
         };
+        self.connected()?;
         let client = self.js.client();
         let batch = uuid::Uuid::now_v7().simple().to_string();
         let mut stream = None;
@@ -316,13 +343,11 @@ impl EventLog {
             let payload: Bytes = event.encode().map_err(Error::Encode)?.into();
             if i == last {
                 headers.insert("Nats-Batch-Commit", "1");
-                commit = Some(
-                    tokio::time::timeout(
-                        self.timeout,
-                        client.request_with_headers(subject.to_string(), headers, payload),
-                    )
-                    .await,
-                );
+                let request = client.request_with_headers(subject.to_string(), headers, payload);
+                commit = tokio::select! {
+                    answer = tokio::time::timeout(self.timeout, request) => Some(answer),
+                    () = disconnected(&client) => None,
+                };
             } else {
                 client
                     .publish_with_headers(subject.to_string(), headers, payload)
@@ -374,6 +399,15 @@ impl EventLog {
             .collect())
     }
 
+    /// Refuses to send while disconnected: a publish would be buffered and stored after its
+    /// caller gave up, so a caller could never know that "failed" meant "not stored".
+    fn connected(&self) -> Result<(), Error> {
+        match self.js.client().connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            _ => Err(Error::NotConnected),
+        }
+    }
+
     async fn send(
         &self,
         event: &Envelope,
@@ -381,6 +415,7 @@ impl EventLog {
         expect: Expect,
     ) -> Result<jetstream::context::PublishAckFuture, Error> {
         subject.validate()?;
+        self.connected()?;
         let payload = event.encode().map_err(Error::Encode)?;
         let publish = PublishMessage::build()
             .payload(payload.into())
@@ -641,6 +676,16 @@ fn headers(event: &Envelope, subject: &Subject, expect: Expect) -> HeaderMap {
     headers
 }
 
+/// Returns once `client` is not connected (checked every [`CONNECTION_CHECK`]).
+async fn disconnected(client: &async_nats::Client) {
+    loop {
+        tokio::time::sleep(CONNECTION_CHECK).await;
+        if client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+    }
+}
+
 async fn settle(
     sent: Result<(jetstream::context::PublishAckFuture, Subject, Expect), Error>,
 ) -> Result<Appended, Error> {
@@ -660,7 +705,7 @@ fn publish_error(
             expected: expect,
         },
         PublishErrorKind::StreamNotFound => Error::NoStream { subject },
-        PublishErrorKind::TimedOut => Error::Timeout { subject },
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => Error::Timeout { subject },
         _ => Error::Nats {
             op: "append an event",
             source: error.into(),

@@ -30,7 +30,12 @@ async fn up_without_a_nats_url_runs_its_own_nats_and_serves_health() {
 
     // Outside clients can use the embedded server directly.
     let nats_url = std::fs::read_to_string(&url_file).expect("url");
-    let log = EventLog::new(async_nats::connect(nats_url.trim()).await.expect("connect"));
+    let log = EventLog::new(
+        vibehq_nats::Connection::to(nats_url.trim())
+            .connect()
+            .await
+            .expect("connect"),
+    );
     let event = fixtures::every_kind("outside", "client", "cli").remove(0);
     let seq = log
         .append(&event, Expect::Any)

@@ -29,7 +29,11 @@ pub struct Live {
 
 impl Live {
     pub async fn start() -> Self {
-        let nats = NatsServer::start().await;
+        Self::on(NatsServer::start().await).await
+    }
+
+    /// A projector over `nats` (with streams).
+    pub async fn on(nats: NatsServer) -> Self {
         let log = EventLog::new(nats.connect().await);
         log.ensure_streams(1).await.expect("streams");
         let database = nats.scratch().join("live.sqlite3");
@@ -232,7 +236,11 @@ impl Harness {
 
 /// The REST API over a live projector and queue.
 pub async fn serve() -> (Live, Harness, String) {
-    let live = Live::start().await;
+    serve_on(Live::start().await, vibehq_api::auth::Tokens::default()).await
+}
+
+/// The REST API over `live`, answering only requests with one of `tokens` (if any).
+pub async fn serve_on(live: Live, tokens: vibehq_api::auth::Tokens) -> (Live, Harness, String) {
     let harness = Harness::on(None, live.log.clone(), vibehq_queue::Options::default()).await;
     let state = vibehq_api::AppState {
         reader: live.reader(),
@@ -246,7 +254,8 @@ pub async fn serve() -> (Live, Harness, String) {
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = vibehq_api::router(state, vec![(queue_routes, doc)]);
+    let app =
+        vibehq_api::auth::protect(vibehq_api::router(state, vec![(queue_routes, doc)]), tokens);
     tokio::spawn(async move { axum::serve(listener, app).await });
     (live, harness, base)
 }

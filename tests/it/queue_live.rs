@@ -17,7 +17,7 @@ use crate::common::{Harness, Live, call, get_json, queue_state, serve};
 /// Longest any one step may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
 
-type Feed =
+pub(crate) type Feed =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn feed_url(base: &str, query: &str) -> String {
@@ -25,7 +25,7 @@ fn feed_url(base: &str, query: &str) -> String {
 }
 
 /// Opens `/ws/tasks` with `query` (e.g. `?status=completed`).
-async fn open(base: &str, query: &str) -> Feed {
+pub(crate) async fn open(base: &str, query: &str) -> Feed {
     let (feed, response) = tokio::time::timeout(
         WAIT,
         tokio_tungstenite::connect_async(feed_url(base, query)),
@@ -54,7 +54,7 @@ async fn next_event(feed: &mut Feed) -> Value {
 }
 
 /// Events up to and including the one at stream sequence `last`.
-async fn events_through(feed: &mut Feed, last: u64) -> Vec<Value> {
+pub(crate) async fn events_through(feed: &mut Feed, last: u64) -> Vec<Value> {
     let mut events = Vec::new();
     loop {
         let event = next_event(feed).await;
@@ -351,10 +351,20 @@ async fn the_rpc_service_answers_ping_and_lists_its_endpoints() {
             )
         })
         .collect();
+    // Each operation answers operators on its own subject, and a worker on one ending in the
+    // worker's name.
     let expected: BTreeSet<(String, String)> = vibehq_queue::ops::Op::ALL
         .iter()
         .map(|op| op.name())
-        .map(|name| (name.to_owned(), format!("vibehq.rpc.tasks.{name}")))
+        .flat_map(|name| {
+            [
+                (name.to_owned(), format!("vibehq.rpc.tasks.{name}")),
+                (
+                    format!("{name}-as-worker"),
+                    format!("vibehq.rpc.tasks.{name}.*"),
+                ),
+            ]
+        })
         .collect();
     assert_eq!(endpoints, expected);
 }

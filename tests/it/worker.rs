@@ -29,7 +29,9 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Self {
-        let nats = NatsServer::start().await;
+        // The worker process connects with its own credentials, as in production: the server
+        // lets it append, pull and call only as `factory`.
+        let nats = NatsServer::with_workers(&["factory"]).await;
         let log = EventLog::new(nats.connect().await);
         log.ensure_streams(1).await.expect("streams");
         // The queue's lanes are created by its first submissions, with this lease: a killed
@@ -63,10 +65,12 @@ impl Setup {
         cmd.args([
             "worker",
             "--nats-url",
-            &self.nats.url(),
+            &self.nats.bare_url(),
             "--worker-name",
             "factory",
         ])
+        .arg("--nats-nkey")
+        .arg(self.nats.seed("factory"))
         .args(["--container-name", container])
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -11,8 +11,10 @@
 //! - `assigned` takes the next attempt, by an actor the task's target admits, while attempts
 //!   remain;
 //! - `started` and `completed` come from the claim holding the task, for its attempt;
-//! - `failed` and `requeued` come from the holder, or (when the holder's lease expired and the
-//!   server handed the task to someone else) from an actor the target admits;
+//! - `requeued` comes from the holder, or (when the holder's lease expired and the server
+//!   handed the task to someone else) from an actor the target admits; `failed` of a held
+//!   task only from its holder, of a pending one (out of attempts) from an actor the target
+//!   admits;
 //! - `cancelled` may come from anyone the server let append it;
 //! - `result_refused` records a refusal and changes nothing.
 
@@ -256,7 +258,12 @@ pub fn decide(
         }
         Payload::TaskFailed(p) => {
             same_attempt(p.attempt)?;
-            holder_or_eligible()?;
+            // A held task fails only by its holder: an expired lease is a requeue first.
+            if status.state.is_held() {
+                holder_only()?;
+            } else {
+                holder_or_eligible()?;
+            }
         }
         Payload::TaskRequeued(p) => {
             same_attempt(p.attempt)?;
@@ -544,6 +551,17 @@ mod tests {
         assert!(matches!(
             decide(Some(&held), &outsider, &requeued(1)),
             Err(Refusal::NotEligible { .. })
+        ));
+        // Nor failed by anyone but its holder while it is held: an expiry is a requeue first.
+        let failed = task::Failed {
+            task_id: "t".into(),
+            attempt: 1,
+            error: "e".into(),
+        }
+        .into();
+        assert!(matches!(
+            decide(Some(&held), &b, &failed),
+            Err(Refusal::NotHolder { .. })
         ));
     }
 

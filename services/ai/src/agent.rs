@@ -419,6 +419,7 @@ impl Agents {
                             max_attempts: 3,
                             // A step is submitted once, even if two deciders race to it.
                             idempotency_key: Some(format!("ai-task:{task_id}")),
+                            task_id: None,
                         },
                     )
                     .await?;

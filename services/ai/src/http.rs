@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use vibehq_api::auth::Identity;
 use vibehq_api::body::Body;
 use vibehq_api::error::{ApiError, ErrorBody};
 
@@ -75,8 +76,8 @@ pub fn router(ai: Ai) -> axum::Router {
 )]
 pub struct AiDoc;
 
-async fn answer(ai: &Ai, op: Op, body: Body) -> Result<Json<Value>, ApiError> {
-    Ok(Json(ops::handle(ai, op, body).await?))
+async fn answer(ai: &Ai, identity: &Identity, op: Op, body: Body) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ops::handle(ai, identity, op, body).await?))
 }
 
 /// One model call through the gateway (`stream: true` answers as Server-Sent Events).
@@ -93,12 +94,12 @@ async fn answer(ai: &Ai, op: Op, body: Body) -> Result<Json<Value>, ApiError> {
     ),
     tag = "ai"
 )]
-async fn ask(State(ai): State<Ai>, body: Bytes) -> Result<Response, ApiError> {
+async fn ask(State(ai): State<Ai>, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
     let body = Body::from_json(&body)?;
     if body.boolean("stream")? == Some(true) {
-        return Ok(sse(start(&ai, Op::Ask, body)?).into_response());
+        return Ok(sse(start(&ai, &identity, Op::Ask, body)?).into_response());
     }
-    Ok(answer(&ai, Op::Ask, body).await?.into_response())
+    Ok(answer(&ai, &identity, Op::Ask, body).await?.into_response())
 }
 
 /// `routePrompt`: the tier and model for a prompt, with the features and reasons.
@@ -108,8 +109,12 @@ async fn ask(State(ai): State<Ai>, body: Bytes) -> Result<Response, ApiError> {
     responses((status = 200, body = crate::route::Decision), (status = 422, body = ErrorBody)),
     tag = "ai"
 )]
-async fn route_prompt(State(ai): State<Ai>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    answer(&ai, Op::RoutePrompt, Body::from_json(&body)?).await
+async fn route_prompt(
+    State(ai): State<Ai>,
+    identity: Identity,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    answer(&ai, &identity, Op::RoutePrompt, Body::from_json(&body)?).await
 }
 
 /// `generateStructuredOutput`: an answer that satisfies a JSON Schema.
@@ -123,8 +128,18 @@ async fn route_prompt(State(ai): State<Ai>, body: Bytes) -> Result<Json<Value>, 
     ),
     tag = "ai"
 )]
-async fn structured(State(ai): State<Ai>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    answer(&ai, Op::GenerateStructuredOutput, Body::from_json(&body)?).await
+async fn structured(
+    State(ai): State<Ai>,
+    identity: Identity,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    answer(
+        &ai,
+        &identity,
+        Op::GenerateStructuredOutput,
+        Body::from_json(&body)?,
+    )
+    .await
 }
 
 /// The tools a model or a caller may call, with their parameter schemas.
@@ -151,11 +166,12 @@ async fn list_tools(State(ai): State<Ai>) -> Json<Vec<ToolSpec>> {
 )]
 async fn call_tool(
     State(ai): State<Ai>,
+    identity: Identity,
     Path(tool): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let body = with_path_id(Body::from_json(&body)?, "tool", tool);
-    answer(&ai, Op::CallTool, body).await
+    answer(&ai, &identity, Op::CallTool, body).await
 }
 
 /// A model-driven tool loop (`stream: true` answers as Server-Sent Events).
@@ -172,12 +188,18 @@ async fn call_tool(
     ),
     tag = "ai"
 )]
-async fn run_tools(State(ai): State<Ai>, body: Bytes) -> Result<Response, ApiError> {
+async fn run_tools(
+    State(ai): State<Ai>,
+    identity: Identity,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let body = Body::from_json(&body)?;
     if body.boolean("stream")? == Some(true) {
-        return Ok(sse(start(&ai, Op::RunTools, body)?).into_response());
+        return Ok(sse(start(&ai, &identity, Op::RunTools, body)?).into_response());
     }
-    Ok(answer(&ai, Op::RunTools, body).await?.into_response())
+    Ok(answer(&ai, &identity, Op::RunTools, body)
+        .await?
+        .into_response())
 }
 
 /// `evaluateModel`: generate, evaluate against criteria, improve, until a threshold.
@@ -189,8 +211,12 @@ async fn run_tools(State(ai): State<Ai>, body: Bytes) -> Result<Response, ApiErr
     responses((status = 200, body = crate::evaluate::Evaluation), (status = 422, body = ErrorBody)),
     tag = "ai"
 )]
-async fn evaluate(State(ai): State<Ai>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    answer(&ai, Op::EvaluateModel, Body::from_json(&body)?).await
+async fn evaluate(
+    State(ai): State<Ai>,
+    identity: Identity,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    answer(&ai, &identity, Op::EvaluateModel, Body::from_json(&body)?).await
 }
 
 /// Turns a goal into a plan of agent tasks (the model proposes steps unless `steps` is given)
@@ -202,8 +228,12 @@ async fn evaluate(State(ai): State<Ai>, body: Bytes) -> Result<Json<Value>, ApiE
     responses((status = 200, body = crate::agent::Plan), (status = 422, body = ErrorBody)),
     tag = "ai"
 )]
-async fn create_plan(State(ai): State<Ai>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    answer(&ai, Op::CreatePlan, Body::from_json(&body)?).await
+async fn create_plan(
+    State(ai): State<Ai>,
+    identity: Identity,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    answer(&ai, &identity, Op::CreatePlan, Body::from_json(&body)?).await
 }
 
 /// A plan, its tasks and its approvals.
@@ -215,10 +245,12 @@ async fn create_plan(State(ai): State<Ai>, body: Bytes) -> Result<Json<Value>, A
 )]
 async fn get_plan(
     State(ai): State<Ai>,
+    identity: Identity,
     Path(plan_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     answer(
         &ai,
+        &identity,
         Op::GetPlan,
         with_path_id(Body::default(), "plan_id", plan_id),
     )
@@ -240,10 +272,11 @@ async fn get_plan(
 )]
 async fn approve(
     State(ai): State<Ai>,
+    identity: Identity,
     Path(approval_id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    decide(&ai, approval_id, true, &body).await
+    decide(&ai, &identity, approval_id, true, &body).await
 }
 
 /// Rejects a waiting step; its plan stops and its remaining steps are cancelled.
@@ -261,14 +294,16 @@ async fn approve(
 )]
 async fn reject(
     State(ai): State<Ai>,
+    identity: Identity,
     Path(approval_id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    decide(&ai, approval_id, false, &body).await
+    decide(&ai, &identity, approval_id, false, &body).await
 }
 
 async fn decide(
     ai: &Ai,
+    identity: &Identity,
     approval_id: String,
     approved: bool,
     body: &[u8],
@@ -281,7 +316,7 @@ async fn decide(
         ));
     }
     body.0.insert("approved".into(), Value::Bool(approved));
-    answer(ai, Op::DecideApproval, body).await
+    answer(ai, identity, Op::DecideApproval, body).await
 }
 
 /// A named event of a streamed answer.
@@ -289,9 +324,14 @@ type Named = (&'static str, Value);
 
 /// Parses `body` for a streamed `op` (refusing bad input now), then runs it in the background,
 /// sending its events as they happen and then `done` or `error`.
-fn start(ai: &Ai, op: Op, body: Body) -> Result<mpsc::UnboundedReceiver<Named>, ApiError> {
+fn start(
+    ai: &Ai,
+    identity: &Identity,
+    op: Op,
+    body: Body,
+) -> Result<mpsc::UnboundedReceiver<Named>, ApiError> {
     op.check_fields(&body)?;
-    let caller = ops::caller(&body)?;
+    let caller = ops::caller(&body, identity)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let ai = ai.clone();
     match op {
@@ -383,11 +423,11 @@ fn sse(
 /// `/ws/ai`: send one request `{"op": "ask" | "runTools", …the same body…}`; receive each
 /// event as `{"event": name, "data": …}`, ending with `done` or `error`. Several requests may
 /// follow one another on one connection.
-async fn live(State(ai): State<Ai>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| serve_socket(socket, ai))
+async fn live(State(ai): State<Ai>, identity: Identity, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| serve_socket(socket, ai, identity))
 }
 
-async fn serve_socket(mut socket: WebSocket, ai: Ai) {
+async fn serve_socket(mut socket: WebSocket, ai: Ai, identity: Identity) {
     while let Some(Ok(message)) = socket.recv().await {
         let text = match message {
             Message::Text(text) => text,
@@ -410,7 +450,7 @@ async fn serve_socket(mut socket: WebSocket, ai: Ai) {
             }
             _ => continue,
         };
-        let mut events = match socket_request(&ai, text.as_bytes()) {
+        let mut events = match socket_request(&ai, &identity, text.as_bytes()) {
             Ok(events) => events,
             Err(error) => {
                 let (name, data) = (
@@ -433,7 +473,11 @@ async fn serve_socket(mut socket: WebSocket, ai: Ai) {
     }
 }
 
-fn socket_request(ai: &Ai, bytes: &[u8]) -> Result<mpsc::UnboundedReceiver<Named>, ApiError> {
+fn socket_request(
+    ai: &Ai,
+    identity: &Identity,
+    bytes: &[u8],
+) -> Result<mpsc::UnboundedReceiver<Named>, ApiError> {
     let mut body = Body::from_json(bytes)?;
     let op = match body.0.remove("op") {
         Some(Value::String(op)) if op == "ask" => Op::Ask,
@@ -446,7 +490,7 @@ fn socket_request(ai: &Ai, bytes: &[u8]) -> Result<mpsc::UnboundedReceiver<Named
         }
     };
     body.0.remove("stream");
-    start(ai, op, body)
+    start(ai, identity, op, body)
 }
 
 async fn send(socket: &mut WebSocket, name: &str, data: Value) -> Result<(), axum::Error> {

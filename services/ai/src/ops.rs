@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use vibehq_api::auth::Identity;
 use vibehq_api::body::{Body, unprocessable};
 use vibehq_api::error::ApiError;
 
@@ -151,15 +152,19 @@ impl Op {
     }
 }
 
-/// Answers a (non-streaming) operation.
-pub async fn handle(ai: &Ai, op: Op, body: Body) -> Result<Value, ApiError> {
+/// Answers a (non-streaming) operation made by `identity`: the caller (`worker_name`) must be
+/// one it may act as, and only an operator decides an approval.
+pub async fn handle(ai: &Ai, identity: &Identity, op: Op, body: Body) -> Result<Value, ApiError> {
     op.check_fields(&body)?;
     if matches!(op, Op::GetPlan) {
         let plan_id = required(&body, "plan_id", 128)?;
         // Reading a plan also takes any step that became possible while nothing watched it.
         return Ok(json!(ai.agents.advance(&plan_id, 0).await?));
     }
-    let caller = caller(&body)?;
+    if op == Op::DecideApproval {
+        identity.require_admin("decide an approval")?;
+    }
+    let caller = caller(&body, identity)?;
     match op {
         Op::Ask => {
             let ask = AskInput::parse(&body, &ai.gateway)?;
@@ -388,10 +393,8 @@ impl RunInput {
 }
 
 /// The caller: `worker_name` (required) and `container_name`.
-pub fn caller(body: &Body) -> Result<Actor, ApiError> {
-    let worker = body
-        .name("worker_name")?
-        .ok_or_else(|| unprocessable("worker_name", "worker_name is required"))?;
+pub fn caller(body: &Body, identity: &Identity) -> Result<Actor, ApiError> {
+    let worker = identity.acting_as(body, "worker_name", None)?;
     Ok(Actor::new(worker, body.name("container_name")?))
 }
 

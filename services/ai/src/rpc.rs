@@ -6,9 +6,13 @@
 //! Bodies are the REST API's JSON objects (REST's path ids — `tool`, `plan_id`, `approval_id` —
 //! are body fields here; `decideApproval` takes `approved`). Request-reply does not stream:
 //! `stream: true` is refused, and streamed answers are served over SSE and `/ws/ai`.
+//!
+//! As every vibehq service, `vibehq.rpc.ai.<operation>.<worker>` acts only as that worker and
+//! the bare subject as an operator (see [`vibehq_api::rpc`]).
 
 use axum::body::Bytes;
 use tokio_util::sync::CancellationToken;
+use vibehq_api::auth::Identity;
 use vibehq_api::body::Body;
 use vibehq_api::error::ApiError;
 use vibehq_api::rpc::{Micro, RpcError, Spec, json};
@@ -38,13 +42,13 @@ pub async fn run(
 ) -> Result<(), RpcError> {
     let micro = Micro::start(&client, SPEC, &Op::ALL).await?;
     micro
-        .serve(shutdown, move |op, payload| {
+        .serve(shutdown, move |op, identity, payload| {
             let ai = ai.clone();
-            async move { handle(&ai, op, &payload).await }
+            async move { handle(&ai, &identity, op, &payload).await }
         })
         .await
 }
 
-async fn handle(ai: &Ai, op: Op, payload: &[u8]) -> Result<Bytes, ApiError> {
-    json(&ops::handle(ai, op, Body::from_json(payload)?).await?)
+async fn handle(ai: &Ai, identity: &Identity, op: Op, payload: &[u8]) -> Result<Bytes, ApiError> {
+    json(&ops::handle(ai, identity, op, Body::from_json(payload)?).await?)
 }

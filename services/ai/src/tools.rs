@@ -473,6 +473,7 @@ impl Tool for SubmitTask {
                 container_name: text("container_name"),
                 max_attempts: 3,
                 idempotency_key: None,
+                task_id: None,
             };
             let by = caller.clone();
             let submitted = self

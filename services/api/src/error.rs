@@ -22,6 +22,13 @@ pub struct ErrorDetail {
     /// The request field (query parameter, path segment or body field) at fault, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `outcome_unknown`: the task the write was about. Sending the same request again
+    /// is safe; a submission sent again with this `task_id` is stored at most once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// For `outcome_unknown` of a bulk submission: every task's id, in input order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_ids: Option<Vec<String>>,
 }
 
 /// An error that renders as [`ErrorBody`] with its HTTP status.
@@ -74,6 +81,8 @@ impl ApiError {
                 code,
                 message: message.into(),
                 field,
+                task_id: None,
+                task_ids: None,
             },
         }
     }

@@ -68,7 +68,7 @@ pub struct AppState {
 pub struct Options {
     pub addr: SocketAddr,
     /// Bearer tokens accepted; required when `addr` is not loopback. Empty: no authentication.
-    pub tokens: Vec<auth::Token>,
+    pub tokens: auth::Tokens,
 }
 
 /// Why the API stopped.
@@ -134,11 +134,7 @@ impl Api {
             .map_err(|source| Error::Bind { addr, source })?;
         let local = listener.local_addr().map_err(Error::Serve)?;
         tracing::info!(addr = %local, "HTTP API listening");
-        let mut app = router(self.state, self.extensions);
-        if !self.options.tokens.is_empty() {
-            let tokens = std::sync::Arc::new(self.options.tokens);
-            app = app.layer(axum::middleware::from_fn_with_state(tokens, auth::require));
-        }
+        let app = auth::protect(router(self.state, self.extensions), self.options.tokens);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

@@ -4,7 +4,12 @@
 //! Workers and containers already hold a NATS connection; request-reply over it needs no HTTP
 //! client and no address, and the micro protocol makes a service discoverable (`$SRV.PING`,
 //! `$SRV.INFO`, `$SRV.STATS`) and spreads requests over every vibehq process through one queue
-//! group. Endpoints are `<prefix>.<operation>`. Bodies are the REST API's JSON; a refusal is a
+//! group. Every operation has two endpoints: `<prefix>.<operation>`, where a request acts as an
+//! operator ([`Identity::Admin`]), and `<prefix>.<operation>.<worker>`, where it acts only as
+//! that worker ([`Identity::Workers`]). The NATS server's permissions decide who may publish
+//! where (a worker's user only on its own name's subjects, see `vibehq_nats::permissions`), so
+//! RPC applies the rule a REST token does with no token of its own. Bodies are the REST API's
+//! JSON; a refusal is a
 //! service error (`Nats-Service-Error-Code` and `Nats-Service-Error` headers, empty payload)
 //! whose code is the HTTP status REST would answer and whose description is REST's JSON error
 //! body, `{"error":{"code","message","field"}}`, so an input is refused the same way whichever
@@ -22,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::auth::Identity;
 use crate::error::{ApiError, ErrorBody};
 
 /// One endpoint of a service.
@@ -41,9 +47,27 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// The subject of `operation`'s endpoint.
+    /// The subject of `operation`'s operators' endpoint.
     pub fn subject(&self, operation: impl Operation) -> String {
         format!("{}.{}", self.prefix, operation.name())
+    }
+
+    /// The subject where a request for `operation` acts as `worker`.
+    pub fn subject_as(&self, operation: impl Operation, worker: &str) -> String {
+        format!("{}.{}.{worker}", self.prefix, operation.name())
+    }
+
+    /// Who a request on `subject` (one of `operation`'s endpoints) acts as.
+    fn identity(&self, operation: impl Operation, subject: &str) -> Identity {
+        let worker = subject
+            .strip_prefix(self.prefix)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_prefix(operation.name()))
+            .and_then(|rest| rest.strip_prefix('.'));
+        match worker {
+            Some(worker) => Identity::Workers(vec![worker.to_owned()]),
+            None => Identity::Admin,
+        }
     }
 }
 
@@ -125,13 +149,19 @@ impl<O: Operation> Micro<O> {
         let group = service.group(spec.prefix);
         let mut endpoints = Vec::with_capacity(operations.len());
         for &operation in operations {
-            let endpoint = group
-                .endpoint_builder()
-                .name(operation.name())
-                .add(operation.name())
-                .await
-                .map_err(|e| RpcError::new("add an RPC endpoint", e))?;
-            endpoints.push(endpoint.map(move |request| (operation, request)));
+            let name = operation.name();
+            for (endpoint, subject) in [
+                (name.to_owned(), name.to_owned()),
+                (format!("{name}-as-worker"), format!("{name}.*")),
+            ] {
+                let endpoint = group
+                    .endpoint_builder()
+                    .name(endpoint)
+                    .add(subject)
+                    .await
+                    .map_err(|e| RpcError::new("add an RPC endpoint", e))?;
+                endpoints.push(endpoint.map(move |request| (operation, request)));
+            }
         }
         // The ping is published after the subscriptions on this connection, so its answer
         // means the server has them all.
@@ -142,11 +172,12 @@ impl<O: Operation> Micro<O> {
         Ok(futures::stream::select_all(endpoints).boxed())
     }
 
-    /// Answers requests with `handle`, each on its own task, until `shutdown`; then stops
+    /// Answers requests with `handle` (given who each acts as), each on its own task, until
+    /// `shutdown`; then stops
     /// taking requests and lets those in flight finish (for up to 5 s).
     pub async fn serve<H, F>(self, shutdown: CancellationToken, handle: H) -> Result<(), RpcError>
     where
-        H: Fn(O, Bytes) -> F + Clone + Send + Sync + 'static,
+        H: Fn(O, Identity, Bytes) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Result<Bytes, ApiError>> + Send + 'static,
     {
         let span = tracing::info_span!("rpc", service = self.spec.name);
@@ -155,7 +186,7 @@ impl<O: Operation> Micro<O> {
 
     async fn run<H, F>(self, shutdown: CancellationToken, handle: H) -> Result<(), RpcError>
     where
-        H: Fn(O, Bytes) -> F + Clone + Send + Sync + 'static,
+        H: Fn(O, Identity, Bytes) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Result<Bytes, ApiError>> + Send + 'static,
     {
         let Self {
@@ -164,7 +195,7 @@ impl<O: Operation> Micro<O> {
             mut requests,
         } = self;
         let mut in_flight = JoinSet::new();
-        tracing::info!(subjects = %format!("{}.*", spec.prefix), "RPC service running");
+        tracing::info!(subjects = %format!("{}.>", spec.prefix), "RPC service running");
         let result = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
@@ -175,7 +206,8 @@ impl<O: Operation> Micro<O> {
                 }
                 request = requests.next(), if in_flight.len() < MAX_IN_FLIGHT => match request {
                     Some((operation, request)) => {
-                        in_flight.spawn(answer(handle.clone(), operation, request));
+                        let identity = spec.identity(operation, request.message.subject.as_str());
+                        in_flight.spawn(answer(handle.clone(), operation, identity, request));
                     }
                     None => break Err(RpcError::new(
                         "receive RPC requests",
@@ -202,13 +234,13 @@ impl<O: Operation> Micro<O> {
     }
 }
 
-async fn answer<O, H, F>(handle: H, operation: O, request: Request)
+async fn answer<O, H, F>(handle: H, operation: O, identity: Identity, request: Request)
 where
     O: Operation,
-    H: Fn(O, Bytes) -> F,
+    H: Fn(O, Identity, Bytes) -> F,
     F: Future<Output = Result<Bytes, ApiError>>,
 {
-    let response = match handle(operation, request.message.payload.clone()).await {
+    let response = match handle(operation, identity, request.message.payload.clone()).await {
         Ok(body) => Ok(body),
         Err(error) => {
             tracing::debug!(
@@ -257,6 +289,29 @@ pub fn service_error(error: ApiError) -> service::error::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Clone, Copy)]
+    struct Claim;
+
+    impl Operation for Claim {
+        fn name(self) -> &'static str {
+            "claimTask"
+        }
+    }
+
+    #[test]
+    fn a_request_acts_as_the_worker_its_subject_names() {
+        let spec = Spec {
+            name: "Test",
+            description: "",
+            prefix: "vibehq.rpc.tasks",
+        };
+        assert_eq!(
+            spec.identity(Claim, &spec.subject_as(Claim, "factory-1")),
+            Identity::Workers(vec!["factory-1".into()])
+        );
+        assert_eq!(spec.identity(Claim, &spec.subject(Claim)), Identity::Admin);
+    }
 
     #[test]
     fn a_refusal_carries_the_http_status_and_the_json_error_body() {

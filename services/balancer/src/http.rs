@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
+use vibehq_api::auth::Identity;
 use vibehq_api::error::{ApiError, ErrorBody};
 use vibehq_projector::Reader;
 
@@ -95,6 +96,7 @@ impl From<Error> for ApiError {
     responses(
         (status = 200, description = "The pool after scaling (new instances may still be starting)", body = PoolStatus),
         (status = 400, description = "Not a whole number", body = ErrorBody),
+        (status = 403, description = "Only an operator may scale", body = ErrorBody),
         (status = 422, description = "More than the maximum", body = ErrorBody),
         (status = 409, description = "No service configured", body = ErrorBody),
     ),
@@ -102,8 +104,10 @@ impl From<Error> for ApiError {
 )]
 async fn scale(
     State(state): State<BalancerState>,
+    identity: Identity,
     Path(instances): Path<String>,
 ) -> Result<Json<PoolStatus>, ApiError> {
+    identity.require_admin("scale the containers")?;
     let pool = state.pool()?;
     let max = pool.policy().max_instances;
     let instances: u32 = instances.parse().map_err(|_| {
@@ -154,14 +158,17 @@ async fn instance_health(
     params(("container_id" = String, Path, description = "The instance id")),
     responses(
         (status = 202, description = "The restart is under way"),
+        (status = 403, description = "Only an operator may restart", body = ErrorBody),
         (status = 404, description = "No such instance", body = ErrorBody),
     ),
     tag = "containers"
 )]
 async fn restart(
     State(state): State<BalancerState>,
+    identity: Identity,
     Path(container_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    identity.require_admin("restart a container")?;
     state.pool()?.restart(&container_id)?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -3,11 +3,14 @@
 //!
 //! Bodies are JSON objects (an empty payload is `{}`); answers are the REST API's, and a
 //! refusal carries REST's status as its code and REST's JSON error body as its description.
+//! Scaling and restarting are an operator's: refused (403) on a worker's subject
+//! (`vibehq.rpc.containers.<operation>.<worker>`).
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
+use vibehq_api::auth::Identity;
 use vibehq_api::error::ApiError;
 use vibehq_api::rpc::{Micro, RpcError, Spec, json};
 
@@ -63,15 +66,16 @@ pub async fn run(
 ) -> Result<(), RpcError> {
     let micro = Micro::start(&client, SPEC, &Operation::ALL).await?;
     micro
-        .serve(shutdown, move |operation, payload| {
+        .serve(shutdown, move |operation, identity, payload| {
             let state = state.clone();
-            async move { handle(&state, operation, &payload).await }
+            async move { handle(&state, &identity, operation, &payload).await }
         })
         .await
 }
 
 async fn handle(
     state: &BalancerState,
+    identity: &Identity,
     operation: Operation,
     payload: &[u8],
 ) -> Result<Bytes, ApiError> {
@@ -86,6 +90,12 @@ async fn handle(
             unknown.clone(),
             format!("unknown field {unknown:?}; this operation takes {allowed:?}"),
         ));
+    }
+    match operation {
+        Operation::ScaleContainers | Operation::RestartContainer => {
+            identity.require_admin("scale or restart containers")?;
+        }
+        Operation::GetContainerStatus | Operation::HealthCheck => {}
     }
     match operation {
         Operation::ScaleContainers => {

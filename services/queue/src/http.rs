@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
+use vibehq_api::auth::Identity;
 use vibehq_api::body::{MAX_BODY, too_large, unprocessable};
 use vibehq_api::error::{ApiError, ErrorBody};
 use vibehq_api::tables::RowsPage;
@@ -79,8 +80,13 @@ fn query(params: HashMap<String, String>) -> Value {
     )
 }
 
-async fn answer(state: &QueueState, op: Op, input: Value) -> Result<Response, ApiError> {
-    let answer = ops::handle(state, op, input).await?;
+async fn answer(
+    state: &QueueState,
+    identity: &Identity,
+    op: Op,
+    input: Value,
+) -> Result<Response, ApiError> {
+    let answer = ops::handle(state, identity, op, input).await?;
     Ok(match answer.value {
         Value::Null => answer.status.into_response(),
         value => (answer.status, Json(value)).into_response(),
@@ -98,6 +104,7 @@ async fn answer(state: &QueueState, op: Op, input: Value) -> Result<Response, Ap
     ))]
 pub async fn submit(
     State(state): State<QueueState>,
+    identity: Identity,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let input = json(body)?;
@@ -106,7 +113,7 @@ pub async fn submit(
     } else {
         Op::SubmitTask
     };
-    answer(&state, op, input).await
+    answer(&state, &identity, op, input).await
 }
 
 /// Lists tasks from the projection.
@@ -121,9 +128,10 @@ pub async fn submit(
     responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<QueueState>,
+    identity: Identity,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    answer(&state, Op::GetTasks, query(params)).await
+    answer(&state, &identity, Op::GetTasks, query(params)).await
 }
 
 /// One task from the projection.
@@ -132,6 +140,7 @@ pub async fn list(
     responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
 pub async fn get_task(
     State(state): State<QueueState>,
+    identity: Identity,
     Path(task_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -139,7 +148,7 @@ pub async fn get_task(
     if let Value::Object(map) = &mut input {
         map.insert("task_id".into(), Value::String(task_id));
     }
-    answer(&state, Op::GetTask, input).await
+    answer(&state, &identity, Op::GetTask, input).await
 }
 
 /// Claims the next task the container may take (highest priority first).
@@ -148,9 +157,10 @@ pub async fn get_task(
     responses((status = 200, body = Claim), (status = 204, description = "No work"), (status = 422, body = ErrorBody)))]
 pub async fn claim_next(
     State(state): State<QueueState>,
+    identity: Identity,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    answer(&state, Op::ClaimTask, json(body)?).await
+    answer(&state, &identity, Op::ClaimTask, json(body)?).await
 }
 
 /// Claims one specific pending task.
@@ -160,10 +170,17 @@ pub async fn claim_next(
     responses((status = 200, body = Claim), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn claim_task(
     State(state): State<QueueState>,
+    identity: Identity,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    answer(&state, Op::ClaimTaskById, with_task(task_id, body)?).await
+    answer(
+        &state,
+        &identity,
+        Op::ClaimTaskById,
+        with_task(task_id, body)?,
+    )
+    .await
 }
 
 /// Marks a claimed task as running.
@@ -173,10 +190,11 @@ pub async fn claim_task(
     responses((status = 200, body = Written), (status = 409, body = ErrorBody)))]
 pub async fn start(
     State(state): State<QueueState>,
+    identity: Identity,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    answer(&state, Op::StartTask, with_task(task_id, body)?).await
+    answer(&state, &identity, Op::StartTask, with_task(task_id, body)?).await
 }
 
 /// Extends a claim's lease.
@@ -186,10 +204,17 @@ pub async fn start(
     responses((status = 204), (status = 409, body = ErrorBody, description = "The claim no longer holds the task: stop working on it")))]
 pub async fn heartbeat(
     State(state): State<QueueState>,
+    identity: Identity,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    answer(&state, Op::HeartbeatTask, with_task(task_id, body)?).await
+    answer(
+        &state,
+        &identity,
+        Op::HeartbeatTask,
+        with_task(task_id, body)?,
+    )
+    .await
 }
 
 /// Completes a claimed task.
@@ -199,10 +224,17 @@ pub async fn heartbeat(
     responses((status = 200, body = Written), (status = 409, body = ErrorBody, description = "The caller does not hold the task; the result was recorded as refused")))]
 pub async fn complete(
     State(state): State<QueueState>,
+    identity: Identity,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    answer(&state, Op::CompleteTask, with_task(task_id, body)?).await
+    answer(
+        &state,
+        &identity,
+        Op::CompleteTask,
+        with_task(task_id, body)?,
+    )
+    .await
 }
 
 /// Reports a failed attempt; retried with backoff while attempts remain.
@@ -212,23 +244,25 @@ pub async fn complete(
     responses((status = 200, body = FailOutcome), (status = 409, body = ErrorBody)))]
 pub async fn fail(
     State(state): State<QueueState>,
+    identity: Identity,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    answer(&state, Op::FailTask, with_task(task_id, body)?).await
+    answer(&state, &identity, Op::FailTask, with_task(task_id, body)?).await
 }
 
 /// Cancels a task that has not ended.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/cancel", tag = "tasks",
     params(("task_id" = String, Path)),
     request_body(content = Object, description = "`reason`, `cancelled_by`"),
-    responses((status = 200, body = Written), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = Written), (status = 403, body = ErrorBody, description = "Only an operator may cancel"), (status = 409, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<QueueState>,
+    identity: Identity,
     Path(task_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    answer(&state, Op::CancelTask, with_task(task_id, body)?).await
+    answer(&state, &identity, Op::CancelTask, with_task(task_id, body)?).await
 }
 
 /// The queue's part of the OpenAPI document.

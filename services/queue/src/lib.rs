@@ -62,6 +62,14 @@ pub enum Error {
     /// An idempotency key was used before for a different task.
     #[error("idempotency key {key:?} was used for a different task, {task_id}")]
     KeyReused { task_id: String, key: String },
+    /// A client-chosen task id was used before for a different task.
+    #[error("task id {0} was used for a different task")]
+    IdReused(String),
+    /// NATS did not confirm an atomic bulk submission in time: it may or may not be stored.
+    /// Sending it again with these task ids (in input order; a task with an idempotency key
+    /// keeps its key) stores it at most once.
+    #[error("NATS did not confirm the submission of {} tasks in time; it may or may not be stored", task_ids.len())]
+    OutcomeUnknown { task_ids: Vec<String> },
     /// A bulk submission of more tasks than one atomic batch holds.
     #[error("at most {max} tasks can be submitted at once")]
     TooMany { max: usize },

@@ -7,6 +7,11 @@
 //! value: REST sends both, RPC sends the value (`null` for "no content") and turns a refusal's
 //! status into its error code. So an input is refused the same way, with the same words,
 //! whichever door it came in by.
+//!
+//! Every request acts as someone ([`Identity`]: a REST token's workers, an RPC subject's worker,
+//! or an operator), and a field that names who acts — `worker_name` of a claim or a result,
+//! `submitted_by` of a submission — must be one the caller may act as (403 naming the field
+//! otherwise); left out, it is the caller's own worker. Cancelling is an operator's.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,6 +19,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::Value;
+use vibehq_api::auth::Identity;
 use vibehq_api::body::{Body, unprocessable};
 use vibehq_api::error::ApiError;
 use vibehq_api::tables::{get_row, list_rows};
@@ -148,11 +154,16 @@ pub struct Written {
     pub sequence: u64,
 }
 
-/// Answers one request.
-pub async fn handle(state: &QueueState, op: Op, input: Value) -> Result<Answer, ApiError> {
+/// Answers one request, made by `identity`.
+pub async fn handle(
+    state: &QueueState,
+    identity: &Identity,
+    op: Op,
+    input: Value,
+) -> Result<Answer, ApiError> {
     let queue = &state.queue;
     if op == Op::SubmitTasks {
-        let (by, tasks) = new_tasks(input)?;
+        let (by, tasks) = new_tasks(input, identity)?;
         let submitted = queue.submit_many(&by, tasks).await?;
         let status = if submitted.iter().any(|s| s.created) {
             StatusCode::CREATED
@@ -175,7 +186,7 @@ pub async fn handle(state: &QueueState, op: Op, input: Value) -> Result<Answer, 
     match op {
         Op::SubmitTasks => unreachable!("answered above"),
         Op::SubmitTask => {
-            let (by, new) = new_task(&body, "")?;
+            let (by, new) = new_task(&body, "", identity)?;
             let submitted = queue.submit(&by, new).await?;
             let status = if submitted.created {
                 StatusCode::CREATED
@@ -203,7 +214,7 @@ pub async fn handle(state: &QueueState, op: Op, input: Value) -> Result<Answer, 
         }
         Op::ClaimTask => {
             body.only(&["worker_name", "container_name", "wait_ms", "max"])?;
-            let claimer = actor(&body)?;
+            let claimer = actor(&body, identity)?;
             let wait = Duration::from_millis(
                 body.integer("wait_ms", 0..=MAX_CLAIM_WAIT.as_millis() as i64)?
                     .unwrap_or(0) as u64,
@@ -218,25 +229,25 @@ pub async fn handle(state: &QueueState, op: Op, input: Value) -> Result<Answer, 
         }
         Op::ClaimTaskById => {
             body.only(&["worker_name", "container_name"])?;
-            Answer::ok(&queue.claim_task(&task_id, &actor(&body)?).await?)
+            Answer::ok(&queue.claim_task(&task_id, &actor(&body, identity)?).await?)
         }
         Op::StartTask => {
             body.only(&["worker_name", "container_name", "attempt"])?;
             let sequence = queue
-                .start(&task_id, attempt(&body)?, &actor(&body)?)
+                .start(&task_id, attempt(&body)?, &actor(&body, identity)?)
                 .await?;
             Answer::ok(&written(sequence))
         }
         Op::HeartbeatTask => {
             body.only(&["worker_name", "container_name", "attempt"])?;
             queue
-                .heartbeat(&task_id, attempt(&body)?, &actor(&body)?)
+                .heartbeat(&task_id, attempt(&body)?, &actor(&body, identity)?)
                 .await?;
             Ok(Answer::none())
         }
         Op::CompleteTask => {
             body.only(&["worker_name", "container_name", "attempt", "output"])?;
-            let (claimer, attempt) = (actor(&body)?, attempt(&body)?);
+            let (claimer, attempt) = (actor(&body, identity)?, attempt(&body)?);
             let sequence = queue
                 .complete(&task_id, attempt, &claimer, body.string("output")?)
                 .await
@@ -246,7 +257,7 @@ pub async fn handle(state: &QueueState, op: Op, input: Value) -> Result<Answer, 
         Op::FailTask => {
             body.only(&["worker_name", "container_name", "attempt", "error", "retry"])?;
             let error = body.required_string("error", 64 * 1024)?;
-            let (claimer, attempt) = (actor(&body)?, attempt(&body)?);
+            let (claimer, attempt) = (actor(&body, identity)?, attempt(&body)?);
             let retry = body.boolean("retry")?.unwrap_or(true);
             let outcome = queue
                 .fail(&task_id, attempt, &claimer, error, retry)
@@ -256,7 +267,8 @@ pub async fn handle(state: &QueueState, op: Op, input: Value) -> Result<Answer, 
         }
         Op::CancelTask => {
             body.only(&["reason", "cancelled_by"])?;
-            let by = Actor::worker(body.name("cancelled_by")?.unwrap_or_else(|| "api".into()));
+            identity.require_admin("cancel a task")?;
+            let by = Actor::worker(identity.acting_as(&body, "cancelled_by", Some("api"))?);
             let sequence = queue.cancel(&task_id, &by, body.string("reason")?).await?;
             Answer::ok(&written(sequence))
         }
@@ -337,7 +349,39 @@ impl From<Error> for ApiError {
                 error.to_string(),
                 Some("idempotency_key".into()),
             ),
+            Error::IdReused(task_id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "task_id_reused",
+                format!("task id {task_id} was used for a different task"),
+                Some("task_id".into()),
+            ),
             error @ Error::TooMany { .. } => unprocessable("body", error.to_string()),
+            Error::Log(vibehq_events::Error::NotConnected) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_stored",
+                "NATS is unreachable, so nothing was stored; send the request again once /health \
+                 answers 200",
+                None,
+            ),
+            Error::Log(vibehq_events::Error::Timeout { subject }) => {
+                let task_id = vibehq_events::Subject::parse(&subject).map(|s| s.id().to_owned());
+                let mut error = outcome_unknown(
+                    "NATS did not confirm the write in time: it may or may not be stored. Sending \
+                     the same request again is safe (a submission: with this task_id, or its \
+                     idempotency_key); a result already stored is then refused with 409",
+                );
+                error.detail.task_id = task_id;
+                error
+            }
+            Error::OutcomeUnknown { task_ids } => {
+                let mut error = outcome_unknown(
+                    "NATS did not confirm the bulk submission in time: it may or may not be \
+                     stored. Send it again with each task's task_id set to these, in order (a \
+                     task with an idempotency_key keeps it instead): it is stored at most once",
+                );
+                error.detail.task_ids = Some(task_ids);
+                error
+            }
             Error::Log(vibehq_events::Error::InvalidSubject(e)) => {
                 unprocessable("task_id", e.to_string())
             }
@@ -349,11 +393,18 @@ impl From<Error> for ApiError {
     }
 }
 
-/// The acting worker and container (`worker_name` required).
-fn actor(body: &Body) -> Result<Actor, ApiError> {
-    let worker = body
-        .name("worker_name")?
-        .ok_or_else(|| unprocessable("worker_name", "worker_name is required"))?;
+fn outcome_unknown(message: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "outcome_unknown",
+        message,
+        None,
+    )
+}
+
+/// The acting worker (`worker_name`, see [`Identity::acting_as`]) and container.
+fn actor(body: &Body, identity: &Identity) -> Result<Actor, ApiError> {
+    let worker = identity.acting_as(body, "worker_name", None)?;
     Ok(Actor::new(worker, body.name("container_name")?))
 }
 
@@ -386,16 +437,18 @@ const SUBMISSION: &[&str] = &[
     "container_name",
     "max_attempts",
     "idempotency_key",
+    "task_id",
     "submitted_by",
 ];
 
 /// A submission: who submits (`submitted_by`, default `api`) and the task. Errors name the
 /// field prefixed by `at` (`[3].command` in a bulk submission).
 ///
-/// `task_type` and `command` are required; `command` is a name a worker allows, never a shell
+/// `task_type` and `command` are required; `task_id` (the client's own id, BullMQ's
+/// `jobId`) and `idempotency_key` each make sending the same submission again safe; `command` is a name a worker allows, never a shell
 /// line; `container_name` needs `worker_name` (container names are unique only within a
 /// worker); `priority` is 0-9, `max_attempts` 1-100 (default 3).
-fn new_task(body: &Body, at: &str) -> Result<(Actor, NewTask), ApiError> {
+fn new_task(body: &Body, at: &str, identity: &Identity) -> Result<(Actor, NewTask), ApiError> {
     let named = |mut error: ApiError| {
         if let Some(field) = error.detail.field.as_mut() {
             *field = format!("{at}{field}");
@@ -442,7 +495,21 @@ fn new_task(body: &Body, at: &str) -> Result<(Actor, NewTask), ApiError> {
             }
             key => key,
         };
+        let task_id = match body.string("task_id")? {
+            Some(_) if idempotency_key.is_some() => {
+                return Err(unprocessable(
+                    "task_id",
+                    "give task_id or idempotency_key, not both: each makes a resubmission safe",
+                ));
+            }
+            Some(id) => {
+                validate_id(&id).map_err(|e| unprocessable("task_id", e.to_string()))?;
+                Some(id)
+            }
+            None => None,
+        };
         let new = NewTask {
+            task_id,
             task_type,
             command,
             parameters,
@@ -452,14 +519,14 @@ fn new_task(body: &Body, at: &str) -> Result<(Actor, NewTask), ApiError> {
             max_attempts: body.integer("max_attempts", 1..=100)?.unwrap_or(3) as u32,
             idempotency_key,
         };
-        let by = Actor::worker(body.name("submitted_by")?.unwrap_or_else(|| "api".into()));
+        let by = Actor::worker(identity.acting_as(body, "submitted_by", Some("api"))?);
         Ok((by, new))
     };
     read().map_err(named)
 }
 
 /// A bulk submission: an array of 1 to 1,000 submissions, all by one submitter.
-fn new_tasks(input: Value) -> Result<(Actor, Vec<NewTask>), ApiError> {
+fn new_tasks(input: Value, identity: &Identity) -> Result<(Actor, Vec<NewTask>), ApiError> {
     let Value::Array(items) = input else {
         return Err(ApiError::invalid(
             "body",
@@ -478,7 +545,7 @@ fn new_tasks(input: Value) -> Result<(Actor, Vec<NewTask>), ApiError> {
         let at = format!("[{i}].");
         let body = Body::from_value(item)
             .map_err(|_| ApiError::invalid(format!("[{i}]"), "each task is a JSON object"))?;
-        let (submitter, task) = new_task(&body, &at)?;
+        let (submitter, task) = new_task(&body, &at, identity)?;
         match &by {
             Some(first) if *first != submitter => {
                 return Err(unprocessable(
@@ -530,7 +597,12 @@ mod tests {
 
     #[test]
     fn a_minimal_submission_gets_the_defaults() {
-        let (by, new) = new_task(&body(json!({"task_type": "t", "command": "c"})), "").expect("ok");
+        let (by, new) = new_task(
+            &body(json!({"task_type": "t", "command": "c"})),
+            "",
+            &Identity::Open,
+        )
+        .expect("ok");
         assert_eq!(by, Actor::worker("api"));
         assert_eq!((new.priority, new.max_attempts), (0, 3));
         assert_eq!(new.worker_name, None);
@@ -556,7 +628,7 @@ mod tests {
             ),
         ];
         for (input, name) in cases {
-            let error = new_task(&body(input.clone()), "").expect_err("refused");
+            let error = new_task(&body(input.clone()), "", &Identity::Open).expect_err("refused");
             assert_eq!(field(error), (422, Some(name.to_owned())), "{input}");
         }
     }
@@ -564,16 +636,17 @@ mod tests {
     #[test]
     fn a_bulk_submission_names_the_task_and_field_at_fault() {
         let tasks = json!([{"task_type": "t", "command": "c"}, {"task_type": "t"}]);
-        let error = new_tasks(tasks).expect_err("refused");
+        let error = new_tasks(tasks, &Identity::Open).expect_err("refused");
         assert_eq!(field(error), (422, Some("[1].command".into())));
-        let error = new_tasks(json!([])).expect_err("empty");
+        let error = new_tasks(json!([]), &Identity::Open).expect_err("empty");
         assert_eq!(field(error), (422, Some("body".into())));
         let many = Value::Array(vec![json!({"task_type": "t", "command": "c"}); 1001]);
         assert_eq!(
-            field(new_tasks(many).expect_err("too many")),
+            field(new_tasks(many, &Identity::Open).expect_err("too many")),
             (422, Some("body".into()))
         );
-        let (_, tasks) = new_tasks(json!([{"task_type": "t", "command": "c"}])).expect("ok");
+        let (_, tasks) =
+            new_tasks(json!([{"task_type": "t", "command": "c"}]), &Identity::Open).expect("ok");
         assert_eq!(tasks.len(), 1);
     }
 

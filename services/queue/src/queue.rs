@@ -58,6 +58,9 @@ pub struct NewTask {
     pub max_attempts: u32,
     /// Submitting twice with the same key yields one task.
     pub idempotency_key: Option<String>,
+    /// The task's id, chosen by the client (BullMQ's `jobId`): submitting the same id again
+    /// answers the existing task. `None`: a new id (or the idempotency key's).
+    pub task_id: Option<String>,
 }
 
 /// The result of a submission.
@@ -259,6 +262,15 @@ impl Queue {
         let batch: Vec<(Envelope, Expect)> =
             events.iter().map(|e| (e.clone(), Expect::New)).collect();
         let mut answers: Vec<Option<Submitted>> = vec![None; events.len()];
+        let unknown = |error| match error {
+            vibehq_events::Error::Timeout { .. } => Error::OutcomeUnknown {
+                task_ids: events
+                    .iter()
+                    .map(|e| submitted(e).task_id.clone())
+                    .collect(),
+            },
+            other => other.into(),
+        };
         match self.inner.log.append_atomic(&batch).await {
             Ok(appended) => {
                 for ((answer, event), appended) in answers.iter_mut().zip(&events).zip(appended) {
@@ -288,7 +300,13 @@ impl Queue {
                     .iter()
                     .map(|&i| (events[i].clone(), Expect::New))
                     .collect();
-                for (&i, appended) in rest.iter().zip(self.inner.log.append_atomic(&batch).await?) {
+                let appended = self
+                    .inner
+                    .log
+                    .append_atomic(&batch)
+                    .await
+                    .map_err(unknown)?;
+                for (&i, appended) in rest.iter().zip(appended) {
                     answers[i] = Some(Submitted {
                         task_id: submitted(&events[i]).task_id.clone(),
                         sequence: appended.sequence,
@@ -296,7 +314,7 @@ impl Queue {
                     });
                 }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(unknown(e)),
         }
         for (lane, count) in &lanes {
             self.inner.lanes.announce(lane, *count).await;
@@ -324,9 +342,12 @@ impl Queue {
             .and_then(|r| r.decode().ok())
             .is_some_and(|stored| stored.id == event.id);
         if task.submitted != *wanted {
-            return Err(Error::KeyReused {
-                task_id: wanted.task_id.clone(),
-                key: wanted.idempotency_key.clone().unwrap_or_default(),
+            return Err(match &wanted.idempotency_key {
+                Some(key) => Error::KeyReused {
+                    task_id: wanted.task_id.clone(),
+                    key: key.clone(),
+                },
+                None => Error::IdReused(wanted.task_id.clone()),
             });
         }
         Ok(Submitted {
@@ -615,9 +636,10 @@ pub fn keyed_task_id(key: &str) -> String {
 
 /// The `task.submitted` event of a new task by `by`.
 fn submission(by: &Actor, new: NewTask) -> Envelope {
-    let task_id = match &new.idempotency_key {
-        Some(key) => keyed_task_id(key),
-        None => uuid::Uuid::now_v7().to_string(),
+    let task_id = match (new.task_id, &new.idempotency_key) {
+        (Some(id), _) => id,
+        (None, Some(key)) => keyed_task_id(key),
+        (None, None) => uuid::Uuid::now_v7().to_string(),
     };
     by.envelope(task::Submitted {
         task_id,

@@ -8,9 +8,15 @@
 //! REST has it in the path (and a query's parameters as fields); it is answered by the same
 //! code ([`ops::handle`]), and a refusal's code is the HTTP status REST would answer and its
 //! description REST's JSON error body. "No content" (no work to claim, a heartbeat) is `null`.
+//!
+//! `vibehq.rpc.tasks.<operation>.<worker>` acts only as that worker, as a REST token issued
+//! for it does (`worker_name` defaults to it; naming another is refused with 403); the bare
+//! `vibehq.rpc.tasks.<operation>` acts as an operator. A worker's NATS user may publish only
+//! on its own name's subjects.
 
 use axum::body::Bytes;
 use tokio_util::sync::CancellationToken;
+use vibehq_api::auth::Identity;
 use vibehq_api::error::ApiError;
 use vibehq_api::rpc::{Micro, Spec, json};
 
@@ -66,18 +72,23 @@ impl Rpc {
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), Error> {
         let state = self.state;
         self.micro
-            .serve(shutdown, move |op, payload| {
+            .serve(shutdown, move |op, identity, payload| {
                 let state = state.clone();
-                async move { handle(&state, op, &payload).await }
+                async move { handle(&state, &identity, op, &payload).await }
             })
             .await?;
         Ok(())
     }
 }
 
-async fn handle(state: &QueueState, op: Op, payload: &[u8]) -> Result<Bytes, ApiError> {
+async fn handle(
+    state: &QueueState,
+    identity: &Identity,
+    op: Op,
+    payload: &[u8],
+) -> Result<Bytes, ApiError> {
     let input = vibehq_api::body::json(payload)?;
-    json(&ops::handle(state, op, input).await?.value)
+    json(&ops::handle(state, identity, op, input).await?.value)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use vibehq_events::task::lifecycle;
 use vibehq_events::{EventLog, Recorded, StreamKind, Subject};
 
-use crate::config::{Settings, connect};
+use crate::config::Settings;
 
 /// Print an aggregate's full event history from the stream (not the projection).
 ///
@@ -54,7 +54,12 @@ pub async fn run(settings: Settings, args: AuditArgs) -> Result<()> {
         AggregateKind::AiTask => one(Subject::AiTask(args.id.clone())),
         AggregateKind::AiCall => one(Subject::ModelCall(args.id.clone())),
     };
-    let log = EventLog::new(connect(&settings.client_nats_url()?).await?);
+    let log = EventLog::new(
+        settings
+            .connection(&settings.client_nats_url()?, None)
+            .connect()
+            .await?,
+    );
     let history = log.history_of(stream, &filter, u64::MAX).await?;
     if history.is_empty() {
         anyhow::bail!("no events for {filter}");

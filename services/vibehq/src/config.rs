@@ -15,38 +15,99 @@ pub struct Flags {
     /// A TOML config file (keys as the flags, with underscores: `nats_url = "…"`).
     #[arg(long, env = "VIBEHQ_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// NATS server or cluster to use (several: comma-separated). Without it, `vibehq up` runs its own nats-server in the
-    /// data folder, and the other commands use that one.
+    /// NATS server or cluster to use (several: comma-separated; `nats://user:password@host`
+    /// works too). Without it, `vibehq up` runs its own nats-server in the data folder, and the
+    /// other commands use that one.
     #[arg(long, env = "VIBEHQ_NATS_URL", global = true, value_name = "URL")]
     pub nats_url: Option<String>,
+    #[command(flatten)]
+    pub nats: NatsFlags,
     /// Folder for the projection database and the embedded NATS store [default: .vibehq]
     #[arg(long, env = "VIBEHQ_DATA_DIR", global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+/// Credentials for a NATS server that asks for them (give one kind), and TLS.
+#[derive(Debug, Clone, Args, Default)]
+#[command(next_help_heading = "NATS credentials")]
+pub struct NatsFlags {
+    /// User name for NATS (with --nats-password).
+    #[arg(long, env = "VIBEHQ_NATS_USER", global = true, value_name = "USER")]
+    pub nats_user: Option<String>,
+    /// Password for NATS (with --nats-user); never printed.
+    #[arg(
+        long,
+        env = "VIBEHQ_NATS_PASSWORD",
+        global = true,
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+    /// Token for NATS; never printed.
+    #[arg(
+        long,
+        env = "VIBEHQ_NATS_TOKEN",
+        global = true,
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub nats_token: Option<String>,
+    /// A file holding an nkey seed (`SU…`), e.g. one `vibehq nats-auth` wrote.
+    #[arg(long, env = "VIBEHQ_NATS_NKEY", global = true, value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
+    /// A `.creds` file (user JWT and seed, decentralized auth).
+    #[arg(long, env = "VIBEHQ_NATS_CREDS", global = true, value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for NATS's TLS.
+    #[arg(long, env = "VIBEHQ_NATS_TLS_CA", global = true, value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS's TLS (with --nats-tls-key).
+    #[arg(long, env = "VIBEHQ_NATS_TLS_CERT", global = true, value_name = "FILE")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "VIBEHQ_NATS_TLS_KEY", global = true, value_name = "FILE")]
+    pub nats_tls_key: Option<PathBuf>,
+}
+
+/// `vibehq up`'s own settings (flags; the same keys in the config file).
+#[derive(Debug, Clone, Args, Default)]
+pub struct UpFlags {
     /// Address of the HTTP API [default: 127.0.0.1:8080]
-    #[arg(long, env = "VIBEHQ_HTTP_ADDR", global = true, value_name = "ADDR")]
+    #[arg(long, env = "VIBEHQ_HTTP_ADDR", value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
     /// Port of the embedded nats-server, on loopback; 0 picks a free one [default: 14222]
-    #[arg(
-        long,
-        env = "VIBEHQ_EMBEDDED_NATS_PORT",
-        global = true,
-        value_name = "PORT"
-    )]
+    #[arg(long, env = "VIBEHQ_EMBEDDED_NATS_PORT", value_name = "PORT")]
     pub embedded_nats_port: Option<u16>,
-    /// The nats-server executable for the embedded default [default: nats-server]
-    #[arg(
-        long,
-        env = "VIBEHQ_NATS_SERVER_BIN",
-        global = true,
-        value_name = "PATH"
-    )]
+    /// The nats-server executable for the embedded default (2.12 or newer) [default: nats-server]
+    #[arg(long, env = "VIBEHQ_NATS_SERVER_BIN", value_name = "PATH")]
     pub nats_server_bin: Option<PathBuf>,
-    /// Bearer tokens the HTTP API accepts (comma-separated); required beyond loopback.
-    #[arg(long = "api-token", env = "VIBEHQ_API_TOKENS", global = true, value_delimiter = ',', value_name = "TOKEN", hide_env_values = true, value_parser = parse_token)]
-    pub api_tokens: Vec<vibehq_api::auth::Token>,
+    /// Operators' bearer tokens for the HTTP API (comma-separated, 16+ characters): they may act
+    /// as any worker. Beyond loopback the API needs tokens.
+    #[arg(
+        long = "api-token",
+        env = "VIBEHQ_API_TOKENS",
+        value_delimiter = ',',
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<String>,
+    /// A worker's bearer token: `WORKER=TOKEN` (or `W1,W2=TOKEN`); it acts only as those
+    /// workers. Repeatable.
+    #[arg(
+        long = "worker-token",
+        env = "VIBEHQ_WORKER_TOKENS",
+        value_delimiter = ';',
+        value_name = "WORKERS=TOKEN",
+        hide_env_values = true
+    )]
+    pub worker_tokens: Vec<String>,
     /// Copies of each stream: 1 on a single server, 3 on a cluster [default: 1]
-    #[arg(long, env = "VIBEHQ_STREAM_REPLICAS", global = true, value_name = "N")]
+    #[arg(long, env = "VIBEHQ_STREAM_REPLICAS", value_name = "N")]
     pub stream_replicas: Option<usize>,
+    /// How long a claim holds a task without a heartbeat before it goes to another container
+    /// [default: 30]. Every lane's consumer is set to it at start.
+    #[arg(long, env = "VIBEHQ_LEASE_SECS", value_name = "SECS")]
+    pub lease_secs: Option<u64>,
 }
 
 /// The config file's shape: every key optional, unknown keys refused.
@@ -54,6 +115,14 @@ pub struct Flags {
 #[serde(deny_unknown_fields)]
 struct File {
     nats_url: Option<String>,
+    nats_user: Option<String>,
+    nats_password: Option<String>,
+    nats_token: Option<String>,
+    nats_nkey: Option<PathBuf>,
+    nats_creds: Option<PathBuf>,
+    nats_tls_ca: Option<PathBuf>,
+    nats_tls_cert: Option<PathBuf>,
+    nats_tls_key: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     http_addr: Option<SocketAddr>,
     embedded_nats_port: Option<u16>,
@@ -63,6 +132,9 @@ struct File {
     lease_secs: Option<u64>,
     #[serde(default)]
     api_tokens: Vec<String>,
+    /// `[[worker_tokens]]`: `workers = ["factory-1"]`, `token = "…"`.
+    #[serde(default)]
+    worker_tokens: Vec<WorkerToken>,
     /// `vibehq worker`'s allow-list: `[commands.NAME]` tables.
     #[serde(default)]
     commands: BTreeMap<String, vibehq_worker::Command>,
@@ -70,6 +142,14 @@ struct File {
     balancer: Option<Balancer>,
     /// The AI gateway: `[ai]` with `[[ai.providers]]` in fallback order.
     ai: Option<vibehq_ai::GatewayConfig>,
+}
+
+/// `[[worker_tokens]]`: a token that acts only as these workers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerToken {
+    workers: Vec<String>,
+    token: String,
 }
 
 /// `[balancer]`: the service `vibehq up` runs instances of, and the proxy in front of them.
@@ -257,6 +337,9 @@ impl Balancer {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub nats_url: Option<String>,
+    /// Credentials and TLS for NATS (secrets never print).
+    pub nats_auth: vibehq_nats::Auth,
+    pub nats_tls: vibehq_nats::Tls,
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
     pub embedded_nats_port: u16,
@@ -264,8 +347,8 @@ pub struct Settings {
     pub stream_replicas: usize,
     /// The task queue's lease, from the config file (`vibehq up --lease-secs` overrides it).
     pub lease_secs: Option<u64>,
-    /// Bearer tokens of the HTTP API (redacted in `Debug`).
-    pub api_tokens: Vec<vibehq_api::auth::Token>,
+    /// Bearer tokens of the HTTP API (redacted in `Debug`): operators' and workers'.
+    pub tokens: vibehq_api::auth::Tokens,
     /// Commands `vibehq worker` may run, from the config file.
     pub commands: BTreeMap<String, vibehq_worker::Command>,
     /// The load balancer's service, if configured.
@@ -275,8 +358,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Merges defaults, the config file (if any) and flags/environment.
-    pub fn resolve(flags: &Flags) -> Result<Self> {
+    /// Merges defaults, the config file (if any) and flags/environment; `up` holds `vibehq
+    /// up`'s own flags (other commands take those settings from the file alone).
+    pub fn resolve(flags: &Flags, up: Option<&UpFlags>) -> Result<Self> {
         let file = match &flags.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -286,45 +370,101 @@ impl Settings {
             }
             None => File::default(),
         };
-        let stream_replicas = flags.stream_replicas.or(file.stream_replicas).unwrap_or(1);
+        let none = UpFlags::default();
+        let up = up.unwrap_or(&none);
+        let stream_replicas = up.stream_replicas.or(file.stream_replicas).unwrap_or(1);
         anyhow::ensure!(
             matches!(stream_replicas, 1 | 3 | 5),
             "stream_replicas must be 1, 3 or 5 (got {stream_replicas})"
         );
+        let nats = &flags.nats;
+        let nats_auth = nats_auth(
+            nats.nats_user.clone().or(file.nats_user),
+            nats.nats_password.clone().or(file.nats_password),
+            nats.nats_token.clone().or(file.nats_token),
+            nats.nats_nkey.clone().or(file.nats_nkey),
+            nats.nats_creds.clone().or(file.nats_creds),
+        )?;
+        let cert = nats.nats_tls_cert.clone().or(file.nats_tls_cert);
+        let key = nats.nats_tls_key.clone().or(file.nats_tls_key);
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "a NATS client certificate needs both --nats-tls-cert and --nats-tls-key"
+            ),
+        };
+        let nats_tls = vibehq_nats::Tls {
+            ca: nats.nats_tls_ca.clone().or(file.nats_tls_ca),
+            client,
+            required: false,
+        };
+        let admin = if up.api_tokens.is_empty() {
+            file.api_tokens
+        } else {
+            up.api_tokens.clone()
+        };
+        let mut workers = Vec::new();
+        if up.worker_tokens.is_empty() {
+            for t in file.worker_tokens {
+                workers.push((t.workers, t.token));
+            }
+        } else {
+            for spec in &up.worker_tokens {
+                let (names, token) = spec.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--worker-token takes WORKER=TOKEN (or W1,W2=TOKEN), not {:?}",
+                        "***"
+                    )
+                })?;
+                workers.push((
+                    names.split(',').map(|n| n.trim().to_owned()).collect(),
+                    token.to_owned(),
+                ));
+            }
+        }
+        let tokens = tokens(admin, workers)?;
         Ok(Self {
             nats_url: flags.nats_url.clone().or(file.nats_url),
+            nats_auth,
+            nats_tls,
             data_dir: flags
                 .data_dir
                 .clone()
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(".vibehq")),
-            http_addr: flags
+            http_addr: up
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            embedded_nats_port: flags
+            embedded_nats_port: up
                 .embedded_nats_port
                 .or(file.embedded_nats_port)
                 .unwrap_or(14222),
-            nats_server_bin: flags
+            nats_server_bin: up
                 .nats_server_bin
                 .clone()
                 .or(file.nats_server_bin)
                 .unwrap_or_else(|| PathBuf::from("nats-server")),
             stream_replicas,
-            lease_secs: file.lease_secs,
-            api_tokens: if flags.api_tokens.is_empty() {
-                file.api_tokens
-                    .into_iter()
-                    .map(vibehq_api::auth::Token::new)
-                    .collect()
-            } else {
-                flags.api_tokens.clone()
-            },
+            lease_secs: up.lease_secs.or(file.lease_secs),
+            tokens,
             commands: file.commands,
             balancer: file.balancer,
             ai: file.ai.unwrap_or_default(),
         })
+    }
+
+    /// How to connect to NATS at `url` with the configured credentials; a worker's connection
+    /// reads its replies under its own inbox prefix (what its server permissions allow).
+    pub fn connection(&self, url: &str, worker: Option<&str>) -> vibehq_nats::Connection {
+        vibehq_nats::Connection {
+            url: url.to_owned(),
+            auth: self.nats_auth.clone(),
+            tls: self.nats_tls.clone(),
+            inbox_prefix: worker.map(vibehq_nats::permissions::inbox_prefix),
+            name: worker.map_or_else(|| "vibehq".to_owned(), |w| format!("vibehq worker {w}")),
+        }
     }
 
     /// The live projection database.
@@ -353,70 +493,80 @@ impl Settings {
     }
 }
 
-fn parse_token(token: &str) -> Result<vibehq_api::auth::Token, String> {
-    let token = token.trim();
-    if token.len() < 16 {
-        return Err("API tokens must be at least 16 characters".into());
+/// The NATS credentials given, of which there may be one kind.
+fn nats_auth(
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    nkey: Option<PathBuf>,
+    creds: Option<PathBuf>,
+) -> Result<vibehq_nats::Auth> {
+    use vibehq_nats::{Auth, Secret};
+    let given = [
+        user.is_some() || password.is_some(),
+        token.is_some(),
+        nkey.is_some(),
+        creds.is_some(),
+    ];
+    anyhow::ensure!(
+        given.iter().filter(|g| **g).count() <= 1,
+        "give one kind of NATS credentials: --nats-user/--nats-password, --nats-token, --nats-nkey or --nats-creds"
+    );
+    Ok(match (user, password, token, nkey, creds) {
+        (Some(user), Some(password), ..) => Auth::UserPassword {
+            user,
+            password: Secret::new(password),
+        },
+        (Some(_), None, ..) | (None, Some(_), ..) => {
+            anyhow::bail!("--nats-user and --nats-password go together")
+        }
+        (_, _, Some(token), ..) => Auth::Token(Secret::new(token)),
+        (_, _, _, Some(path), _) => {
+            let seed = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read the nkey seed file {}", path.display()))?;
+            Auth::Nkey(Secret::new(seed.trim()))
+        }
+        (_, _, _, _, Some(path)) => Auth::Creds(path),
+        _ => Auth::None,
+    })
+}
+
+/// The API's tokens, each at least 16 characters whichever way it came (flag, environment or
+/// file), and each worker token's names valid worker names.
+fn tokens(
+    admin: Vec<String>,
+    workers: Vec<(Vec<String>, String)>,
+) -> Result<vibehq_api::auth::Tokens> {
+    use vibehq_api::auth::Token;
+    let checked = |token: &str| -> Result<Token> {
+        let token = token.trim();
+        anyhow::ensure!(
+            token.len() >= 16,
+            "API tokens must be at least 16 characters (one given has {})",
+            token.len()
+        );
+        Ok(Token::new(token))
+    };
+    let mut tokens = vibehq_api::auth::Tokens::default();
+    for token in admin {
+        tokens.admin.push(checked(&token)?);
     }
-    Ok(vibehq_api::auth::Token::new(token))
+    for (names, token) in workers {
+        anyhow::ensure!(
+            !names.is_empty(),
+            "a worker token needs at least one worker name"
+        );
+        for name in &names {
+            vibehq_events::validate_name(name)?;
+        }
+        tokens.workers.push((names, checked(&token)?));
+    }
+    Ok(tokens)
 }
 
 fn read_url(path: &Path) -> Result<String> {
     let url = std::fs::read_to_string(path)?;
     Ok(url.trim().to_owned())
-}
-
-/// Connects to NATS, explaining what to do if it is unreachable or too old for vibehq.
-///
-/// `url` may list several servers separated by commas (`nats://n1:4222,nats://n2:4222`): the
-/// client starts with whichever answers, then learns the rest of the cluster from it. The
-/// server's version (from the INFO it greets every client with) must be at least
-/// [`vibehq_embedded_nats::version::MINIMUM`]. No message shows a password the URL holds.
-pub async fn connect(url: &str) -> Result<async_nats::Client> {
-    let shown = redact(url);
-    let servers = url
-        .split(',')
-        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| {
-            anyhow::anyhow!("invalid NATS URL {shown:?} (expected nats://host:port[,…])")
-        })?;
-    let client = async_nats::ConnectOptions::new()
-        .name("vibehq")
-        .connect(servers)
-        .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "cannot reach NATS at {shown}: {}: check the server is running and the URL \
-                 (--nats-url / VIBEHQ_NATS_URL), or omit it to use the embedded server",
-                redact(&error.to_string())
-            )
-        })?;
-    let info = client.server_info();
-    vibehq_embedded_nats::version::check(
-        &format!("the server at {shown} ({})", info.server_name),
-        &info.version,
-    )?;
-    Ok(client)
-}
-
-/// `url` without the password (or token) of any server in it: `nats://user:***@host:4222`.
-pub fn redact(url: &str) -> String {
-    url.split(',')
-        .map(|one| {
-            let Some((scheme, rest)) = one.split_once("://") else {
-                return one.to_owned();
-            };
-            match rest.rsplit_once('@') {
-                Some((user, host)) => {
-                    let user = user.split(':').next().unwrap_or_default();
-                    format!("{scheme}://{user}:***@{host}")
-                }
-                None => one.to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]
@@ -431,11 +581,34 @@ mod tests {
     }
 
     #[test]
-    fn a_url_is_shown_without_its_password() {
-        assert_eq!(
-            redact("nats://svc:s3cret@n1:4222,nats://n2:4222"),
-            "nats://svc:***@n1:4222,nats://n2:4222"
+    fn tokens_are_sixteen_characters_or_more_however_they_come() {
+        assert!(tokens(vec!["short".into()], vec![]).is_err());
+        assert!(tokens(vec![], vec![(vec!["w".into()], "a".into())]).is_err());
+        assert!(tokens(vec![], vec![(vec!["a:b".into()], "x".repeat(16))]).is_err());
+        let ok = tokens(
+            vec!["x".repeat(16)],
+            vec![(vec!["w".into()], "y".repeat(16))],
+        )
+        .expect("ok");
+        assert_eq!((ok.admin.len(), ok.workers.len()), (1, 1));
+    }
+
+    #[test]
+    fn one_kind_of_nats_credentials_at_a_time() {
+        assert!(
+            nats_auth(
+                Some("u".into()),
+                Some("p".into()),
+                Some("t".into()),
+                None,
+                None
+            )
+            .is_err()
         );
-        assert_eq!(redact("nats://n1:4222"), "nats://n1:4222");
+        assert!(nats_auth(Some("u".into()), None, None, None, None).is_err());
+        assert!(matches!(
+            nats_auth(None, None, Some("t".into()), None, None),
+            Ok(vibehq_nats::Auth::Token(_))
+        ));
     }
 }

@@ -7,6 +7,7 @@
 mod ai;
 mod audit;
 mod config;
+mod nats_auth;
 mod replay;
 mod up;
 mod worker;
@@ -57,7 +58,7 @@ enum Command {
     /// (ContainerTaskQueueOps, ContainerLoadBalancerOps, AIOps) always run; instances and
     /// their proxy run when the config file has a [balancer] table (see README "Load
     /// balancer"). Stops cleanly on Ctrl-C or SIGTERM, stopping the instances it started.
-    Up(up::UpArgs),
+    Up(config::UpFlags),
     Worker(worker::WorkerArgs),
     Replay(replay::ReplayArgs),
     Audit(audit::AuditArgs),
@@ -69,6 +70,7 @@ enum Command {
     /// written. A refusal prints the server's message and the field at fault and exits non-zero;
     /// --json prints the server's answer as it is.
     Ai(ai::AiArgs),
+    NatsAuth(nats_auth::NatsAuthArgs),
     /// Apply the schema migrations to a SQLite file (creating it), e.g. to inspect the schema.
     Migrate {
         /// The database file.
@@ -99,13 +101,18 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let settings = config::Settings::resolve(&cli.flags)?;
+    let up = match &cli.command {
+        Command::Up(flags) => Some(flags),
+        _ => None,
+    };
+    let settings = config::Settings::resolve(&cli.flags, up)?;
     match cli.command {
-        Command::Up(args) => up::run(settings, args).await,
+        Command::Up(_) => up::run(settings).await,
         Command::Worker(args) => worker::run(settings, args).await,
         Command::Replay(args) => replay::run(settings, args).await,
         Command::Audit(args) => audit::run(settings, args).await,
         Command::Ai(args) => ai::run(settings, args).await,
+        Command::NatsAuth(args) => nats_auth::run(args),
         Command::Migrate { database } => {
             let mut conn = rusqlite::Connection::open(&database)?;
             let applied = vibehq_schemas::migrate(&mut conn)?;
@@ -118,8 +125,10 @@ async fn run(cli: Cli) -> Result<()> {
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("VIBEHQ_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,tower_http=warn"));
+    // Colours only for a terminal: a log file or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use vibehq_events::{EventLog, StreamKind};
 use vibehq_projector::{ReplayOptions, Until};
 
-use crate::config::{Settings, connect};
+use crate::config::Settings;
 
 /// Rebuild a projection database from the event streams.
 ///
@@ -69,7 +69,12 @@ pub async fn run(settings: Settings, args: ReplayArgs) -> Result<()> {
     } else {
         Until::End
     };
-    let log = EventLog::new(connect(&settings.client_nats_url()?).await?);
+    let log = EventLog::new(
+        settings
+            .connection(&settings.client_nats_url()?, None)
+            .connect()
+            .await?,
+    );
     let mut last_print = Instant::now();
     let mut stderr = std::io::stderr();
     let (totals, checkpoints, elapsed) = vibehq_projector::replay(

@@ -6,22 +6,13 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use vibehq_api::{Api, AppState};
-use vibehq_embedded_nats::EmbeddedNats;
 use vibehq_events::EventLog;
+use vibehq_nats::EmbeddedNats;
 use vibehq_projector::{Projector, Reader};
 use vibehq_queue::Queue;
 use vibehq_queue::QueueState;
 
-use crate::config::{Settings, connect};
-
-/// `vibehq up`'s own settings (the shared ones are global flags).
-#[derive(Debug, clap::Args)]
-pub struct UpArgs {
-    /// How long a claim holds a task without a heartbeat before the task goes to another
-    /// container [config: lease_secs; default: 30]. Every lane's consumer is set to it at start.
-    #[arg(long, env = "VIBEHQ_LEASE_SECS", value_name = "SECS")]
-    lease_secs: Option<u64>,
-}
+use crate::config::Settings;
 
 /// Runs NATS (embedded unless configured), the streams, the projector, the HTTP API, the
 /// task queue's RPC service (`ContainerTaskQueueOps`), and the load balancer
@@ -29,8 +20,8 @@ pub struct UpArgs {
 /// operations (REST, `/ws/ai`, the RPC service `AIOps`) until
 /// SIGINT/SIGTERM, then shuts down in order: stop taking requests, finish the projector's
 /// batch, stop the embedded server.
-pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
-    let lease = Duration::from_secs(args.lease_secs.or(settings.lease_secs).unwrap_or(30).max(1));
+pub async fn run(settings: Settings) -> Result<()> {
+    let lease = Duration::from_secs(settings.lease_secs.unwrap_or(30).max(1));
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create the data folder {}",
@@ -43,7 +34,7 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
     let (embedded, url) = match &settings.nats_url {
         Some(url) => (None, url.clone()),
         None => {
-            let mut options = vibehq_embedded_nats::Options::new(settings.data_dir.join("nats"));
+            let mut options = vibehq_nats::Options::new(settings.data_dir.join("nats"));
             options.binary = settings.nats_server_bin.clone();
             options.port = settings.embedded_nats_port;
             let server = EmbeddedNats::start(options).await?;
@@ -69,7 +60,7 @@ async fn serve(
     url: &str,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let client = connect(url).await?;
+    let client = settings.connection(url, None).connect().await?;
     let log = EventLog::new(client);
     let streams = log
         .ensure_streams(settings.stream_replicas)
@@ -107,7 +98,7 @@ async fn serve(
     let api = Api::new(
         vibehq_api::Options {
             addr: settings.http_addr,
-            tokens: settings.api_tokens.clone(),
+            tokens: settings.tokens.clone(),
         },
         AppState {
             reader: reader.clone(),
@@ -175,7 +166,7 @@ async fn serve(
         vibehq_balancer::http::router(balancer_state.clone()),
         vibehq_balancer::http::BalancerDoc::openapi(),
     );
-    tracing::info!(nats = %url, http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
+    tracing::info!(nats = %vibehq_nats::redact(url), http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
 
     // Whichever stops first (shutdown, or a failure) stops the other.
     let (projected, served, answered, balanced, advised, proxied) = tokio::join!(

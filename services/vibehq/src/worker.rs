@@ -11,7 +11,7 @@ use vibehq_events::EventLog;
 use vibehq_queue::Queue;
 use vibehq_worker::{Command, Options, Worker};
 
-use crate::config::{Settings, connect};
+use crate::config::Settings;
 
 /// Pull tasks for a worker's container and run them.
 ///
@@ -49,7 +49,11 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> Result<()> {
         let (name, command) = parse_allow(spec)?;
         commands.insert(name, command);
     }
-    let client = connect(&settings.client_nats_url()?).await?;
+    let client = settings
+        .connection(&settings.client_nats_url()?, Some(&args.worker_name))
+        .connect()
+        .await?;
+    vibehq_nats::permissions::check_acts_as(&client, &args.worker_name).await?;
     // A claim's lease is its lane's (set by `vibehq up --lease-secs`); the worker heartbeats
     // well within it.
     let queue = Queue::new(EventLog::new(client), vibehq_queue::Options::default())

@@ -18,7 +18,7 @@ async fn a_streamed_two_step_tool_loop_calls_a_built_in_tool_and_the_deltas_reas
                 worker_name: Some("factory-1".into()),
                 container_name: None,
                 max_attempts: 3,
-                idempotency_key: None,
+                ..Default::default()
             },
         )
         .await

@@ -1,4 +1,4 @@
-//! Runs a local `nats-server` with JetStream as a child process.
+//! A local `nats-server` with JetStream as a child process.
 //!
 //! This is vibehq's embedded default (`vibehq up` with no NATS URL configured) and the test
 //! harness's broker: the same code starts both, so tests exercise what users run. Nothing is
@@ -6,16 +6,9 @@
 //!
 //! Readiness is read from the server's own log ("Listening for client connections on …", then
 //! "Server is ready"), which also yields the port when a random one (`port: 0`) was asked for:
-//! no polling and no race for a "free" port.
-//!
-//! The server's version is read from the same log and checked against [`version::MINIMUM`]:
-//! a server too old for vibehq is stopped with a message saying how to get a current one.
-//!
-//! # Layout
-//! - this file: [`Options`] → [`EmbeddedNats::start`] → [`EmbeddedNats`].
-//! - [`version`]: which server versions vibehq runs on, checked for any server it uses.
-
-pub mod version;
+//! no polling and no race for a "free" port. The server's version is read from the same log
+//! and checked against [`version::MINIMUM`]: a server too old for vibehq is stopped with a
+//! message saying how to get a current one.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -23,6 +16,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::version;
 
 /// How to start the server.
 #[derive(Debug, Clone)]
@@ -38,6 +33,9 @@ pub struct Options {
     pub port: u16,
     /// How long to wait for the server to report ready.
     pub ready_timeout: Duration,
+    /// A server configuration file (accounts, users and their permissions, a cluster), given
+    /// with `-c`; the options above still win over it.
+    pub config: Option<PathBuf>,
 }
 
 impl Options {
@@ -49,6 +47,7 @@ impl Options {
             host: "127.0.0.1".to_owned(),
             port: 0,
             ready_timeout: Duration::from_secs(20),
+            config: None,
         }
     }
 }
@@ -108,7 +107,11 @@ impl EmbeddedNats {
         } else {
             options.port.to_string()
         };
-        let mut child = Command::new(&options.binary)
+        let mut command = Command::new(&options.binary);
+        if let Some(config) = &options.config {
+            command.arg("-c").arg(config);
+        }
+        let mut child = command
             .arg("-a")
             .arg(&options.host)
             .arg("-p")
