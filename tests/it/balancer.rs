@@ -638,7 +638,7 @@ async fn an_instance_whose_nats_heartbeat_stops_leaves_rotation_then_is_restarte
     };
     let pool = Pool::new(spec, quick(), Arc::new(Process), live.log.clone());
     pool.scale(1).await.expect("scale");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let wait = async |what: &str, done: &dyn Fn(&PoolStatus) -> bool| {
         while !done(&pool.status()) {
             assert!(
@@ -654,8 +654,9 @@ async fn an_instance_whose_nats_heartbeat_stops_leaves_rotation_then_is_restarte
     let port = pool.status().instances[0].port.expect("port");
     let (code, _) = post(&format!("http://127.0.0.1:{port}/hang"), Value::Null).await;
     assert_eq!(code, 204);
+    // (On a loaded machine a 50 ms heartbeat may be missed again after the restart.)
     wait("restarted after the missing heartbeats", &|s| {
-        s.instances[0].restart_count == 1 && s.instances[0].in_rotation
+        s.instances[0].restart_count >= 1 && s.instances[0].in_rotation
     })
     .await;
     let error = pool.status().instances[0]

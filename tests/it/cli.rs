@@ -272,6 +272,110 @@ async fn replay_command_rebuilds_a_projection_file() {
 }
 
 #[tokio::test]
+async fn replay_verify_passes_on_a_live_projection_and_names_a_tampered_row() {
+    let live = crate::common::Live::start().await;
+    let mut events = fixtures::every_kind("w1", "c1", "v");
+    events.extend(fixtures::task_workload(200, "v"));
+    live.append_and_project(&events).await;
+    let (url, database) = (live.nats.url(), live.database.clone());
+    let verify = || {
+        vibehq()
+            .args(["replay", "--verify", "--nats-url", &url, "--database"])
+            .arg(&database)
+            .output()
+    };
+    // While the projector runs: the snapshot is consistent, the replay stops at its sequences.
+    let passed = verify().await.expect("run");
+    let stdout = String::from_utf8_lossy(&passed.stdout);
+    assert!(
+        passed.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
+    for table in [
+        "container_tasks",
+        "projector_checkpoints",
+        "projector_rejected",
+        "ai_model_calls",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok       {table}")),
+            "{table} checked:\n{stdout}"
+        );
+    }
+
+    let (_, _live) = live.stop().await;
+    let task_id: String = {
+        let conn = rusqlite::Connection::open(&database).expect("open");
+        let id = conn
+            .query_row(
+                "SELECT task_id FROM container_tasks ORDER BY id LIMIT 1 OFFSET 7",
+                [],
+                |r| r.get(0),
+            )
+            .expect("a task");
+        conn.execute(
+            "UPDATE container_tasks SET output = 'tampered' WHERE task_id = ?1",
+            [&id],
+        )
+        .expect("tamper");
+        id
+    };
+    let failed = verify().await.expect("run");
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert!(!failed.status.success(), "{stdout}");
+    assert!(stdout.contains("DIFFERS  container_tasks"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "first difference: container_tasks, task_id = {task_id}"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tampered"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_second_up_on_a_busy_data_folder_or_port_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let port = port.to_string();
+    let _first = UpProcess::start(dir.path(), &["--embedded-nats-port", &port]).await;
+    let second = vibehq()
+        .args(["up", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        stderr.contains("another vibehq up (pid") && stderr.contains("--data-dir"),
+        "{stderr}"
+    );
+
+    let other = tempfile::tempdir().expect("dir");
+    let third = vibehq()
+        .args([
+            "up",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--embedded-nats-port",
+            &port,
+        ])
+        .arg("--data-dir")
+        .arg(other.path())
+        .output()
+        .await
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(!third.status.success());
+    assert!(stderr.contains("--embedded-nats-port"), "{stderr}");
+}
+
+#[tokio::test]
 async fn help_explains_every_command() {
     let output = vibehq().arg("--help").output().await.expect("run");
     let help = String::from_utf8_lossy(&output.stdout);

@@ -173,7 +173,19 @@ impl UpProcess {
         .ok()
         .flatten()
         .unwrap_or_else(|| panic!("vibehq up did not start; it logged:\n{}", seen.join("\n")));
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let keep = std::env::var("VIBEHQ_TEST_UP_LOG").ok();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut file = match keep {
+                Some(path) => tokio::fs::File::create(path).await.ok(),
+                None => None,
+            };
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(file) = file.as_mut() {
+                    let _ = file.write_all(format!("{line}\n").as_bytes()).await;
+                }
+            }
+        });
         Self {
             child,
             http: format!("http://{http}"),

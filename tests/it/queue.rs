@@ -820,3 +820,132 @@ async fn twenty_thousand_unreadable_messages_on_every_subject_vibehq_reads_leave
     }
     assert!(read > 2 * JUNK);
 }
+
+#[tokio::test]
+async fn idle_lanes_are_pruned_and_a_submission_that_slips_in_brings_its_lane_back() {
+    use vibehq_queue::inventory;
+    let h = Harness::start(Options::default()).await;
+    let for_c1 = |priority| NewTask {
+        worker_name: Some("w".into()),
+        container_name: Some("c1".into()),
+        ..task(priority)
+    };
+    let done = h.submit_all(vec![for_c1(0)]).await.remove(0);
+    let c1 = container("w", "c1");
+    let claim = h
+        .queue
+        .claim(&c1, Duration::from_secs(5))
+        .await
+        .expect("claim")
+        .expect("the task");
+    assert_eq!(claim.task_id, done);
+    h.queue
+        .complete(&done, None, &c1, None)
+        .await
+        .expect("complete");
+    let waiting = h.submit_all(vec![task(3)]).await.remove(0);
+
+    let lanes = inventory::list(&h.log).await.expect("list");
+    let by_lane: HashMap<&str, (u64, u64)> = lanes
+        .iter()
+        .map(|l| (l.lane.as_str(), (l.pending, l.outstanding)))
+        .collect();
+    assert_eq!(by_lane.get("p0.c.w.c1"), Some(&(0, 0)), "{lanes:?}");
+    assert_eq!(by_lane.get("p3.any"), Some(&(1, 0)), "{lanes:?}");
+
+    let dry = inventory::prune(&h.log, Duration::ZERO, true)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        dry.removed,
+        ["vibehq-lane-p0-c-c1@w"],
+        "a lane with work stays"
+    );
+    assert_eq!(
+        inventory::list(&h.log).await.expect("list").len(),
+        lanes.len()
+    );
+
+    // While the prune waits, this process still trusts the lane it found and submits into it.
+    let prune = tokio::spawn({
+        let log = h.log.clone();
+        async move { inventory::prune(&log, Duration::ZERO, false).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let late = h.submit_all(vec![for_c1(0)]).await.remove(0);
+    let pruned = prune.await.expect("join").expect("prune");
+    assert_eq!(pruned.removed, ["vibehq-lane-p0-c-c1@w"]);
+    assert_eq!(
+        pruned.recreated,
+        ["vibehq-lane-p0-c-c1@w"],
+        "the late submission was seen"
+    );
+    let mut claimed = Vec::new();
+    for _ in 0..2 {
+        let claim = h
+            .queue
+            .claim(&c1, Duration::from_secs(5))
+            .await
+            .expect("claim")
+            .expect("a task");
+        claimed.push(claim.task_id);
+    }
+    assert_eq!(
+        claimed,
+        [waiting, late],
+        "the higher priority first, then the late task; the ended one is passed over"
+    );
+}
+
+#[tokio::test]
+async fn lanes_lost_with_their_consumers_are_restored_from_the_submissions() {
+    use vibehq_queue::inventory;
+    let h = Harness::start(Options::default()).await;
+    let ids = h
+        .submit_all(vec![
+            task(5),
+            NewTask {
+                worker_name: Some("w".into()),
+                ..task(1)
+            },
+        ])
+        .await;
+    // As after promoting a mirror or restoring a backup: the stream, without its consumers.
+    let stream = h
+        .log
+        .jetstream()
+        .get_stream("VIBEHQ_TASKS")
+        .await
+        .expect("stream");
+    for lane in inventory::list(&h.log).await.expect("list") {
+        stream
+            .delete_consumer(&lane.consumer)
+            .await
+            .expect("delete");
+    }
+    let created = inventory::restore(&h.log, Duration::from_secs(30))
+        .await
+        .expect("restore");
+    assert_eq!(created, ["vibehq-lane-p1-w-w", "vibehq-lane-p5-any"]);
+    assert!(
+        inventory::restore(&h.log, Duration::from_secs(30))
+            .await
+            .expect("again")
+            .is_empty(),
+        "restoring again creates nothing"
+    );
+    // A fresh queue (another process) finds the work again.
+    let other = vibehq_queue::Queue::new(h.log.clone(), Options::default())
+        .await
+        .expect("queue");
+    let mut claimed = Vec::new();
+    for _ in 0..2 {
+        let claim = other
+            .claim(&Actor::worker("w"), Duration::from_secs(5))
+            .await
+            .expect("claim")
+            .expect("a task");
+        claimed.push(claim.task_id);
+    }
+    assert_eq!(claimed, ids);
+}

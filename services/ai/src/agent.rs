@@ -34,8 +34,10 @@ pub const MAX_STEPS: usize = 50;
 /// How long a command waits for the projection to show its own events.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(10);
 
-/// How often a watched step's queue task is checked even without news of it.
-const WATCH_RECHECK: Duration = Duration::from_secs(30);
+/// How often a watched step's queue task is checked even without news of it: a change whose
+/// projection lagged past the read is picked up by the next look, so this bounds how late a
+/// plan goes on. One projection read per running step per period.
+const WATCH_RECHECK: Duration = Duration::from_secs(2);
 
 /// One step of a plan, as given or as the model proposed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -79,6 +79,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Something else listens on the port (often another `vibehq up`).
+    #[error(
+        "the embedded nats-server cannot listen on {host}:{port}: the port is in use (another \
+         vibehq up?). Choose another with --embedded-nats-port (0 picks a free one), or connect \
+         to the running server with --nats-url"
+    )]
+    PortInUse { host: String, port: u16 },
     /// The server exited or went quiet before it was ready; `log` is what it printed.
     #[error("nats-server did not become ready; its last output was:\n{log}")]
     NotReady { log: String },
@@ -181,6 +188,12 @@ impl EmbeddedNats {
             }
             _ => {
                 let _ = child.start_kill();
+                if log.iter().any(|l| l.contains("address already in use")) {
+                    return Err(Error::PortInUse {
+                        host: options.host,
+                        port: options.port,
+                    });
+                }
                 let tail = log.iter().rev().take(15).rev().cloned().collect::<Vec<_>>();
                 Err(Error::NotReady {
                     log: tail.join("\n"),

@@ -11,6 +11,18 @@ use crate::Error;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Checkpoints([u64; 3]);
 
+/// As a map from each stream's short name (`tasks`, `containers`, `ai`) to its sequence.
+impl serde::Serialize for Checkpoints {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(StreamKind::ALL.len()))?;
+        for stream in StreamKind::ALL {
+            map.serialize_entry(stream.short_name(), &self.get(stream))?;
+        }
+        map.end()
+    }
+}
+
 impl Checkpoints {
     /// The last applied sequence of `stream` (0: nothing applied yet).
     pub fn get(&self, stream: StreamKind) -> u64 {

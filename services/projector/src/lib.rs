@@ -17,6 +17,7 @@
 //! # Layout
 //! - [`projector`]: [`Options`] → [`Projector::run`] → [`Handle`] (checkpoints, read-your-writes).
 //! - [`replay`]: rebuilding a projection file from the streams, up to a sequence or a time.
+//! - [`verify`]: a live projection compared with a replay to its sequences, table by table.
 //! - [`query`]: the read side: the tables, their filters, pagination, rows as JSON.
 //! - [`apply`]: one event → row changes (pure, clock-free).
 //! - [`db`]: opening files, checkpoints, the projection's identity.
@@ -27,6 +28,7 @@ pub mod db;
 pub mod projector;
 pub mod query;
 pub mod replay;
+pub mod verify;
 mod writer;
 
 use std::path::PathBuf;

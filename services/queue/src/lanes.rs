@@ -61,7 +61,7 @@ const PULLS_IN_FLIGHT: usize = 4;
 const MAX_PULL: usize = 256;
 
 /// How long a listing of the lanes that have consumers is trusted.
-const LISTING: Duration = Duration::from_secs(5);
+pub(crate) const LISTING: Duration = Duration::from_secs(5);
 
 /// Deliveries after which a task that keeps coming back is failed for good (a poison task
 /// that crashes every claimer, or one the queue keeps losing): far above any `max_attempts`.
@@ -116,8 +116,9 @@ struct Shared {
 /// What this process knows of one lane.
 #[derive(Debug, Default)]
 struct Known {
-    /// The lane's consumer, once found or created.
+    /// The lane's consumer, once found or created, and when.
     consumer: Option<Lease>,
+    found_at: Option<Instant>,
     /// Work was announced in the lane, so its consumer exists (find it without a listing).
     announced: bool,
     /// When work was last announced in the lane: a pull that started before it cannot say the
@@ -186,32 +187,29 @@ impl Lanes {
         self.shared.arrived.notified()
     }
 
-    /// Makes sure the lane has its consumer, before work is submitted into it.
+    /// Makes sure the lane has its consumer, before work is submitted into it. What this
+    /// process found is trusted for [`LISTING`]; then it is checked again, so a lane removed by
+    /// `vibehq lanes prune` is back before its next submission here (the prune checks for any
+    /// that slipped in before).
     pub(crate) async fn open(&self, lane: &Lane) -> Result<(), Error> {
-        if self.shared.with(lane, |known| known.consumer.is_some()) {
+        let fresh = self.shared.with(lane, |known| {
+            known.consumer.is_some() && known.found_at.is_some_and(|at| at.elapsed() < LISTING)
+        });
+        if fresh {
             return Ok(());
         }
-        let name = lane.consumer_name();
-        let consumer: PullConsumer = self
-            .tasks
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    description: Some(format!("vibehq work lane: {lane}")),
-                    filter_subject: lane.filter(),
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: self.lease,
-                    max_deliver: MAX_DELIVER,
-                    max_ack_pending: MAX_ACK_PENDING,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| Error::nats("create a lane's consumer", e))?;
+        let consumer = create(&self.tasks, lane, self.lease).await?;
         self.found(lane, consumer);
         Ok(())
+    }
+
+    /// Forgets the lane's consumer (it could not be pulled from).
+    fn forget(&self, lane: &Lane) {
+        self.shared.update(lane, |known| {
+            known.consumer = None;
+            known.announced = false;
+            known.hint = Hint::Unknown;
+        });
     }
 
     /// Announces `count` new messages in `lane`: to this process at once, and to every other
@@ -282,17 +280,29 @@ impl Lanes {
                 .fetch_add(ask - want, std::sync::atomic::Ordering::Relaxed);
             let _asked = Asked(&turn.extra, ask - want);
             let asked_at = Instant::now();
-            let mut batch = consumer
-                .fetch()
-                .max_messages(ask)
-                .messages()
-                .await
-                .map_err(|e| Error::nats("pull work", e))?;
+            let mut batch = match consumer.fetch().max_messages(ask).messages().await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    // The consumer may be gone (`vibehq lanes prune`): forget it, so the next
+                    // look finds out afresh.
+                    tracing::debug!(%error, %lane, "cannot pull from a lane; forgetting its consumer");
+                    self.forget(lane);
+                    continue;
+                }
+            };
             let mut got = 0;
             let mut left = 0;
             let mut extra = Vec::new();
             while let Some(message) = batch.next().await {
-                let message = message.map_err(|e| Error::nats("pull work", e))?;
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) if got == 0 => {
+                        tracing::debug!(%error, %lane, "cannot pull from a lane; forgetting its consumer");
+                        self.forget(lane);
+                        break;
+                    }
+                    Err(error) => return Err(Error::nats("pull work", error)),
+                };
                 left = message.info().map_or(0, |i| i.pending);
                 got += 1;
                 let delivery = Delivery { message, lease };
@@ -482,8 +492,10 @@ impl Lanes {
             );
         }
         let found = Arc::new((consumer, lease));
-        self.shared
-            .update(lane, |known| known.consumer = Some(found.clone()));
+        self.shared.update(lane, |known| {
+            known.consumer = Some(found.clone());
+            known.found_at = Some(Instant::now());
+        });
         found
     }
 
@@ -564,6 +576,35 @@ impl Drop for Claiming<'_> {
             .claiming
             .fetch_sub(self.max, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The lane's consumer, created with `lease` as its `ack_wait` if it does not exist. It
+/// delivers every submission in the lane from the stream's start: one created after its first
+/// submissions (a first submission races none: the submitter opens the lane first; a lane
+/// re-created after a prune) still hands them out, and those already ended are passed over.
+pub(crate) async fn create(
+    tasks: &Stream,
+    lane: &Lane,
+    lease: Duration,
+) -> Result<PullConsumer, Error> {
+    let name = lane.consumer_name();
+    tasks
+        .get_or_create_consumer(
+            &name,
+            consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!("vibehq work lane: {lane}")),
+                filter_subject: lane.filter(),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: lease,
+                max_deliver: MAX_DELIVER,
+                max_ack_pending: MAX_ACK_PENDING,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::nats("create a lane's consumer", e))
 }
 
 /// Gives deliveries nobody took back to their lane at once (first in line again).

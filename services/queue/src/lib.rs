@@ -18,6 +18,7 @@
 //! # Layout
 //! - [`queue`]: [`Queue`], the commands; `claim` holds its claims.
 //! - `lanes`: the lane consumers as this process sees them, and where work seems to wait.
+//! - [`inventory`]: the lanes on the server, for operators; removing idle ones.
 //! - [`ops`]: every command and query as a request, answered once for REST and RPC alike.
 //! - [`http`]: the REST routes (`/api/tasks…`) and their OpenAPI document.
 //! - [`rpc`]: `ContainerTaskQueueOps`, the same operations as a NATS micro service.
@@ -25,6 +26,7 @@
 
 mod claim;
 pub mod http;
+pub mod inventory;
 mod lanes;
 pub mod ops;
 pub mod queue;

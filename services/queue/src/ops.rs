@@ -363,6 +363,15 @@ impl From<Error> for ApiError {
                  answers 200",
                 None,
             ),
+            Error::Log(vibehq_events::Error::NoStream { subject }) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_stored",
+                format!(
+                    "no stream took {subject} (a cluster electing a stream leader, or streams not \
+                     created yet), so nothing was stored; send the request again shortly"
+                ),
+                None,
+            ),
             Error::Log(vibehq_events::Error::Timeout { subject }) => {
                 let task_id = vibehq_events::Subject::parse(&subject).map(|s| s.id().to_owned());
                 let mut error = outcome_unknown(

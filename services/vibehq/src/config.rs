@@ -309,10 +309,10 @@ impl Balancer {
     pub fn runtime(&self) -> Result<std::sync::Arc<dyn vibehq_balancer::Runtime>> {
         match self.runtime.as_deref().unwrap_or("process") {
             "process" => {
-                anyhow::ensure!(
-                    self.program.is_some(),
-                    "[balancer] program is required with the process runtime"
-                );
+                let Some(program) = &self.program else {
+                    anyhow::bail!("[balancer] program is required with the process runtime");
+                };
+                executable(program).context("[balancer] program")?;
                 Ok(std::sync::Arc::new(vibehq_balancer::Process))
             }
             "docker" => {
@@ -567,6 +567,29 @@ fn tokens(
 fn read_url(path: &Path) -> Result<String> {
     let url = std::fs::read_to_string(path)?;
     Ok(url.trim().to_owned())
+}
+
+/// Where `program` runs from: a path with a slash as it is, a bare name looked up on `PATH`;
+/// an error (said at start, not when the first task or instance needs it) if it is not an
+/// executable file.
+pub fn executable(program: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 || program.is_absolute() {
+        anyhow::ensure!(
+            runnable(program),
+            "{} is not an executable file",
+            program.display()
+        );
+        return Ok(program.to_owned());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| runnable(candidate))
+        .ok_or_else(|| anyhow::anyhow!("{} is not on PATH", program.display()))
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 mod ai;
 mod audit;
 mod config;
+mod lanes;
 mod nats_auth;
 mod replay;
+mod signals;
 mod up;
 mod worker;
 
@@ -71,6 +73,7 @@ enum Command {
     /// --json prints the server's answer as it is.
     Ai(ai::AiArgs),
     NatsAuth(nats_auth::NatsAuthArgs),
+    Lanes(lanes::LanesArgs),
     /// Apply the schema migrations to a SQLite file (creating it), e.g. to inspect the schema.
     Migrate {
         /// The database file.
@@ -94,7 +97,7 @@ async fn main() -> std::process::ExitCode {
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", explain(&error));
             std::process::ExitCode::FAILURE
         }
     }
@@ -113,6 +116,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit(args) => audit::run(settings, args).await,
         Command::Ai(args) => ai::run(settings, args).await,
         Command::NatsAuth(args) => nats_auth::run(args),
+        Command::Lanes(args) => lanes::run(settings, args).await,
         Command::Migrate { database } => {
             let mut conn = rusqlite::Connection::open(&database)?;
             let applied = vibehq_schemas::migrate(&mut conn)?;
@@ -120,6 +124,22 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The error and its causes, each said once: many errors quote their source in their own
+/// message, so a cause already in the text before it is left out.
+fn explain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_tracing(format: LogFormat) {

@@ -28,8 +28,9 @@ pub async fn run(settings: Settings) -> Result<()> {
             settings.data_dir.display()
         )
     })?;
+    let _lock = lock_data_dir(&settings.data_dir)?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    tokio::spawn(crate::signals::shutdown_on_signal(shutdown.clone()));
 
     let (embedded, url) = match &settings.nats_url {
         Some(url) => (None, url.clone()),
@@ -226,23 +227,37 @@ async fn serve(
     Ok(())
 }
 
-pub(crate) async fn signal_shutdown(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Holds the data folder for this process: a second `vibehq up` on the same folder would start
+/// a second nats-server on the same store and share the projection file. The lock is the
+/// operating system's (released however the process ends); the file says who holds it.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("vibehq.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "another vibehq up (pid {}) is running on the data folder {}: stop it first, or \
+                 give this one its own --data-dir",
+                holder.trim(),
+                dir.display()
+            );
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("interrupted; shutting down"),
-        _ = term => tracing::info!("SIGTERM; shutting down"),
-        _ = shutdown.cancelled() => {}
+        Err(std::fs::TryLockError::Error(error)) => {
+            return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+        }
     }
-    shutdown.cancel();
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }

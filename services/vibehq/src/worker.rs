@@ -49,6 +49,10 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> Result<()> {
         let (name, command) = parse_allow(spec)?;
         commands.insert(name, command);
     }
+    for (name, command) in &commands {
+        crate::config::executable(&command.program)
+            .with_context(|| format!("the allowed command {name:?}"))?;
+    }
     let client = settings
         .connection(&settings.client_nats_url()?, Some(&args.worker_name))
         .connect()
@@ -71,7 +75,7 @@ pub async fn run(settings: Settings, args: WorkerArgs) -> Result<()> {
         queue,
     )?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::up::signal_shutdown(shutdown.clone()));
+    tokio::spawn(crate::signals::shutdown_on_signal(shutdown.clone()));
     worker.run(shutdown).await?;
     Ok(())
 }

@@ -176,3 +176,141 @@ impl NatsServer {
         );
     }
 }
+
+/// Three `nats-server`s clustered on loopback, with JetStream and the same users as a
+/// [`NatsServer`] (the service's password; workers' nkeys), for tests of what a cluster
+/// survives. Dropping it kills the nodes and deletes their stores.
+#[derive(Debug)]
+pub struct NatsCluster {
+    // Declared before the directory so the nodes stop before their stores are deleted.
+    nodes: Vec<Option<EmbeddedNats>>,
+    ports: Vec<u16>,
+    password: String,
+    configs: Vec<PathBuf>,
+    dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Starts nodes `n1`, `n2` and `n3`, and returns once the cluster answers JetStream
+    /// requests (it has a meta leader).
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory for the cluster");
+        let password = uuid::Uuid::now_v7().simple().to_string();
+        let users = vec![User {
+            credential: Credential::Password {
+                user: SERVICE_USER.into(),
+                password: password.clone(),
+            },
+            permissions: None,
+        }];
+        let auth = permissions::authorization(&users);
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let ports: Vec<u16> = (0..3).map(|_| free()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free()).collect();
+        let mut configs = Vec::new();
+        for i in 0..3 {
+            let peers: Vec<String> = routes
+                .iter()
+                .map(|p| format!("nats-route://127.0.0.1:{p}"))
+                .collect();
+            let config = dir.path().join(format!("n{}.conf", i + 1));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{}\ncluster {{\n  name: vibehq-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n{auth}",
+                    i + 1,
+                    routes[i],
+                    peers.join(", ")
+                ),
+            )
+            .expect("write a node's config");
+            configs.push(config);
+        }
+        let mut cluster = Self {
+            nodes: (0..3).map(|_| None).collect(),
+            ports,
+            password,
+            configs,
+            dir,
+        };
+        let (a, b, c) = tokio::join!(
+            cluster.start_node(0),
+            cluster.start_node(1),
+            cluster.start_node(2)
+        );
+        cluster.nodes = vec![Some(a), Some(b), Some(c)];
+        cluster.wait_for_jetstream().await;
+        cluster
+    }
+
+    /// The client URL of every node, comma-separated, with the service's credentials.
+    pub fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("nats://{SERVICE_USER}:{}@127.0.0.1:{p}", self.password))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A connection as the service to any node.
+    pub async fn connect(&self) -> async_nats::Client {
+        Connection::to(self.url())
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"))
+    }
+
+    /// The index (0-2) of the node named `name` (`n1`…).
+    pub fn index_of(&self, name: &str) -> usize {
+        name.strip_prefix('n')
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .filter(|i| *i < 3)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// Kills node `i` at once (SIGKILL).
+    pub async fn kill(&mut self, i: usize) {
+        let node = self.nodes[i].take().expect("the node is running");
+        node.shutdown(Duration::ZERO).await;
+    }
+
+    /// Starts node `i` again on its port, store and configuration.
+    pub async fn start_again(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "the node is running");
+        self.nodes[i] = Some(self.start_node(i).await);
+    }
+
+    async fn start_node(&self, i: usize) -> EmbeddedNats {
+        let mut options = Options::new(self.dir.path().join(format!("n{}", i + 1)));
+        options.port = self.ports[i];
+        options.config = Some(self.configs[i].clone());
+        EmbeddedNats::start(options)
+            .await
+            .unwrap_or_else(|e| panic!("cannot start cluster node n{}: {e}", i + 1))
+    }
+
+    async fn wait_for_jetstream(&self) {
+        let client = self.connect().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = client.request("$JS.API.INFO", Vec::new().into()).await;
+            if let Ok(reply) = answer
+                && serde_json::from_slice::<serde_json::Value>(&reply.payload)
+                    .is_ok_and(|v| v.get("error").is_none())
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster elected no JetStream leader in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -74,7 +74,9 @@ async fn heartbeat(subject: String, hung: Arc<AtomicBool>) {
             std::time::Duration::from_secs(1),
             std::time::Duration::from_millis,
         );
-    let Ok(client) = async_nats::connect(url).await else {
+    // `vibehq_nats` reads a URL's `user:password@` as other NATS clients do (async-nats alone
+    // would drop it).
+    let Ok(client) = vibehq_nats::Connection::to(url).connect().await else {
         return;
     };
     let mut ticks = tokio::time::interval(every);
