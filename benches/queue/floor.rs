@@ -89,6 +89,7 @@ pub(crate) async fn floor(nats: &NatsServer, tasks: usize, workers: usize, batch
                         container_name: None,
                         max_attempts: 3,
                         idempotency_key: None,
+                        ..Default::default()
                     });
                     let mut headers = expecting(&task_id, 0);
                     headers.insert("Nats-Batch-Id", batch_id.as_str());

@@ -43,6 +43,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_task_refusals.sql",
         sql: include_str!("../migrations/0005_task_refusals.sql"),
     },
+    Migration {
+        name: "0006_task_retries.sql",
+        sql: include_str!("../migrations/0006_task_retries.sql"),
+    },
 ];
 
 /// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten,
@@ -133,7 +137,7 @@ mod tests {
         let first = migrate(&mut conn).expect("first run");
         let every: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
         assert_eq!(first, every);
-        assert_eq!(every.last(), Some(&"0005_task_refusals.sql"));
+        assert_eq!(every.last(), Some(&"0006_task_retries.sql"));
         let second = migrate(&mut conn).expect("second run");
         assert!(second.is_empty());
     }

@@ -115,6 +115,7 @@ async fn audit_prints_a_tasks_history_from_the_stream() {
             container_name: None,
             max_attempts: 3,
             idempotency_key: None,
+            ..Default::default()
         },
     )
     .in_container("main");

@@ -228,6 +228,7 @@ async fn garbage_on_an_event_subject_is_recorded_and_later_events_still_project(
             container_name: None,
             max_attempts: 1,
             idempotency_key: None,
+            ..Default::default()
         },
     );
     let seq = append_one(&live.log, &good).await;

@@ -502,3 +502,160 @@ async fn a_thousand_tasks_in_one_rest_request_are_stored_together_and_answered_i
         .expect("info");
     assert_eq!(info.state.messages, 1000);
 }
+
+#[tokio::test]
+async fn a_tasks_timeline_comes_from_the_stream_and_a_dead_task_can_be_retried() {
+    let (_live, _h, base) = serve().await;
+    let (_, submitted) = post(
+        &format!("{base}/api/tasks"),
+        json!({"task_type": "t", "command": "c", "max_attempts": 1, "parameters": {"n": 1}}),
+    )
+    .await;
+    let id = submitted["task_id"].as_str().expect("id").to_owned();
+    let (status, refused) = post(&format!("{base}/api/tasks/{id}/retry"), json!({})).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("not_dead")),
+        "a pending task is not retried: {refused}"
+    );
+    let (_, claim) = post(
+        &format!("{base}/api/tasks/claim"),
+        json!({"worker_name": "w", "wait_ms": 5000}),
+    )
+    .await;
+    assert_eq!(claim["task_id"], id.as_str());
+    let (status, _) = post(
+        &format!("{base}/api/tasks/{id}/fail"),
+        json!({"worker_name": "w", "error": "disk full"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let (status, timeline) =
+        crate::common::get_json(&format!("{base}/api/tasks/{id}/history")).await;
+    assert_eq!(status, 200, "{timeline}");
+    let steps: Vec<(&str, &str)> = timeline
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default(),
+                e["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("task.submitted", "pending"),
+            ("task.assigned", "assigned"),
+            ("task.failed", "failed")
+        ]
+    );
+    assert_eq!(timeline[2]["event"]["payload"]["error"], "disk full");
+    assert_eq!(timeline[1]["actor"], "w");
+
+    let (status, retried) = post(
+        &format!("{base}/api/tasks/{id}/retry"),
+        json!({"new_task_id": "retry-1"}),
+    )
+    .await;
+    assert_eq!(
+        (status, retried["task_id"].as_str()),
+        (201, Some("retry-1")),
+        "{retried}"
+    );
+    let (status, again) = post(
+        &format!("{base}/api/tasks/{id}/retry"),
+        json!({"new_task_id": "retry-1"}),
+    )
+    .await;
+    assert_eq!(
+        (status, again["created"].as_bool()),
+        (200, Some(false)),
+        "sending it again is safe"
+    );
+    let (_, row) = crate::common::get_json(&format!(
+        "{base}/api/tasks/retry-1?min_seq={}",
+        retried["sequence"]
+    ))
+    .await;
+    assert_eq!(row["retry_of"], id.as_str());
+    assert_eq!(row["parameters"], json!({"n": 1}));
+    assert_eq!(row["status"], "pending");
+    let (status, missing) =
+        crate::common::get_json(&format!("{base}/api/tasks/no-such-task/history")).await;
+    assert_eq!(
+        (status, missing["error"]["field"].as_str()),
+        (404, Some("task_id"))
+    );
+}
+
+#[tokio::test]
+async fn queues_show_what_waits_per_lane_and_throughput_per_minute() {
+    let (live, _h, base) = serve().await;
+    let mut last = 0;
+    for (priority, worker) in [(5, None), (5, None), (1, Some("w"))] {
+        let (_, s) = post(
+            &format!("{base}/api/tasks"),
+            json!({"task_type": "t", "command": "c", "priority": priority, "worker_name": worker}),
+        )
+        .await;
+        last = s["sequence"].as_u64().expect("sequence");
+    }
+    let (_, claim) = post(
+        &format!("{base}/api/tasks/claim"),
+        json!({"worker_name": "x", "wait_ms": 5000}),
+    )
+    .await;
+    let id = claim["task_id"].as_str().expect("claimed").to_owned();
+    let (_, done) = post(
+        &format!("{base}/api/tasks/{id}/complete"),
+        json!({"worker_name": "x"}),
+    )
+    .await;
+    last = last.max(done["sequence"].as_u64().expect("sequence"));
+    live.caught_up(vibehq_events::StreamKind::Tasks, last).await;
+
+    let (status, lanes) = crate::common::get_json(&format!("{base}/api/queues")).await;
+    assert_eq!(status, 200, "{lanes}");
+    let lanes = lanes.as_array().expect("lanes");
+    assert_eq!(lanes[0]["lane"], "p5.any", "the best lane first: {lanes:?}");
+    assert_eq!(
+        (lanes[0]["pending"].as_u64(), lanes[0]["held"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(
+        lanes[0]["oldest_pending_secs"]
+            .as_i64()
+            .is_some_and(|s| s >= 0)
+    );
+    let w = lanes
+        .iter()
+        .find(|l| l["lane"] == "p1.w.w")
+        .expect("w's lane");
+    assert_eq!(
+        (w["pending"].as_u64(), w["worker_name"].as_str()),
+        (Some(1), Some("w"))
+    );
+
+    let (status, minutes) =
+        crate::common::get_json(&format!("{base}/api/queues/throughput?minutes=5")).await;
+    assert_eq!(status, 200, "{minutes}");
+    let minutes = minutes.as_array().expect("minutes");
+    assert_eq!(minutes.len(), 5);
+    let sum = |field: &str| {
+        minutes
+            .iter()
+            .filter_map(|m| m[field].as_u64())
+            .sum::<u64>()
+    };
+    assert_eq!((sum("submitted"), sum("completed")), (3, 1));
+    let (status, bad) =
+        crate::common::get_json(&format!("{base}/api/queues/throughput?minutes=0")).await;
+    assert_eq!(
+        (status, bad["error"]["field"].as_str()),
+        (400, Some("minutes"))
+    );
+}

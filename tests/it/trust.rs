@@ -123,6 +123,7 @@ async fn a_workers_credentials_append_only_its_own_events() {
         container_name: None,
         max_attempts: 3,
         idempotency_key: None,
+        ..Default::default()
     });
     assert!(
         !stored_by(&alice, submitted.subject().to_string(), &submitted).await,

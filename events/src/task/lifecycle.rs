@@ -425,6 +425,7 @@ mod tests {
             container_name: None,
             max_attempts,
             idempotency_key: None,
+            ..Default::default()
         }
         .into()
     }

@@ -48,10 +48,31 @@ pub struct Submitted {
     /// A client-chosen key that makes submission idempotent.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The dead task this one retries (`POST /api/tasks/{id}/retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<String>,
 }
 
 fn default_max_attempts() -> u32 {
     3
+}
+
+/// No task yet: an empty id and type, the default attempts; fill in what a submission sets.
+impl Default for Submitted {
+    fn default() -> Self {
+        Self {
+            task_id: String::new(),
+            task_type: String::new(),
+            command: String::new(),
+            parameters: None,
+            priority: 0,
+            worker_name: None,
+            container_name: None,
+            max_attempts: default_max_attempts(),
+            idempotency_key: None,
+            retry_of: None,
+        }
+    }
 }
 
 impl Submitted {

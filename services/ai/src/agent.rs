@@ -422,6 +422,7 @@ impl Agents {
                             // A step is submitted once, even if two deciders race to it.
                             idempotency_key: Some(format!("ai-task:{task_id}")),
                             task_id: None,
+                            retry_of: None,
                         },
                     )
                     .await?;

@@ -474,6 +474,7 @@ impl Tool for SubmitTask {
                 max_attempts: 3,
                 idempotency_key: None,
                 task_id: None,
+                retry_of: None,
             };
             let by = caller.clone();
             let submitted = self

@@ -190,8 +190,9 @@ async fn require(State(tokens): State<Arc<Tokens>>, mut request: Request, next: 
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if let Some(identity) = presented.and_then(|p| tokens.identify(p)) {
+        .map(|t| t.trim().to_owned())
+        .or_else(|| socket_token(&mut request));
+    if let Some(identity) = presented.as_deref().and_then(|p| tokens.identify(p)) {
         request.extensions_mut().insert(identity);
         return next.run(request).await;
     }
@@ -211,6 +212,73 @@ async fn require(State(tokens): State<Arc<Tokens>>, mut request: Request, next: 
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
+}
+
+/// A browser cannot set headers on a WebSocket handshake, so a WebSocket upgrade may carry its
+/// token as `?access_token=` instead; it is taken out of the query before the route sees it.
+fn socket_token(request: &mut Request) -> Option<String> {
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
+    let query = request.uri().query()?;
+    let mut token = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("access_token=") {
+            Some(value) => {
+                token = Some(percent_decode(value));
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let token = token?;
+    let path = request.uri().path();
+    let rebuilt = if rest.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    };
+    *request.uri_mut() = rebuilt.parse().ok()?;
+    Some(token)
+}
+
+/// `%XX` escapes and `+` in a query value.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Compares without exiting early on the first differing byte.
@@ -250,6 +318,11 @@ mod tests {
             Some(Identity::Admin)
         );
         assert_eq!(tokens.identify("nope"), None);
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("a%2Bb+c%zz%4"), "a+b c%zz%4");
     }
 
     #[test]

@@ -333,8 +333,8 @@ fn apply_row(
         Payload::TaskSubmitted(p) => exec(
             "INSERT INTO container_tasks (task_id, worker_name, container_name, priority, status,
                task_type, command, parameters, max_attempts, idempotency_key, version,
-               created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?12, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+               created_at, updated_at, retry_of)
+             VALUES (?1, ?2, ?3, ?4, ?12, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?13)
              ON CONFLICT (task_id) DO NOTHING",
             params![
                 p.task_id,
@@ -348,7 +348,8 @@ fn apply_row(
                 p.idempotency_key,
                 version,
                 at,
-                status
+                status,
+                p.retry_of
             ],
         ),
         Payload::TaskAssigned(p) => exec(

@@ -35,6 +35,10 @@ pub fn router(state: QueueState) -> axum::Router {
         .route("/api/tasks/{task_id}/complete", post(complete))
         .route("/api/tasks/{task_id}/fail", post(fail))
         .route("/api/tasks/{task_id}/cancel", post(cancel))
+        .route("/api/tasks/{task_id}/history", get(history))
+        .route("/api/queues", get(queues))
+        .route("/api/queues/throughput", get(throughput))
+        .route("/api/tasks/{task_id}/retry", post(retry))
         .route("/ws/tasks", get(crate::ws::tasks))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -265,6 +269,99 @@ pub async fn cancel(
     answer(&state, &identity, Op::CancelTask, with_task(task_id, body)?).await
 }
 
+/// A task's timeline, from the stream: every event stored under it, oldest first, with the
+/// status it moved the task to or why the lifecycle refused it.
+#[utoipa::path(get, path = "/api/tasks/{task_id}/history", tag = "tasks",
+    params(("task_id" = String, Path)),
+    responses((status = 200, body = Vec<crate::history::Entry>), (status = 404, body = ErrorBody)))]
+pub async fn history(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(task_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let input = serde_json::json!({ "task_id": task_id });
+    answer(&state, &identity, Op::GetTaskHistory, input).await
+}
+
+/// Retries a dead task (failed or cancelled) as a new task with the same work, linked by
+/// `retry_of` (operators only).
+#[utoipa::path(post, path = "/api/tasks/{task_id}/retry", tag = "tasks",
+    params(("task_id" = String, Path)),
+    request_body(content = Object, description = "`new_task_id` (optional: makes sending the retry again safe), `submitted_by`"),
+    responses(
+        (status = 201, body = Submitted), (status = 200, body = Submitted, description = "new_task_id was already this retry"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The task has not failed or been cancelled"),
+    ))]
+pub async fn retry(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(task_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(&state, &identity, Op::RetryTask, with_task(task_id, body)?).await
+}
+
+/// The work waiting in each lane (priority × target): pending tasks and the age of the
+/// oldest, tasks held by claims, and what the lane's consumer has yet to hand out.
+#[utoipa::path(get, path = "/api/queues", tag = "tasks",
+    responses((status = 200, body = Vec<crate::stats::LaneLoad>)))]
+pub async fn queues(
+    State(state): State<QueueState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(unknown) = params.keys().next() {
+        return Err(ApiError::invalid(
+            unknown.clone(),
+            format!("unknown query parameter {unknown:?}: /api/queues takes none"),
+        ));
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let lanes = crate::stats::lanes(&state.reader, state.queue.log(), now)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(lanes).into_response())
+}
+
+/// Tasks submitted, completed and failed per minute, with the p50 and p95 time from
+/// submission to completion, for the last `minutes` (1-1440, default 60), oldest first.
+#[utoipa::path(get, path = "/api/queues/throughput", tag = "tasks",
+    params(("minutes" = Option<u32>, Query, description = "1-1440, default 60")),
+    responses((status = 200, body = Vec<crate::stats::Minute>), (status = 400, body = ErrorBody)))]
+pub async fn throughput(
+    State(state): State<QueueState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mut minutes = 60;
+    for (name, value) in &params {
+        match name.as_str() {
+            "minutes" => {
+                minutes = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|m| (1..=1440).contains(m))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "minutes",
+                            "minutes must be a whole number from 1 to 1440",
+                        )
+                    })?;
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other.to_owned(),
+                    format!("unknown query parameter {other:?}; this route takes minutes"),
+                ));
+            }
+        }
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let series = crate::stats::throughput(&state.reader, minutes, now)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(series).into_response())
+}
+
 /// The queue's part of the OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
@@ -279,8 +376,17 @@ pub async fn cancel(
         complete,
         fail,
         cancel,
+        history,
+        retry,
         crate::ws::tasks
     ),
-    components(schemas(Submitted, Claim, FailOutcome, Written, crate::ws::FeedEvent))
+    components(schemas(
+        Submitted,
+        Claim,
+        FailOutcome,
+        Written,
+        crate::ws::FeedEvent,
+        crate::history::Entry
+    ))
 )]
 pub struct QueueDoc;

@@ -19,18 +19,22 @@
 //! - [`queue`]: [`Queue`], the commands; `claim` holds its claims.
 //! - `lanes`: the lane consumers as this process sees them, and where work seems to wait.
 //! - [`inventory`]: the lanes on the server, for operators; removing idle ones.
+//! - [`history`]: a task's timeline from the stream, as the lifecycle reads it.
 //! - [`ops`]: every command and query as a request, answered once for REST and RPC alike.
 //! - [`http`]: the REST routes (`/api/tasks…`) and their OpenAPI document.
 //! - [`rpc`]: `ContainerTaskQueueOps`, the same operations as a NATS micro service.
+//! - [`stats`]: the work waiting per lane and the throughput per minute, for operators.
 //! - [`ws`]: `GET /ws/tasks`, task events live over a WebSocket, resumable by sequence.
 
 mod claim;
+pub mod history;
 pub mod http;
 pub mod inventory;
 mod lanes;
 pub mod ops;
 pub mod queue;
 pub mod rpc;
+pub mod stats;
 pub mod ws;
 
 pub use ops::QueueState;
@@ -64,6 +68,12 @@ pub enum Error {
     /// An idempotency key was used before for a different task.
     #[error("idempotency key {key:?} was used for a different task, {task_id}")]
     KeyReused { task_id: String, key: String },
+    /// Only a failed or cancelled task can be retried.
+    #[error("task {task_id} is {state}: only a failed or cancelled task can be retried")]
+    NotDead {
+        task_id: String,
+        state: vibehq_events::task::lifecycle::State,
+    },
     /// A client-chosen task id was used before for a different task.
     #[error("task id {0} was used for a different task")]
     IdReused(String),
@@ -77,6 +87,9 @@ pub enum Error {
     TooMany { max: usize },
     #[error(transparent)]
     Log(#[from] vibehq_events::Error),
+    /// The projection could not be read.
+    #[error(transparent)]
+    Projection(#[from] vibehq_projector::Error),
     #[error("NATS failed to {op}: {source}")]
     Nats {
         op: &'static str,

@@ -69,11 +69,15 @@ pub enum Op {
     FailTask,
     /// `task_id`, `reason`?, `cancelled_by`? → `Written`.
     CancelTask,
+    /// `task_id` → the task's timeline from the stream (`[history::Entry]`).
+    GetTaskHistory,
+    /// `task_id` (a failed or cancelled task), `new_task_id`?, `submitted_by`? → `Submitted`.
+    RetryTask,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 13] = [
         Op::SubmitTask,
         Op::SubmitTasks,
         Op::GetTasks,
@@ -85,6 +89,8 @@ impl Op {
         Op::CompleteTask,
         Op::FailTask,
         Op::CancelTask,
+        Op::GetTaskHistory,
+        Op::RetryTask,
     ];
 
     /// The operation's name, e.g. `submitTask`.
@@ -101,6 +107,8 @@ impl Op {
             Op::CompleteTask => "completeTask",
             Op::FailTask => "failTask",
             Op::CancelTask => "cancelTask",
+            Op::GetTaskHistory => "getTaskHistory",
+            Op::RetryTask => "retryTask",
         }
     }
 
@@ -154,8 +162,30 @@ pub struct Written {
     pub sequence: u64,
 }
 
-/// Answers one request, made by `identity`.
+/// Answers one request, made by `identity`, and times it for `/metrics`.
 pub async fn handle(
+    state: &QueueState,
+    identity: &Identity,
+    op: Op,
+    input: Value,
+) -> Result<Answer, ApiError> {
+    let started = std::time::Instant::now();
+    let answer = answer(state, identity, op, input).await;
+    let status = match &answer {
+        Ok(answer) => answer.status,
+        Err(error) => error.status,
+    };
+    vibehq_metrics::metrics()
+        .queue_operations
+        .get_or_create(&vibehq_metrics::OpLabels {
+            op: op.name().to_owned(),
+            outcome: vibehq_metrics::status_class(status.as_u16()),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    answer
+}
+
+async fn answer(
     state: &QueueState,
     identity: &Identity,
     op: Op,
@@ -265,6 +295,29 @@ pub async fn handle(
                 .map_err(|e| stale_field(e, attempt))?;
             Answer::ok(&outcome)
         }
+        Op::GetTaskHistory => {
+            body.only(&[])?;
+            Answer::ok(&queue.history(&task_id).await?)
+        }
+        Op::RetryTask => {
+            body.only(&["new_task_id", "submitted_by"])?;
+            identity.require_admin("retry a task")?;
+            let by = Actor::worker(identity.acting_as(&body, "submitted_by", Some("api"))?);
+            let new_id = match body.string("new_task_id")? {
+                Some(id) => {
+                    validate_id(&id).map_err(|e| unprocessable("new_task_id", e.to_string()))?;
+                    Some(id)
+                }
+                None => None,
+            };
+            let submitted = queue.retry(&task_id, &by, new_id).await?;
+            let status = if submitted.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Answer::with(status, &submitted)
+        }
         Op::CancelTask => {
             body.only(&["reason", "cancelled_by"])?;
             identity.require_admin("cancel a task")?;
@@ -348,6 +401,12 @@ impl From<Error> for ApiError {
                 "idempotency_key_reused",
                 error.to_string(),
                 Some("idempotency_key".into()),
+            ),
+            error @ Error::NotDead { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_dead",
+                error.to_string(),
+                Some("task_id".into()),
             ),
             Error::IdReused(task_id) => ApiError::new(
                 StatusCode::CONFLICT,
@@ -519,6 +578,7 @@ fn new_task(body: &Body, at: &str, identity: &Identity) -> Result<(Actor, NewTas
         };
         let new = NewTask {
             task_id,
+            retry_of: None,
             task_type,
             command,
             parameters,

@@ -16,7 +16,7 @@ use async_nats::jetstream::message::AckKind;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use vibehq_events::task::lane::Lane;
-use vibehq_events::task::lifecycle::{self, Task};
+use vibehq_events::task::lifecycle::{self, State, Task};
 use vibehq_events::{
     Actor, Envelope, EventLog, Expect, MAX_BATCH, Payload, StreamKind, Subject, task,
 };
@@ -61,6 +61,8 @@ pub struct NewTask {
     /// The task's id, chosen by the client (BullMQ's `jobId`): submitting the same id again
     /// answers the existing task. `None`: a new id (or the idempotency key's).
     pub task_id: Option<String>,
+    /// The dead task this one retries.
+    pub retry_of: Option<String>,
 }
 
 /// The result of a submission.
@@ -570,6 +572,41 @@ impl Queue {
         Err(kept_changing(task_id))
     }
 
+    /// Retries a dead task (failed or cancelled): submits a new task with the same work, which
+    /// records the task it retries (`retry_of`). `task_id` chooses the new task's id (sending
+    /// the same retry again is then safe); without it the id is new.
+    pub async fn retry(
+        &self,
+        dead: &str,
+        by: &Actor,
+        task_id: Option<String>,
+    ) -> Result<Submitted, Error> {
+        let task = self.require(dead).await?;
+        if !matches!(task.status.state, State::Failed | State::Cancelled) {
+            return Err(Error::NotDead {
+                task_id: dead.to_owned(),
+                state: task.status.state,
+            });
+        }
+        let old = task.submitted;
+        self.submit(
+            by,
+            NewTask {
+                task_type: old.task_type,
+                command: old.command,
+                parameters: old.parameters,
+                priority: old.priority,
+                worker_name: old.worker_name,
+                container_name: old.container_name,
+                max_attempts: old.max_attempts,
+                idempotency_key: None,
+                task_id,
+                retry_of: Some(dead.to_owned()),
+            },
+        )
+        .await
+    }
+
     /// Appends `event` to `task` if the lifecycle allows it, expecting the task's version; the
     /// task as it is after the event.
     pub(crate) async fn append(&self, task: &Task, event: Envelope) -> Result<Task, Error> {
@@ -651,6 +688,7 @@ fn submission(by: &Actor, new: NewTask) -> Envelope {
         container_name: new.container_name,
         max_attempts: new.max_attempts.max(1),
         idempotency_key: new.idempotency_key,
+        retry_of: new.retry_of,
     })
 }
 

@@ -5,7 +5,6 @@ use std::io::Write;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use time::format_description::well_known::Rfc3339;
-use vibehq_events::task::lifecycle;
 use vibehq_events::{EventLog, Recorded, StreamKind, Subject};
 
 use crate::config::Settings;
@@ -83,16 +82,12 @@ fn print(history: &[Recorded], json: bool) -> std::io::Result<()> {
             "seq", "occurred_at", "type", "actor", "status"
         )?;
     }
-    let mut task = None;
-    for record in history {
-        let effect = match lifecycle::Task::fold(
-            &mut task,
-            &record.subject,
-            &record.payload,
-            record.sequence,
-        ) {
-            Ok(()) => task.as_ref().map(|t| t.status.state.as_str().to_owned()),
-            Err(refusal) => Some(format!("refused: {refusal}")),
+    // What the lifecycle made of each event: the queue's timeline, which the API serves too.
+    let timeline = vibehq_queue::history::entries(history);
+    for (record, entry) in history.iter().zip(timeline) {
+        let effect = match (entry.status, entry.refused) {
+            (_, Some(refusal)) => Some(format!("refused: {refusal}")),
+            (status, None) => status,
         };
         match record.decode() {
             Ok(event) => {

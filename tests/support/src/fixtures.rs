@@ -26,6 +26,7 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
         container_name: Some(container.into()),
         max_attempts: 3,
         idempotency_key: Some(format!("key-{task_id}")),
+        ..Default::default()
     };
     let assigned = |task_id: &str, attempt| task::Assigned {
         task_id: task_id.to_owned(),
@@ -263,6 +264,7 @@ pub fn task_workload(n: usize, tag: &str) -> Vec<Envelope> {
                 container_name: None,
                 max_attempts: 3,
                 idempotency_key: None,
+                ..Default::default()
             }
             .into(),
             task::Assigned {
