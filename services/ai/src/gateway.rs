@@ -407,6 +407,14 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let usage = result.as_ref().map(|a| a.usage).unwrap_or_default();
         let error = result.as_ref().err();
+        vibehq_metrics::metrics()
+            .model_calls
+            .get_or_create(&vibehq_metrics::ModelLabels {
+                provider: provider.name().to_owned(),
+                model: model.to_owned(),
+                outcome: error.map_or("ok", CallError::outcome).to_owned(),
+            })
+            .observe(latency.as_secs_f64());
         let event = ModelCalled {
             attempt_id: uuid::Uuid::now_v7().to_string(),
             request_id: request_id.to_owned(),

@@ -14,11 +14,13 @@
 //! - [`evaluate`]: `evaluateModel`: generate, evaluate, improve (`ai_evaluations`).
 //! - [`agent`]: goals turned into plans of tasks, with human approval (`ai_tasks`,
 //!   `ai_tasks_hitl`); approved commands go to the task queue.
+//! - [`figures`]: calls, tokens, cost, fallbacks and approvals for `/metrics`.
 //! - [`ops`]: each operation's request parsed and answered once, for every door.
 //! - [`http`] and [`rpc`]: the REST routes (SSE, `/ws/ai`) and the `AIOps` NATS micro service.
 
 pub mod agent;
 pub mod evaluate;
+pub mod figures;
 pub mod gateway;
 pub mod http;
 pub mod ops;

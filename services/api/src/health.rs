@@ -59,6 +59,17 @@ const STREAM_CHECK: Duration = Duration::from_millis(800);
 #[utoipa::path(get, path = "/health", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let health = report(&state).await;
+    let status = if health.degraded.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health))
+}
+
+/// The health report (also read by `/metrics` for the streams and the projection's lag).
+pub async fn report(state: &AppState) -> Health {
     let client = state.log.jetstream().client();
     let connected = client.connection_state() == async_nats::connection::State::Connected;
     let checkpoints = state.projector.checkpoints();
@@ -105,14 +116,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             degraded.push(format!("stream {}: {error}", stream.name));
         }
     }
-    let ok = degraded.is_empty();
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let health = Health {
-        status: if ok { "ok" } else { "degraded" },
+    Health {
+        status: if degraded.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        },
         degraded,
         nats: NatsHealth {
             connected,
@@ -120,6 +129,5 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
             url: vibehq_nats::redact(&state.nats_url),
         },
         streams,
-    };
-    (status, Json(health))
+    }
 }

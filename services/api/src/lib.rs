@@ -10,6 +10,7 @@
 //! - [`router`]: the routes, for tests and for composing with other services' routes.
 //! - [`tables`]: `GET /api/tables`, `/api/tables/{table}`, `/api/tables/{table}/{key}`.
 //! - [`health`]: `GET /health`.
+//! - [`metrics`]: `GET /metrics` (Prometheus), and the middleware timing every request.
 //! - [`auth`]: bearer tokens (required beyond loopback).
 //! - [`error`]: the JSON error body.
 //! - [`body`]: JSON request bodies, parsed so every error names its field (REST and RPC alike).
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod rpc;
 pub mod tables;
 
@@ -39,7 +41,13 @@ use vibehq_projector::{Handle, Reader};
         title = "vibehq",
         description = "Control plane for workers and containers: projections of the event log."
     ),
-    paths(health::health, tables::index, tables::list, tables::get),
+    paths(
+        health::health,
+        metrics::scrape,
+        tables::index,
+        tables::list,
+        tables::get
+    ),
     components(schemas(
         error::ErrorBody,
         error::ErrorDetail,
@@ -97,6 +105,8 @@ pub struct Api {
     options: Options,
     state: AppState,
     extensions: Vec<(Router, utoipa::openapi::OpenApi)>,
+    public: Vec<Router>,
+    figures: Vec<Box<dyn vibehq_metrics::Figures>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -104,6 +114,8 @@ impl std::fmt::Debug for Api {
         f.debug_struct("Api")
             .field("options", &self.options)
             .field("extensions", &self.extensions.len())
+            .field("public", &self.public.len())
+            .field("figures", &self.figures)
             .finish_non_exhaustive()
     }
 }
@@ -114,7 +126,22 @@ impl Api {
             options,
             state,
             extensions: Vec::new(),
+            public: Vec::new(),
+            figures: Vec::new(),
         }
+    }
+
+    /// Serves these routes without a token: only routes that hold no data (the dashboard's
+    /// files). Everything else stays behind the API's tokens.
+    pub fn serve_public(mut self, routes: Router) -> Self {
+        self.public.push(routes);
+        self
+    }
+
+    /// Adds a service's projection figures to `/metrics`.
+    pub fn measure(mut self, figures: impl vibehq_metrics::Figures) -> Self {
+        self.figures.push(Box::new(figures));
+        self
     }
 
     /// Serves another service's routes too, and adds its part of the OpenAPI document.
@@ -134,7 +161,20 @@ impl Api {
             .map_err(|source| Error::Bind { addr, source })?;
         let local = listener.local_addr().map_err(Error::Serve)?;
         tracing::info!(addr = %local, "HTTP API listening");
-        let app = auth::protect(router(self.state, self.extensions), self.options.tokens);
+        let metrics = metrics::MetricsState {
+            app: self.state.clone(),
+            figures: std::sync::Arc::new(self.figures),
+        };
+        let routes = router(self.state, self.extensions).merge(
+            Router::new()
+                .route("/metrics", get(metrics::scrape))
+                .with_state(metrics),
+        );
+        let mut app = auth::protect(routes, self.options.tokens);
+        for public in self.public {
+            app = app.merge(public);
+        }
+        let app = app.layer(axum::middleware::from_fn(metrics::record_http));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

@@ -14,11 +14,13 @@
 //! - [`pool`]: [`Pool`]: scaling, keepers, health checks, restarts, status.
 //! - [`autoscale`]: sizes a pool from the queue's backlog and the proxy's traffic.
 //! - [`proxy`]: [`Proxy`]: least-outstanding or round-robin forwarding with safe retries.
+//! - [`figures`]: instances, restarts and probes for `/metrics`.
 //! - [`http`]: `/api/containers/…`, `/health/load-balancer`, `/ws/containers`.
 //! - [`rpc`]: `ContainerLoadBalancerOps`, the same as a NATS micro service.
 
 pub mod autoscale;
 pub mod docker;
+pub mod figures;
 pub mod http;
 pub mod pool;
 pub mod proxy;

@@ -208,6 +208,11 @@ impl Pool {
         self.inner.changes.subscribe()
     }
 
+    /// The worker whose instances these are.
+    pub fn worker_name(&self) -> &str {
+        &self.inner.spec.worker_name
+    }
+
     /// The pool's name: the id of its `container.scaled` events' subject.
     pub fn name(&self) -> String {
         format!(

@@ -123,7 +123,21 @@ impl Drop for InFlight {
     }
 }
 
+/// Forwards one request, timed (to the answer's head) for `/metrics`.
 async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let response = relay(&proxy, request).await;
+    vibehq_metrics::metrics()
+        .proxy_requests
+        .get_or_create(&vibehq_metrics::ProxyLabels {
+            worker_name: proxy.inner.pool.worker_name().to_owned(),
+            status: response.status().as_u16(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn relay(proxy: &Proxy, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     // A body is read whole so the request can be sent again; most requests have none.
     let body = if hyper::body::Body::is_end_stream(&body) {

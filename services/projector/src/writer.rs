@@ -104,6 +104,17 @@ fn run(
                         }
                     }
                     tx.commit().map_err(sqlite("commit a batch"))?;
+                    for stream in StreamKind::ALL {
+                        let taken = checkpoints.get(stream) - before.0.get(stream);
+                        if taken > 0 {
+                            vibehq_metrics::metrics()
+                                .projector_applied
+                                .get_or_create(&vibehq_metrics::StreamLabels {
+                                    stream: stream.name().to_owned(),
+                                })
+                                .inc_by(taken);
+                        }
+                    }
                     break;
                 }
                 Err(Refused::RetryCarefully) if !careful => {

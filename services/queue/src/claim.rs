@@ -171,6 +171,7 @@ impl Queue {
             let status = task.status.clone();
             if status.state.is_held() {
                 // The server handed the task out again: the holder's lease expired.
+                vibehq_metrics::metrics().lease_expiries.inc();
                 let holder = status
                     .holder
                     .as_ref()

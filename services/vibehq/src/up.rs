@@ -108,7 +108,11 @@ async fn serve(
             nats_url: url.to_owned(),
         },
     )
-    .extend(queue_routes, vibehq_queue::http::QueueDoc::openapi());
+    .extend(queue_routes, vibehq_queue::http::QueueDoc::openapi())
+    .serve_public(vibehq_dashboard::router())
+    .measure(vibehq_queue::stats::QueueFigures)
+    .measure(vibehq_balancer::figures::BalancerFigures)
+    .measure(vibehq_ai::figures::AiFigures);
     let gateway = vibehq_ai::Gateway::new(settings.ai.clone(), log.clone())
         .context("cannot set up the AI gateway ([ai] in the config file)")?;
     let ai = vibehq_ai::ops::Ai::new(gateway, queue_state.queue.clone(), reader.clone(), handle);

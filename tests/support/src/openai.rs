@@ -7,6 +7,11 @@
 //! slow answers, and error statuses with `retry-after`. Every request body is kept for
 //! assertions. The production code reaches it exactly as it reaches a real provider: over HTTP,
 //! at the base URL [`FakeOpenAi::url`] gives.
+//!
+//! Clients in other processes (a browser test, the `openai` package) script it over HTTP:
+//! `POST /_script` with a JSON array of `{"text": "..."}` or
+//! `{"tool_call": {"name": "...", "arguments": {...}}}` queues those replies. The
+//! `vibehq-fake-openai` binary serves it on a port of its own.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -84,12 +89,18 @@ pub struct FakeOpenAi {
 impl FakeOpenAi {
     /// Starts the server on a free loopback port.
     pub async fn start() -> Self {
+        Self::on("127.0.0.1:0").await
+    }
+
+    /// Starts the server on `addr` (`127.0.0.1:0` for a free port).
+    pub async fn on(addr: &str) -> Self {
         let script = Arc::new(Script::default());
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/messages", post(messages))
+            .route("/_script", post(push_script))
             .with_state(script.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .unwrap_or_else(|e| panic!("bind the fake OpenAI server: {e}"));
         let addr = listener
@@ -131,6 +142,35 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `POST /_script`: queues the replies of another process's test (see the module's docs).
+async fn push_script(
+    State(script): State<Arc<Script>>,
+    Json(replies): Json<Vec<Value>>,
+) -> Response {
+    let mut parsed = Vec::new();
+    for (i, reply) in replies.iter().enumerate() {
+        let reply = if let Some(text) = reply["text"].as_str() {
+            Reply::Text(text.to_owned())
+        } else if let Some(name) = reply["tool_call"]["name"].as_str() {
+            Reply::ToolCall {
+                name: name.to_owned(),
+                arguments: reply["tool_call"]["arguments"].clone(),
+            }
+        } else {
+            let error = format!("reply {i} is neither {{\"text\"}} nor {{\"tool_call\"}}");
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "error": error })),
+            )
+                .into_response();
+        };
+        parsed.push(reply);
+    }
+    let queued = parsed.len();
+    lock(&script.replies).extend(parsed);
+    Json(json!({ "queued": queued })).into_response()
 }
 
 async fn chat(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> Response {
