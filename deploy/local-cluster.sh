@@ -18,10 +18,10 @@
 # `include ./auth.conf` resolves, and starts the node in DIR, where its relative store_dir lands.
 # Delete DIR after `stop` to start from empty streams (and new keys).
 #
-# Auth: the first start runs `vibehq nats-auth --worker factory-1 --out DIR/auth`, which writes
+# Auth: the first start runs `vibehq nats-auth --worker factory-1:c1 --out DIR/auth`, which writes
 # DIR/auth/auth.conf (the nodes' users), service.nk (the seed for vibehq up, replay, lanes) and
 # factory-1.nk (the seed for that worker); the commands that use them are printed at the end.
-# Later starts keep those keys. To add a worker: vibehq nats-auth --worker factory-1 --worker
+# Later starts keep those keys. To add a worker: vibehq nats-auth --worker factory-1:c1 --worker
 # factory-2 --out DIR/auth (the same --out keeps the existing keys), then `reload`.
 #
 # Ports: clients 4301-4303, cluster routes 6301-6303, monitoring 8301-8303, all on 127.0.0.1.
@@ -32,13 +32,12 @@
 #                 PATH)
 #   VIBEHQ        the vibehq executable for nats-auth and the printed commands (default: vibehq
 #                 on PATH, else this checkout's target/release/vibehq, else target/debug/vibehq)
-#   AUTH_WORKERS  the --worker specs of the first nats-auth, space-separated (default factory-1;
-#                 e.g. "factory-1:c1,c2 factory-2")
+#   AUTH_WORKERS  the --worker specs of the first nats-auth, space-separated (default factory-1:c1,
+#                 the container of the printed worker command; e.g. "factory-1:c1,c2 factory-2")
 #   GROW_LEAF=1   also link the nodes to the old single server of deploy/nats/grow-old.conf
-#                 (copies deploy/nats/grow-leaf.conf into DIR and enables its include), with start
-#                 or restart (a reload cannot add the link to a running node): only while moving
-#                 to the cluster, see deploy/README.md; a reload (or restart) without it removes
-#                 the link again
+#                 (copies deploy/nats/grow-leaf.conf into DIR and enables its include), with
+#                 start, reload or restart: only while moving to the cluster, see
+#                 deploy/README.md; a reload (or restart) without it removes the link again
 #   WAIT_SECONDS  how long to wait for the cluster to be ready (default 60: a fresh cluster is
 #                 ready in about a second, a restart of all three with existing streams in a few)
 set -euo pipefail
@@ -56,7 +55,7 @@ else
     nats_server="nats-server"
 fi
 wait_seconds="${WAIT_SECONDS:-60}"
-auth_workers="${AUTH_WORKERS:-factory-1}"
+auth_workers="${AUTH_WORKERS:-factory-1:c1}"
 grow_leaf="${GROW_LEAF:-}"
 nodes=(1 2 3)
 urls="nats://127.0.0.1:4301,nats://127.0.0.1:4302,nats://127.0.0.1:4303"
@@ -294,8 +293,8 @@ EOF
 }
 
 # Restarts the running nodes one at a time, each with its config copied again, waiting until
-# the cluster is ready before the next: what adding the grow link needs (a reload cannot add
-# leaf-node remotes to a node started without any).
+# the cluster is ready before the next (a rolling restart; also for a config change that a
+# reload refuses).
 restart() {
     local i pid restarted=0
     for i in "${nodes[@]}"; do
@@ -316,8 +315,9 @@ stop() {
 }
 
 # Copies the configs (with or without the grow link) and auth.conf into DIR again, and makes
-# every running node re-read them: nats-server reloads users (auth.conf) and leaf-node remotes
-# without a restart.
+# every running node re-read them: nats-server 2.15.1 reloads users (auth.conf) and adds or
+# removes leaf-node remotes without a restart; a change it refuses is reported (its log says
+# why) and the node runs on with its old config.
 reload() {
     [[ -d "$dir" ]] || die "no $dir (start the cluster first)"
     command -v "$nats_server" >/dev/null 2>&1 ||
@@ -350,9 +350,7 @@ reload() {
                 ;;
             *"Failed to reload"*)
                 echo "n$i (pid $pid) refused the reload and runs on with its old config: ${outcome#*\[ERR\] }" >&2
-                if [[ "$outcome" == *LeafNode* ]]; then
-                    echo "  (a reload cannot add the grow link to a running node: ${grow_leaf:+GROW_LEAF=1 }$0 restart $dir)" >&2
-                fi
+                echo "  (restart the nodes one at a time instead: ${grow_leaf:+GROW_LEAF=1 }$0 restart $dir)" >&2
                 failed=$((failed + 1))
                 ;;
             *)
