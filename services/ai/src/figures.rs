@@ -4,7 +4,7 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::registry::{Registry, Unit};
-use vibehq_metrics::{Figures, ModelLabels, counters, gauges};
+use vibehq_metrics::{Figures, FloatCounter, FloatGauge, ModelLabels, counters, rows};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AiFigures;
@@ -21,18 +21,14 @@ struct TierLabels {
     tier: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct NoLabels {}
-
 impl Figures for AiFigures {
     fn read(&self, conn: &rusqlite::Connection, registry: &mut Registry) -> rusqlite::Result<()> {
-        let calls = conn
-            .prepare_cached(
-                "SELECT provider, model, outcome, COUNT(*), COALESCE(SUM(input_tokens), 0),
-                        COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0.0)
-                 FROM ai_model_calls GROUP BY 1, 2, 3",
-            )?
-            .query_map([], |row| {
+        let calls = rows(
+            conn,
+            "SELECT provider, model, outcome, COUNT(*), COALESCE(SUM(input_tokens), 0),
+                    COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0.0)
+             FROM ai_model_calls GROUP BY 1, 2, 3",
+            |row| {
                 let labels = ModelLabels {
                     provider: row.get(0)?,
                     model: row.get(1)?,
@@ -45,8 +41,8 @@ impl Figures for AiFigures {
                     row.get::<_, i64>(5)? as f64,
                     row.get::<_, f64>(6)?,
                 ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            },
+        )?;
         let tokens = calls.iter().flat_map(|(l, _, input, output, _)| {
             let of = |kind| TokenLabels {
                 provider: l.provider.clone(),
@@ -71,36 +67,48 @@ impl Figures for AiFigures {
             "Model call attempts (a fallback is one attempt per provider tried), by provider, model and outcome",
             counters(calls.into_iter().map(|(l, n, _, _, _)| (l, n))),
         );
-        let fallbacks: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM ai_model_calls WHERE attempt > 1")?
-            .query_row([], |row| row.get(0))?;
+        let fallbacks = FloatCounter::default();
+        fallbacks.inc_by(count(
+            conn,
+            "SELECT COUNT(*) FROM ai_model_calls WHERE attempt > 1",
+        )?);
         registry.register(
             "ai_fallbacks",
             "Attempts made after another provider failed the same call",
-            counters([(NoLabels {}, fallbacks as f64)]),
+            fallbacks,
         );
-        let tiers = conn
-            .prepare_cached("SELECT tier, COUNT(*) FROM ai_routing_decisions GROUP BY 1")?
-            .query_map([], |row| {
+        let tiers = rows(
+            conn,
+            "SELECT tier, COUNT(*) FROM ai_routing_decisions GROUP BY 1",
+            |row| {
                 Ok((
                     TierLabels { tier: row.get(0)? },
                     row.get::<_, i64>(1)? as f64,
                 ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            },
+        )?;
         registry.register(
             "ai_routing_decisions",
             "Prompts routed by complexity, by the tier chosen",
             counters(tiers),
         );
-        let waiting: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM ai_tasks_hitl WHERE status = 'pending'")?
-            .query_row([], |row| row.get(0))?;
+        let waiting = FloatGauge::default();
+        waiting.set(count(
+            conn,
+            "SELECT COUNT(*) FROM ai_tasks_hitl WHERE status = 'pending'",
+        )?);
         registry.register(
             "ai_approvals_pending",
             "Plan steps waiting for a human's approval",
-            gauges([(NoLabels {}, waiting as f64)]),
+            waiting,
         );
         Ok(())
     }
+}
+
+/// The single number `sql` counts.
+fn count(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<f64> {
+    conn.prepare_cached(sql)?
+        .query_row([], |row| row.get::<_, i64>(0))
+        .map(|n| n as f64)
 }

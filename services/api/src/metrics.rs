@@ -16,9 +16,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
-use vibehq_metrics::{Figures, HttpLabels, gauges, metrics};
+use vibehq_metrics::{Figures, FloatGauge, HttpLabels, StreamLabels, gauges, metrics};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -31,11 +31,6 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 pub struct MetricsState {
     pub app: AppState,
     pub figures: Arc<Vec<Box<dyn Figures>>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct StreamLabels {
-    stream: String,
 }
 
 /// The metrics, in the Prometheus text format.
@@ -102,15 +97,12 @@ pub async fn scrape(State(state): State<MetricsState>) -> Result<Response, ApiEr
                 .filter_map(|s| Some((stream(s.name), s.lag? as f64))),
         ),
     );
+    let connected = FloatGauge::default();
+    connected.set(f64::from(u8::from(health.nats.connected)));
     registry.register(
         "nats_connected",
         "1 while this process is connected to NATS",
-        gauges([(
-            StreamLabels {
-                stream: String::new(),
-            },
-            f64::from(u8::from(health.nats.connected)),
-        )]),
+        connected,
     );
 
     let mut text = String::new();

@@ -4,7 +4,7 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::registry::Registry;
-use vibehq_metrics::{Figures, counters, gauges};
+use vibehq_metrics::{Figures, counters, gauges, rows};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BalancerFigures;
@@ -28,20 +28,19 @@ struct ProbeLabels {
 
 impl Figures for BalancerFigures {
     fn read(&self, conn: &rusqlite::Connection, registry: &mut Registry) -> rusqlite::Result<()> {
-        let instances = conn
-            .prepare_cached(
-                "SELECT worker_name, state, COUNT(*), SUM(restart_count)
-                 FROM container_instances GROUP BY 1, 2",
-            )?
-            .query_map([], |row| {
+        let instances = rows(
+            conn,
+            "SELECT worker_name, state, COUNT(*), SUM(restart_count)
+             FROM container_instances GROUP BY 1, 2",
+            |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,
                     row.get::<_, i64>(2)? as f64,
                     row.get::<_, i64>(3)? as f64,
                 ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            },
+        )?;
         let mut restarts = std::collections::BTreeMap::<String, f64>::new();
         for (worker, _, _, n) in &instances {
             *restarts.entry(worker.clone()).or_default() += n;
@@ -62,18 +61,17 @@ impl Figures for BalancerFigures {
                     .map(|(worker_name, n)| (WorkerLabels { worker_name }, n)),
             ),
         );
-        let probes = conn
-            .prepare_cached(
-                "SELECT worker_name, healthy, COUNT(*) FROM container_health_checks GROUP BY 1, 2",
-            )?
-            .query_map([], |row| {
+        let probes = rows(
+            conn,
+            "SELECT worker_name, healthy, COUNT(*) FROM container_health_checks GROUP BY 1, 2",
+            |row| {
                 let labels = ProbeLabels {
                     worker_name: row.get(0)?,
                     healthy: row.get::<_, i64>(1)? != 0,
                 };
                 Ok((labels, row.get::<_, i64>(2)? as f64))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            },
+        )?;
         registry.register(
             "health_checks",
             "Health probes of instances, by worker and result (healthy=false: a probe failure)",

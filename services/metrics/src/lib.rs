@@ -157,6 +157,15 @@ pub trait Figures: std::fmt::Debug + Send + Sync + 'static {
     fn read(&self, conn: &rusqlite::Connection, registry: &mut Registry) -> rusqlite::Result<()>;
 }
 
+/// Every row of `sql` (no parameters), mapped by `map`: the shape of every figures query.
+pub fn rows<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    conn.prepare_cached(sql)?.query_map([], map)?.collect()
+}
+
 /// A gauge that holds a float.
 pub type FloatGauge = Gauge<f64, AtomicU64>;
 /// A counter that holds a float (a total the projection keeps, such as a cost).

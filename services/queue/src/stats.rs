@@ -13,7 +13,7 @@ use vibehq_projector::Reader;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::registry::{Registry, Unit};
-use vibehq_metrics::{Figures, counters, gauges};
+use vibehq_metrics::{Figures, counters, gauges, rows};
 
 use crate::Error;
 use crate::inventory;
@@ -40,46 +40,17 @@ pub struct LaneLoad {
 
 /// Every lane that has work or a consumer, best first (highest priority, most specific).
 pub async fn lanes(reader: &Reader, log: &EventLog, now: i64) -> Result<Vec<LaneLoad>, Error> {
-    let rows = reader
-        .read(move |conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT priority, worker_name, container_name,
-                            SUM(status = 'pending'),
-                            MIN(CASE WHEN status = 'pending' THEN created_at END),
-                            SUM(status IN ('assigned', 'running'))
-                     FROM container_tasks
-                     WHERE status IN ('pending', 'assigned', 'running')
-                     GROUP BY priority, worker_name, container_name",
-                )
-                .map_err(sqlite)?;
-            let rows = stmt
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, Option<i64>>(0)?.unwrap_or(0),
-                        row.get::<_, Option<String>>(1)?,
-                        row.get::<_, Option<String>>(2)?,
-                        row.get::<_, i64>(3)?,
-                        row.get::<_, Option<i64>>(4)?,
-                        row.get::<_, i64>(5)?,
-                    ))
-                })
-                .map_err(sqlite)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(sqlite)?;
-            Ok(rows)
-        })
-        .await?;
+    let rows = reader.read(|conn| live_work(conn).map_err(sqlite)).await?;
     let mut by_lane: BTreeMap<Lane, LaneLoad> = BTreeMap::new();
-    for (priority, worker, container, pending, oldest, held) in rows {
+    for row in rows {
         let lane = Lane::new(
-            priority,
-            Target::of(worker.as_deref(), container.as_deref()),
+            row.priority,
+            Target::of(row.worker_name.as_deref(), row.container_name.as_deref()),
         );
         let load = by_lane.entry(lane.clone()).or_insert_with(|| empty(&lane));
-        load.pending += pending as u64;
-        load.held += held as u64;
-        load.oldest_pending_secs = match (load.oldest_pending_secs, oldest) {
+        load.pending += row.pending;
+        load.held += row.held;
+        load.oldest_pending_secs = match (load.oldest_pending_secs, row.oldest_pending_at) {
             (Some(a), Some(b)) => Some(a.max(now - b)),
             (a, b) => a.or(b.map(|b| now - b)),
         };
@@ -95,6 +66,41 @@ pub async fn lanes(reader: &Reader, log: &EventLog, now: i64) -> Result<Vec<Lane
     let mut lanes: Vec<LaneLoad> = by_lane.into_values().collect();
     lanes.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.lane.cmp(&b.lane)));
     Ok(lanes)
+}
+
+/// Live work of one priority and target, as the projection holds it.
+struct LiveWork {
+    priority: i64,
+    worker_name: Option<String>,
+    container_name: Option<String>,
+    pending: u64,
+    /// When the oldest pending task was submitted (unix seconds).
+    oldest_pending_at: Option<i64>,
+    held: u64,
+}
+
+/// Pending and held tasks per priority and target: what `/api/queues` and `/metrics` report.
+fn live_work(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<LiveWork>> {
+    rows(
+        conn,
+        "SELECT priority, worker_name, container_name,
+                SUM(status = 'pending'),
+                MIN(CASE WHEN status = 'pending' THEN created_at END),
+                SUM(status IN ('assigned', 'running'))
+         FROM container_tasks
+         WHERE status IN ('pending', 'assigned', 'running')
+         GROUP BY priority, worker_name, container_name",
+        |row| {
+            Ok(LiveWork {
+                priority: row.get::<_, Option<i64>>(0)?.unwrap_or(0),
+                worker_name: row.get(1)?,
+                container_name: row.get(2)?,
+                pending: row.get::<_, i64>(3)?.max(0) as u64,
+                oldest_pending_at: row.get(4)?,
+                held: row.get::<_, i64>(5)?.max(0) as u64,
+            })
+        },
+    )
 }
 
 fn empty(lane: &Lane) -> LaneLoad {
@@ -252,40 +258,37 @@ struct RefusalLabels {
 
 impl Figures for QueueFigures {
     fn read(&self, conn: &rusqlite::Connection, registry: &mut Registry) -> rusqlite::Result<()> {
-        let by_status = conn
-            .prepare_cached(
-                "SELECT status, task_type, COUNT(*) FROM container_tasks GROUP BY 1, 2",
-            )?
-            .query_map([], |row| {
+        let by_status = rows(
+            conn,
+            "SELECT status, task_type, COUNT(*) FROM container_tasks GROUP BY 1, 2",
+            |row| {
                 let labels = StatusLabels {
                     status: row.get(0)?,
                     task_type: row.get(1)?,
                 };
                 Ok((labels, row.get::<_, i64>(2)? as f64))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            },
+        )?;
         registry.register(
             "tasks",
             "Tasks in the projection, by status and type",
             gauges(by_status),
         );
 
-        let pending = conn
-            .prepare_cached(
-                "SELECT COALESCE(priority, 0), COALESCE(worker_name, ''), COALESCE(container_name, ''),
-                        COUNT(*), unixepoch() - MIN(created_at)
-                 FROM container_tasks WHERE status = 'pending' GROUP BY 1, 2, 3",
-            )?
-            .query_map([], |row| {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let pending: Vec<_> = live_work(conn)?
+            .into_iter()
+            .filter(|work| work.pending > 0)
+            .map(|work| {
+                let age = work.oldest_pending_at.map_or(0, |at| (now - at).max(0));
                 let labels = TargetLabels {
-                    priority: row.get(0)?,
-                    worker_name: row.get(1)?,
-                    container_name: row.get(2)?,
+                    priority: work.priority,
+                    worker_name: work.worker_name.unwrap_or_default(),
+                    container_name: work.container_name.unwrap_or_default(),
                 };
-                let age = row.get::<_, Option<i64>>(4)?.unwrap_or(0).max(0);
-                Ok((labels, row.get::<_, i64>(3)? as f64, age as f64))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+                (labels, work.pending as f64, age as f64)
+            })
+            .collect();
         registry.register(
             "pending_tasks",
             "Tasks waiting to be claimed, by priority and target (empty names: any)",
@@ -298,18 +301,17 @@ impl Figures for QueueFigures {
             gauges(pending.into_iter().map(|(l, _, age)| (l, age))),
         );
 
-        let refusals = conn
-            .prepare_cached(
-                "SELECT refused_by, event_type, COUNT(*) FROM container_task_refusals GROUP BY 1, 2",
-            )?
-            .query_map([], |row| {
+        let refusals = rows(
+            conn,
+            "SELECT refused_by, event_type, COUNT(*) FROM container_task_refusals GROUP BY 1, 2",
+            |row| {
                 let labels = RefusalLabels {
                     refused_by: row.get(0)?,
                     event_type: row.get(1)?,
                 };
                 Ok((labels, row.get::<_, i64>(2)? as f64))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            },
+        )?;
         registry.register(
             "task_refusals",
             "Task events refused (a result from a claim that does not hold the task, …), by who refused it",
