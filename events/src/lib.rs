@@ -23,6 +23,7 @@
 //! - [`subject`]: aggregates and the NATS subjects they live on.
 //! - [`stream`]: the JetStream streams and their configuration.
 //! - [`log`]: [`EventLog`], appending (one, pipelined, or atomic) and reading history back.
+//! - [`trace`]: the trace context each append carries in its NATS headers.
 
 pub mod actor;
 pub mod ai;
@@ -33,6 +34,7 @@ pub mod log;
 pub mod stream;
 pub mod subject;
 pub mod task;
+pub mod trace;
 
 pub use actor::{Actor, InvalidName, validate_name};
 pub use catalog::{EventKind, Payload};

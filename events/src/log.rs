@@ -648,7 +648,8 @@ impl Last {
     }
 }
 
-/// The headers of an append: its kind, and what it expects or else its event id.
+/// The headers of an append: its kind, its trace context, and what it expects or else its
+/// event id.
 ///
 /// An unconditional append carries the event id as `Nats-Msg-Id`, so a retry is stored once.
 /// A conditional one needs no id: once the first try is stored, a retry's expectation no longer
@@ -658,6 +659,7 @@ impl Last {
 fn headers(event: &Envelope, subject: &Subject, expect: Expect) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(KIND_HEADER, event.kind().as_str());
+    crate::trace::inject(&mut headers);
     let expected = match expect {
         Expect::Any => {
             headers.insert("Nats-Msg-Id", event.id.to_string().as_str());

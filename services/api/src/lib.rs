@@ -206,7 +206,41 @@ pub fn router(state: AppState, extensions: Vec<(Router, utoipa::openapi::OpenApi
         .with_state(state)
         .merge(routes)
         .fallback(not_found)
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(
+                    |response: &axum::response::Response,
+                     _: std::time::Duration,
+                     span: &tracing::Span| {
+                        span.record("http.response.status_code", response.status().as_u16());
+                    },
+                ),
+        )
+}
+
+/// One span per request, named by its route, continuing the caller's trace when it sends a
+/// `traceparent` header: so a task submitted by a traced client is in the client's trace.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str());
+    let method = request.method();
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let traceparent = request
+        .headers()
+        .get(vibehq_events::trace::TRACEPARENT)
+        .and_then(|value| value.to_str().ok());
+    vibehq_events::trace::follow(&span, traceparent);
+    span
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

@@ -207,7 +207,10 @@ impl<O: Operation> Micro<O> {
                 request = requests.next(), if in_flight.len() < MAX_IN_FLIGHT => match request {
                     Some((operation, request)) => {
                         let identity = spec.identity(operation, request.message.subject.as_str());
-                        in_flight.spawn(answer(handle.clone(), operation, identity, request));
+                        let span = tracing::info_span!("rpc_request", otel.name = operation.name(), otel.kind = "server");
+                        let traceparent = vibehq_events::trace::from_headers(request.message.headers.as_ref());
+                        vibehq_events::trace::follow(&span, traceparent.as_deref());
+                        in_flight.spawn(answer(handle.clone(), operation, identity, request).instrument(span));
                     }
                     None => break Err(RpcError::new(
                         "receive RPC requests",

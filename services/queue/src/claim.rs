@@ -127,9 +127,7 @@ impl Queue {
         let outcomes = self.inner.log.append_many(&appends).await;
         for ((offer, (event, _)), outcome) in fresh.into_iter().zip(appends).zip(outcomes) {
             match outcome {
-                Ok(appended) => {
-                    claims.extend(self.claimed(offer.pending(), event, appended.sequence))
-                }
+                Ok(appended) => claims.extend(self.claimed(&offer, event, appended.sequence)),
                 Err(vibehq_events::Error::Conflict { .. }) => again.push(offer),
                 Err(error) => failed = Some(Error::from(error)),
             }
@@ -211,7 +209,7 @@ impl Queue {
             let attempt = task.status.attempt + 1;
             let assigned = offer.assignment(claimer, attempt);
             match self.append(&task, assigned.clone()).await {
-                Ok(now) => return Ok(Some(self.claim_of(&now, now.version))),
+                Ok(now) => return Ok(Some(self.claim_of(&now, now.version, offer.trace()))),
                 Err(Error::Conflict { .. }) => continue,
                 Err(Error::Refused { refusal, .. }) => {
                     tracing::warn!(task_id = %offer.task_id, %refusal, "cannot claim a delivered task");
@@ -230,9 +228,9 @@ impl Queue {
     /// as this process's view of the task. `None` if the lifecycle refuses what the server
     /// stored (it cannot: the claimer pulled from a lane it may take from, the first attempt):
     /// then the delivery comes back after its lease and is decided on the task's events.
-    fn claimed(&self, pending: Task, event: Envelope, sequence: u64) -> Option<Claim> {
+    fn claimed(&self, offer: &Offer, event: Envelope, sequence: u64) -> Option<Claim> {
         let subject = event.subject().to_string();
-        let mut task = Some(pending);
+        let mut task = Some(offer.pending());
         let applied = match lifecycle::read(&subject, &event) {
             Some(Ok(origin)) => Task::apply(&mut task, &origin, &event, sequence),
             Some(Err(refusal)) => Err(refusal),
@@ -241,7 +239,7 @@ impl Queue {
         match (applied, task) {
             (Ok(()), Some(task)) => {
                 self.remember(&task);
-                Some(self.claim_of(&task, sequence))
+                Some(self.claim_of(&task, sequence, offer.trace()))
             }
             (outcome, _) => {
                 tracing::error!(%subject, ?outcome, "the lifecycle refuses an assignment the server stored");
@@ -250,7 +248,8 @@ impl Queue {
         }
     }
 
-    fn claim_of(&self, task: &Task, sequence: u64) -> Claim {
+    /// The claim of `task` at `sequence`, continuing the submission's trace (`traceparent`).
+    fn claim_of(&self, task: &Task, sequence: u64, traceparent: Option<String>) -> Claim {
         let s = &task.submitted;
         Claim {
             task_id: s.task_id.clone(),
@@ -262,6 +261,7 @@ impl Queue {
             max_attempts: task.status.max_attempts,
             lease_ms: task.lease_ms,
             sequence,
+            traceparent,
         }
     }
 
@@ -360,6 +360,11 @@ impl Offer {
             submission: Some((submitted, origin.actor)),
             delivery,
         })
+    }
+
+    /// The trace the submission was made in (its `traceparent` header).
+    fn trace(&self) -> Option<String> {
+        vibehq_events::trace::from_headers(self.delivery.message.headers.as_ref())
     }
 
     /// The lease this delivery gives a claim: its ack subject.

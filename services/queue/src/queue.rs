@@ -91,6 +91,10 @@ pub struct Claim {
     pub lease_ms: u64,
     /// The stream sequence of the `task.assigned` event.
     pub sequence: u64,
+    /// The W3C trace context the task was submitted in, when the submitter was traced: the
+    /// claimer's spans for this task (and its program, as `TRACEPARENT`) continue that trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The outcome of a reported failure.

@@ -25,6 +25,12 @@ pub struct Flags {
     /// Folder for the projection database and the embedded NATS store [default: .vibehq]
     #[arg(long, env = "VIBEHQ_DATA_DIR", global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Export traces over OTLP/HTTP (protobuf) to this collector, e.g. http://127.0.0.1:4318
+    /// (spans go to its /v1/traces). Without it, OTEL_EXPORTER_OTLP_ENDPOINT (or
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) turns export on the same way; with neither, nothing
+    /// is exported.
+    #[arg(long, env = "VIBEHQ_OTLP_ENDPOINT", global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Credentials for a NATS server that asks for them (give one kind), and TLS.
@@ -124,6 +130,7 @@ struct File {
     nats_tls_cert: Option<PathBuf>,
     nats_tls_key: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    otlp_endpoint: Option<String>,
     http_addr: Option<SocketAddr>,
     embedded_nats_port: Option<u16>,
     nats_server_bin: Option<PathBuf>,
@@ -341,6 +348,8 @@ pub struct Settings {
     pub nats_auth: vibehq_nats::Auth,
     pub nats_tls: vibehq_nats::Tls,
     pub data_dir: PathBuf,
+    /// Where spans are exported (`--otlp-endpoint`); `None`: the OTEL_* environment decides.
+    pub otlp_endpoint: Option<String>,
     pub http_addr: SocketAddr,
     pub embedded_nats_port: u16,
     pub nats_server_bin: PathBuf,
@@ -433,6 +442,7 @@ impl Settings {
                 .clone()
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(".vibehq")),
+            otlp_endpoint: flags.otlp_endpoint.clone().or(file.otlp_endpoint),
             http_addr: up
                 .http_addr
                 .or(file.http_addr)

@@ -11,12 +11,12 @@ mod lanes;
 mod nats_auth;
 mod replay;
 mod signals;
+mod telemetry;
 mod up;
 mod worker;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
 
 /// Control plane for a fleet of workers and containers, event-sourced on NATS JetStream.
 ///
@@ -93,8 +93,29 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    match run(cli).await {
+    let up = match &cli.command {
+        Command::Up(flags) => Some(flags),
+        _ => None,
+    };
+    let started = config::Settings::resolve(&cli.flags, up).and_then(|settings| {
+        let service = match cli.command {
+            Command::Up(_) => "vibehq",
+            Command::Worker(_) => "vibehq-worker",
+            _ => "vibehq-cli",
+        };
+        let telemetry =
+            telemetry::init(cli.log_format, settings.otlp_endpoint.as_deref(), service)?;
+        Ok((settings, telemetry))
+    });
+    let outcome = match started {
+        Ok((settings, telemetry)) => {
+            let outcome = run(cli.command, settings).await;
+            telemetry.shutdown();
+            outcome
+        }
+        Err(error) => Err(error),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", explain(&error));
@@ -103,13 +124,8 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let up = match &cli.command {
-        Command::Up(flags) => Some(flags),
-        _ => None,
-    };
-    let settings = config::Settings::resolve(&cli.flags, up)?;
-    match cli.command {
+async fn run(command: Command, settings: config::Settings) -> Result<()> {
+    match command {
         Command::Up(_) => up::run(settings).await,
         Command::Worker(args) => worker::run(settings, args).await,
         Command::Replay(args) => replay::run(settings, args).await,
@@ -140,18 +156,4 @@ fn explain(error: &anyhow::Error) -> String {
         }
     }
     text
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("VIBEHQ_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,tower_http=warn"));
-    // Colours only for a terminal: a log file or a collector gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

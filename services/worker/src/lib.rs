@@ -11,12 +11,13 @@
 //! a round trip.
 //!
 //! For each task, the worker starts the executable with the task's parameters as JSON on stdin
-//! and (up to 32 KiB each) as `VIBEHQ_PARAM_<NAME>` environment variables, logs its output as
-//! it comes, heartbeats to keep the lease, kills it at the task's timeout, and reports the
-//! result of its attempt. A refused heartbeat means the task moved on (its lease expired, or it
-//! was cancelled): the worker kills the process and drops the task. On shutdown it stops
-//! claiming and lets running tasks finish for a grace period; what still runs then is killed
-//! and reported failed for this attempt (retried elsewhere while attempts remain).
+//! and (up to 32 KiB each) as `VIBEHQ_PARAM_<NAME>` environment variables (and, when traced,
+//! the run's W3C trace context as `TRACEPARENT`), logs its output as it comes, heartbeats to
+//! keep the lease, kills it at the task's timeout, and reports the result of its attempt. A
+//! refused heartbeat means the task moved on (its lease expired, or it was cancelled): the
+//! worker kills the process and drops the task. On shutdown it stops claiming and lets running
+//! tasks finish for a grace period; what still runs then is killed and reported failed for
+//! this attempt (retried elsewhere while attempts remain).
 //!
 //! # Layout
 //! Everything is in this file: [`Options`] (with [`Command`], the allow-list entries) →
@@ -145,6 +146,8 @@ impl Worker {
                     for claim in claims {
                         let Some(slot) = free.pop() else { break };
                         let span = tracing::info_span!("task", task_id = %claim.task_id, attempt = claim.attempt, command = %claim.command);
+                        // The task's spans continue the trace it was submitted in.
+                        vibehq_events::trace::follow(&span, claim.traceparent.as_deref());
                         let (queue, options, me, hand_back) = (
                             queue.clone(),
                             options.clone(),
@@ -214,6 +217,12 @@ async fn run_task(
     slot: OwnedSemaphorePermit,
     hand_back: &CancellationToken,
 ) {
+    // In the task's trace, the claim is this event at the start of its span.
+    tracing::info!(
+        sequence = claim.sequence,
+        lease_ms = claim.lease_ms,
+        "claimed"
+    );
     let outcome = match options.commands.get(&claim.command) {
         None => {
             let allowed: Vec<_> = options.commands.keys().map(String::as_str).collect();
@@ -231,6 +240,7 @@ async fn run_task(
                     .unwrap_or(options.timeout);
                 tracing::info!(?timeout, "running");
                 execute(queue, me, &claim, command, timeout, hand_back)
+                    .instrument(tracing::info_span!("run", program = %command.program.display()))
                     .await
                     .unwrap_or_else(Outcome::NotStarted)
             }
@@ -241,7 +251,9 @@ async fn run_task(
         },
     };
     drop(slot);
-    report(queue, me, &claim, outcome).await;
+    report(queue, me, &claim, outcome)
+        .instrument(tracing::info_span!("report"))
+        .await;
 }
 
 /// Reports an attempt's result, sending it again while the queue cannot take it. A refusal
@@ -349,6 +361,10 @@ async fn execute(
         // Its own process group, so a kill reaches whatever it started too.
         .process_group(0)
         .kill_on_drop(true);
+    // The program's own spans, if it makes any, belong to this run's trace.
+    if let Some(traceparent) = vibehq_events::trace::current() {
+        process.env("TRACEPARENT", traceparent);
+    }
     // Linux caps one environment string at 128 KiB: large parameters travel on stdin only.
     let json = serde_json::Value::Object(parameters.clone()).to_string();
     if json.len() <= ENV_LIMIT {
