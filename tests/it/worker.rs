@@ -31,7 +31,13 @@ impl Setup {
     async fn start() -> Self {
         // The worker process connects with its own credentials, as in production: the server
         // lets it append, pull and call only as `factory`.
-        let nats = NatsServer::with_workers(&["factory"]).await;
+        Self::with_key("factory").await
+    }
+
+    /// As [`Setup::start`], with the worker's key issued for `spec` (`factory:c1,…` limits
+    /// the containers whose lanes it may pull).
+    async fn with_key(spec: &str) -> Self {
+        let nats = NatsServer::with_workers(&[spec]).await;
         let log = EventLog::new(nats.connect().await);
         log.ensure_streams(1).await.expect("streams");
         // The queue's lanes are created by its first submissions, with this lease: a killed
@@ -340,4 +346,35 @@ async fn a_program_that_leaves_a_process_behind_does_not_hang_its_worker() {
     };
     assert_eq!(completed.output.as_deref(), Some("started it"));
     worker.start_kill().expect("stop");
+}
+
+#[tokio::test]
+async fn a_worker_takes_the_work_it_may_take_when_its_key_forbids_one_of_its_lanes() {
+    // The key allows container c1's lane only; the worker runs as c2, a lane with work waiting.
+    let setup = Setup::with_key("factory:c1").await;
+    let echo = script(setup.nats.scratch(), "ok.sh", "echo done");
+    let forbidden = NewTask {
+        task_type: "job".into(),
+        command: "ok".into(),
+        worker_name: Some("factory".into()),
+        container_name: Some("c2".into()),
+        ..Default::default()
+    };
+    setup
+        .queue
+        .submit(&Actor::worker("orchestrator"), forbidden)
+        .await
+        .expect("submit");
+    let anyone = setup.submit("ok", serde_json::json!({})).await;
+    let mut events = setup.watch(&anyone).await;
+    let mut worker = setup.worker("c2", &[format!("ok={echo}")]);
+
+    let done = setup
+        .until(
+            &mut events,
+            &[EventKind::TaskCompleted, EventKind::TaskFailed],
+        )
+        .await;
+    assert_eq!(done.kind(), EventKind::TaskCompleted);
+    worker.kill().await.expect("kill");
 }

@@ -60,6 +60,14 @@ const PULLS_IN_FLIGHT: usize = 4;
 /// Most deliveries one pull asks for.
 const MAX_PULL: usize = 256;
 
+/// How long a pull waits for the server's first answer. The server answers a pull at once
+/// (messages, or "none"); no answer means it dropped the request, as it does when the
+/// claimer's NATS key may not pull from the lane.
+const PULL_ANSWER: Duration = Duration::from_secs(3);
+
+/// How long a lane whose pull went unanswered is left alone before it is tried again.
+const UNANSWERED: Duration = Duration::from_secs(30);
+
 /// How long a listing of the lanes that have consumers is trusted.
 pub(crate) const LISTING: Duration = Duration::from_secs(5);
 
@@ -125,6 +133,8 @@ struct Known {
     /// lane is empty.
     announced_at: Option<Instant>,
     hint: Hint,
+    /// When a pull from the lane last went unanswered (see [`PULL_ANSWER`]).
+    unanswered: Option<Instant>,
 }
 
 /// Where work seems to be.
@@ -293,7 +303,24 @@ impl Lanes {
             let mut got = 0;
             let mut left = 0;
             let mut extra = Vec::new();
-            while let Some(message) = batch.next().await {
+            loop {
+                let next = if got == 0 {
+                    match tokio::time::timeout(PULL_ANSWER, batch.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            tracing::warn!(
+                                %lane, consumer = lane.consumer_name(), wait = ?PULL_ANSWER, skip = ?UNANSWERED,
+                                "the server did not answer a pull from this lane: is this claimer's NATS key allowed to pull it? Its other lanes go on"
+                            );
+                            self.shared
+                                .update(lane, |known| known.unanswered = Some(Instant::now()));
+                            break;
+                        }
+                    }
+                } else {
+                    batch.next().await
+                };
+                let Some(message) = next else { break };
                 let message = match message {
                     Ok(message) => message,
                     Err(error) if got == 0 => {
@@ -422,6 +449,12 @@ impl Lanes {
             (known.hint, known.consumer.clone(), known.announced)
         });
         let (hint, consumer, announced) = known;
+        let ignored = self.shared.with(lane, |known| {
+            known.unanswered.is_some_and(|at| at.elapsed() < UNANSWERED)
+        });
+        if ignored {
+            return Ok(None);
+        }
         let worth = match hint {
             Hint::Waiting(_) | Hint::Unknown => true,
             Hint::Empty(at) => thorough || at.elapsed() >= FORGET,
