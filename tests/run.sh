@@ -11,6 +11,15 @@ nats_server="$(deploy/install-nats-server.sh)"
 export PATH="$(dirname "$nats_server"):$PATH"
 echo "==> tests use $(nats-server --version) at $nats_server"
 
+# The dashboard's browser test (tests/it/dashboard.rs) runs tests/browser/dashboard.mjs in Debian's
+# Chromium; playwright-core comes from the npm registry, pinned by package-lock.json.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "the browser test needs Chromium and Node.js: apt-get install chromium chromium-driver nodejs npm (.ci/run does)" >&2
+  exit 1
+fi
+echo "==> npm ci (tests/browser)"
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

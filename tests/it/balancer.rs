@@ -336,6 +336,10 @@ async fn the_rest_api_scales_reports_and_refuses_bad_input_naming_the_field() {
     let lb = Balancer::start(quick()).await;
     let (code, health) = get_json(&format!("{}/health/load-balancer", lb.api)).await;
     assert_eq!((code, health["status"].as_str()), (200, Some("idle")));
+    assert_eq!(
+        health["configured"], true,
+        "a pool of none wanted is still configured"
+    );
 
     for (path, status, field) in [
         ("/api/containers/scale/-1", 400, "instances"),
@@ -399,10 +403,14 @@ async fn without_a_configured_service_the_api_says_how_to_configure_one() {
     assert!(
         body["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("[balancer]"))
+            .is_some_and(|m| m.contains("[balancer] program"))
     );
-    let (code, _) = get_json(&format!("{api}/health/load-balancer")).await;
+    let (code, health) = get_json(&format!("{api}/health/load-balancer")).await;
     assert_eq!(code, 200);
+    assert_eq!(
+        health["configured"], false,
+        "the dashboard reads this before asking more"
+    );
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod common;
 mod crash;
+mod dashboard;
 mod docker;
 mod metrics;
 mod outage;

@@ -30,8 +30,8 @@ impl BalancerState {
             ApiError::new(
                 StatusCode::CONFLICT,
                 "not_configured",
-                "no service is configured for the load balancer: set [balancer] command in the \
-                 configuration file (see deploy/vibehq.example.toml)",
+                "no service is configured for the load balancer: set [balancer] program (or \
+                 image) in the configuration file (see deploy/vibehq.example.toml)",
                 None,
             )
         })
@@ -253,6 +253,9 @@ pub struct BalancerHealth {
     /// `ok` when every desired instance is in rotation, `degraded` when some are, `down` when
     /// none is (and some are wanted), `idle` when none is wanted or no service is configured.
     pub status: &'static str,
+    /// Whether this process runs a load balancer at all (a `[balancer]` table): without one,
+    /// the `/api/containers/…` routes answer 409 `not_configured`.
+    pub configured: bool,
     pub desired: u32,
     pub healthy: u32,
 }
@@ -289,6 +292,7 @@ pub(crate) fn balancer_health(state: &BalancerState) -> (StatusCode, BalancerHea
         code,
         BalancerHealth {
             status,
+            configured: state.pool.is_some(),
             desired,
             healthy,
         },
