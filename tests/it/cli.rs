@@ -486,3 +486,53 @@ async fn refused(args: &[&str], data_dir: &std::path::Path) -> String {
     assert!(!output.status.success(), "{args:?} succeeded");
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+#[tokio::test]
+async fn vibehq_cancel_ends_a_task_and_refuses_one_that_ended() {
+    let nats = NatsServer::start().await;
+    let log = EventLog::new(nats.connect().await);
+    log.ensure_streams(1).await.expect("streams");
+    let queue = vibehq_queue::Queue::new(log, vibehq_queue::Options::default())
+        .await
+        .expect("queue");
+    let task = vibehq_queue::NewTask {
+        task_type: "audit".into(),
+        command: "audit".into(),
+        ..Default::default()
+    };
+    let task_id = queue
+        .submit(&Actor::worker("orchestrator"), task)
+        .await
+        .expect("submit")
+        .task_id;
+    let cancel = || {
+        vibehq()
+            .args([
+                "cancel",
+                &task_id,
+                "--reason",
+                "not needed",
+                "--worker-name",
+                "ops",
+            ])
+            .args(["--nats-url", &nats.url()])
+            .output()
+    };
+
+    let first = cancel().await.expect("run");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let loaded = queue.load(&task_id).await.expect("load").expect("task");
+    assert_eq!(
+        loaded.status.state,
+        vibehq_events::task::lifecycle::State::Cancelled
+    );
+
+    let again = cancel().await.expect("run");
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("cancelled"), "{stderr}");
+}

@@ -37,13 +37,18 @@ impl Setup {
     /// As [`Setup::start`], with the worker's key issued for `spec` (`factory:c1,…` limits
     /// the containers whose lanes it may pull).
     async fn with_key(spec: &str) -> Self {
+        // A killed worker's task goes to another after 2 s.
+        Self::with(spec, Duration::from_secs(2)).await
+    }
+
+    /// As [`Setup::with_key`], with lanes created with this lease.
+    async fn with(spec: &str, lease: Duration) -> Self {
         let nats = NatsServer::with_workers(&[spec]).await;
         let log = EventLog::new(nats.connect().await);
         log.ensure_streams(1).await.expect("streams");
-        // The queue's lanes are created by its first submissions, with this lease: a killed
-        // worker's task goes to another after 2 s.
+        // The queue's lanes are created by its first submissions, with this lease.
         let options = Options {
-            lease: Duration::from_secs(2),
+            lease,
             ..Options::default()
         };
         let queue = Queue::new(log.clone(), options).await.expect("queue");
@@ -376,5 +381,68 @@ async fn a_worker_takes_the_work_it_may_take_when_its_key_forbids_one_of_its_lan
         )
         .await;
     assert_eq!(done.kind(), EventKind::TaskCompleted);
+    worker.kill().await.expect("kill");
+}
+
+#[tokio::test]
+async fn cancelling_a_running_task_kills_its_program_within_a_second() {
+    // A 30 s lease heartbeats every 10 s: only the cancel notice can be this quick.
+    let setup = Setup::with("factory", Duration::from_secs(30)).await;
+    let pid_file = setup.nats.scratch().join("pid");
+    let long = script(
+        setup.nats.scratch(),
+        "long.sh",
+        &format!("echo $$ > {}; exec sleep 30", pid_file.display()),
+    );
+    let task_id = setup.submit("long", serde_json::json!({})).await;
+    let mut events = setup.watch(&task_id).await;
+    let mut worker = setup.worker("c1", &[format!("long={long}")]);
+    setup.until(&mut events, &[EventKind::TaskStarted]).await;
+    let pid = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                return nix::unistd::Pid::from_raw(pid);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the program started");
+
+    let cancelled_at = std::time::Instant::now();
+    setup
+        .queue
+        .cancel(
+            &task_id,
+            &Actor::worker("orchestrator"),
+            Some("not needed".into()),
+        )
+        .await
+        .expect("cancel");
+    let gone = tokio::time::timeout(Duration::from_secs(1), async {
+        // Signal 0 only asks whether the process exists (a zombie still does until reaped).
+        while nix::sys::signal::kill(pid, None).is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the program still runs 1 s after the cancel");
+    let took = cancelled_at.elapsed();
+    let ended = setup.until(&mut events, &[EventKind::TaskCancelled]).await;
+    assert_eq!(ended.kind(), EventKind::TaskCancelled);
+    let task = setup
+        .queue
+        .load(&task_id)
+        .await
+        .expect("load")
+        .expect("task");
+    assert_eq!(
+        task.status.state,
+        vibehq_events::task::lifecycle::State::Cancelled
+    );
+    eprintln!("the program was gone {took:?} after the cancel");
     worker.kill().await.expect("kill");
 }

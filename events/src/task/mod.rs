@@ -22,6 +22,30 @@ use crate::catalog::EventKind;
 use crate::subject::Subject;
 use lane::{Lane, Target};
 
+/// Where every holder hears at once that a task it holds was cancelled:
+/// `vibehq.cancels.<worker>.<container>` (see [`cancel_notices`]).
+pub const CANCEL_NOTICES: &str = "vibehq.cancels.>";
+
+/// Where `holder` hears at once that a task it holds was cancelled, so it kills the task's
+/// program within moments instead of at its next heartbeat. Core NATS, never stored; the
+/// payload is the task id. The `task.cancelled` event is the fact; a lost notice only costs
+/// time (the holder's next heartbeat is refused). Only the service may publish here.
+pub fn cancel_notices(holder: &Actor) -> String {
+    format!(
+        "vibehq.cancels.{}.{}",
+        holder.worker_name,
+        holder
+            .container_name
+            .as_deref()
+            .unwrap_or(crate::actor::NO_CONTAINER)
+    )
+}
+
+/// Every cancel notice for `worker`'s containers: what its NATS key may subscribe to.
+pub fn worker_cancel_notices(worker: &str) -> String {
+    format!("vibehq.cancels.{worker}.>")
+}
+
 /// A task entered the queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Submitted {

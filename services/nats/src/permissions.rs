@@ -155,6 +155,7 @@ pub fn worker(worker: &Worker) -> Permissions {
         subscribe: vec![
             format!("{}.>", inbox_prefix(name)),
             vibehq_events::task::lane::WAKE_SUBJECTS.to_owned(),
+            vibehq_events::task::worker_cancel_notices(name),
         ],
     }
 }
@@ -247,9 +248,14 @@ mod tests {
                 .iter()
                 .any(|s| s.contains("STREAM.MSG.DELETE") || s == ">")
         );
+        assert!(!publish.iter().any(|s| s.starts_with("vibehq.cancels")));
         assert_eq!(
             permissions.subscribe,
-            ["_INBOX_factory-1.>", "vibehq.wake.>"]
+            [
+                "_INBOX_factory-1.>",
+                "vibehq.wake.>",
+                "vibehq.cancels.factory-1.>"
+            ]
         );
     }
 

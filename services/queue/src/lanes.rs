@@ -213,6 +213,11 @@ impl Lanes {
         Ok(())
     }
 
+    /// The core NATS connection the lanes use (announcements, notices).
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// Forgets the lane's consumer (it could not be pulled from).
     fn forget(&self, lane: &Lane) {
         self.shared.update(lane, |known| {

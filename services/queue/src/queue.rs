@@ -550,8 +550,9 @@ impl Queue {
         }
     }
 
-    /// Cancels a task that has not ended. A held task's lease ends at once (its holder learns
-    /// at its next heartbeat); a pending one is dropped when its lane next hands it out.
+    /// Cancels a task that has not ended. A held task's lease ends at once and its holder is
+    /// told on its cancel notices ([`task::cancel_notices`]; if that is lost, it learns at its
+    /// next heartbeat); a pending one is dropped when its lane next hands it out.
     pub async fn cancel(
         &self,
         task_id: &str,
@@ -567,6 +568,9 @@ impl Queue {
             match self.append(&task, cancelled).await {
                 Ok(now) => {
                     self.signal(task.lease.as_deref(), AckKind::Term).await?;
+                    if let Some(holder) = task.status.holder.as_ref() {
+                        self.notify_cancelled(holder, task_id).await;
+                    }
                     return Ok(now.version);
                 }
                 Err(Error::Conflict { .. }) => continue,
@@ -574,6 +578,34 @@ impl Queue {
             }
         }
         Err(kept_changing(task_id))
+    }
+
+    async fn notify_cancelled(&self, holder: &Actor, task_id: &str) {
+        let subject = task::cancel_notices(holder);
+        let client = self.inner.lanes.client();
+        let sent = client.publish(subject, task_id.to_owned().into()).await;
+        if let Err(error) = sent {
+            tracing::debug!(%error, task_id, "cannot tell the holder of a cancelled task; it learns at its next heartbeat");
+        }
+    }
+
+    /// Task ids of the tasks `me` holds that were cancelled, as they are (see
+    /// [`Queue::cancel`]). A worker kills such a task's program at once.
+    pub async fn cancellations(
+        &self,
+        me: &Actor,
+    ) -> Result<impl futures::Stream<Item = String> + Send + 'static, Error> {
+        let notices = self
+            .inner
+            .lanes
+            .client()
+            .subscribe(task::cancel_notices(me))
+            .await
+            .map_err(|e| Error::nats("listen for cancellations", e))?;
+        Ok(futures::StreamExt::filter_map(
+            notices,
+            |notice| async move { String::from_utf8(notice.payload.to_vec()).ok() },
+        ))
     }
 
     /// Retries a dead task (failed or cancelled): submits a new task with the same work, which

@@ -6,6 +6,7 @@
 
 mod ai;
 mod audit;
+mod cancel;
 mod config;
 mod lanes;
 mod nats_auth;
@@ -64,6 +65,7 @@ enum Command {
     Worker(worker::WorkerArgs),
     Replay(replay::ReplayArgs),
     Audit(audit::AuditArgs),
+    Cancel(cancel::CancelArgs),
     /// Call a running `vibehq up`'s AI API from a terminal: ask a model, route a prompt, get
     /// structured output, call tools, run a tool loop, evaluate, and plan with approvals.
     ///
@@ -130,6 +132,7 @@ async fn run(command: Command, settings: config::Settings) -> Result<()> {
         Command::Worker(args) => worker::run(settings, args).await,
         Command::Replay(args) => replay::run(settings, args).await,
         Command::Audit(args) => audit::run(settings, args).await,
+        Command::Cancel(args) => cancel::run(settings, args).await,
         Command::Ai(args) => ai::run(settings, args).await,
         Command::NatsAuth(args) => nats_auth::run(args),
         Command::Lanes(args) => lanes::run(settings, args).await,

@@ -14,8 +14,9 @@
 //! and (up to 32 KiB each) as `VIBEHQ_PARAM_<NAME>` environment variables (and, when traced,
 //! the run's W3C trace context as `TRACEPARENT`), logs its output as it comes, heartbeats to
 //! keep the lease, kills it at the task's timeout, and reports the result of its attempt. A
-//! refused heartbeat means the task moved on (its lease expired, or it was cancelled): the
-//! worker kills the process and drops the task. On shutdown it stops claiming and lets running
+//! cancelled task's program is killed as soon as the queue's cancel notice arrives; a refused
+//! heartbeat means the task moved on (its lease expired, or a notice was lost): the worker
+//! kills the process and drops the task. On shutdown it stops claiming and lets running
 //! tasks finish for a grace period; what still runs then is killed and reported failed for
 //! this attempt (retried elsewhere while attempts remain).
 //!
@@ -117,6 +118,8 @@ impl Worker {
         let concurrency = options.concurrency.max(1);
         let slots = Arc::new(Semaphore::new(concurrency));
         let hand_back = CancellationToken::new();
+        let running = Running::default();
+        running.listen(&queue, &me).await;
         let mut tasks = tokio::task::JoinSet::new();
         tracing::info!(
             worker = %options.worker_name, container = %options.container_name, concurrency,
@@ -148,15 +151,17 @@ impl Worker {
                         let span = tracing::info_span!("task", task_id = %claim.task_id, attempt = claim.attempt, command = %claim.command);
                         // The task's spans continue the trace it was submitted in.
                         vibehq_events::trace::follow(&span, claim.traceparent.as_deref());
-                        let (queue, options, me, hand_back) = (
-                            queue.clone(),
-                            options.clone(),
-                            me.clone(),
-                            hand_back.clone(),
-                        );
+                        let (queue, options, me) = (queue.clone(), options.clone(), me.clone());
+                        let stop = Stop {
+                            hand_back: hand_back.clone(),
+                            cancelled: running.add(&claim.task_id),
+                        };
+                        let running = running.clone();
                         tasks.spawn(
                             async move {
-                                run_task(&queue, &options, &me, claim, slot, &hand_back).await
+                                let task_id = claim.task_id.clone();
+                                run_task(&queue, &options, &me, claim, slot, &stop).await;
+                                running.remove(&task_id);
                             }
                             .instrument(span),
                         );
@@ -191,6 +196,56 @@ impl Worker {
     }
 }
 
+/// The tasks this worker is running, each with the token that stops it when it is cancelled.
+#[derive(Debug, Clone, Default)]
+struct Running(Arc<std::sync::Mutex<BTreeMap<String, CancellationToken>>>);
+
+impl Running {
+    /// Stops each running task its cancel notice names, for as long as the worker runs. A
+    /// worker that cannot listen still learns of a cancellation at its next heartbeat.
+    async fn listen(&self, queue: &Queue, me: &Actor) {
+        let notices = match queue.cancellations(me).await {
+            Ok(notices) => notices,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for cancellations; a cancelled task stops at its next heartbeat");
+                return;
+            }
+        };
+        let running = self.clone();
+        tokio::spawn(async move {
+            futures::pin_mut!(notices);
+            while let Some(task_id) = futures::StreamExt::next(&mut notices).await {
+                if let Some(stop) = running.lock().get(&task_id) {
+                    stop.cancel();
+                }
+            }
+        });
+    }
+
+    fn add(&self, task_id: &str) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock().insert(task_id.to_owned(), token.clone());
+        token
+    }
+
+    fn remove(&self, task_id: &str) {
+        self.lock().remove(task_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, CancellationToken>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What stops a running task early: the worker's shutdown grace ending, or the task's
+/// cancellation.
+struct Stop {
+    hand_back: CancellationToken,
+    cancelled: CancellationToken,
+}
+
 /// How a task's process ended.
 enum Outcome {
     Exited {
@@ -200,6 +255,8 @@ enum Outcome {
     },
     TimedOut(Duration),
     LeaseLost,
+    /// The task was cancelled while it ran: its program was killed.
+    Cancelled,
     HandedBack,
     /// The program could not be started.
     NotStarted(std::io::Error),
@@ -215,7 +272,7 @@ async fn run_task(
     me: &Actor,
     claim: Claim,
     slot: OwnedSemaphorePermit,
-    hand_back: &CancellationToken,
+    stop: &Stop,
 ) {
     // In the task's trace, the claim is this event at the start of its span.
     tracing::info!(
@@ -239,7 +296,7 @@ async fn run_task(
                     .map(Duration::from_secs)
                     .unwrap_or(options.timeout);
                 tracing::info!(?timeout, "running");
-                execute(queue, me, &claim, command, timeout, hand_back)
+                execute(queue, me, &claim, command, timeout, stop)
                     .instrument(tracing::info_span!("run", program = %command.program.display()))
                     .await
                     .unwrap_or_else(Outcome::NotStarted)
@@ -299,6 +356,10 @@ async fn report(queue: &Queue, me: &Actor, claim: &Claim, outcome: Outcome) {
             tracing::warn!("the task moved on (its lease expired, or it was cancelled); dropped");
             return;
         }
+        Outcome::Cancelled => {
+            tracing::info!("cancelled while running; its program was killed");
+            return;
+        }
         Outcome::HandedBack => (
             "the worker shut down before the task finished".to_owned(),
             true,
@@ -346,7 +407,7 @@ async fn execute(
     claim: &Claim,
     command: &Command,
     timeout: Duration,
-    hand_back: &CancellationToken,
+    stop: &Stop,
 ) -> std::io::Result<Outcome> {
     let parameters = claim.parameters.clone().unwrap_or_default();
     let mut process = tokio::process::Command::new(&command.program);
@@ -412,9 +473,13 @@ async fn execute(
                 kill(&mut child, group).await;
                 return Ok(Outcome::TimedOut(timeout));
             }
-            _ = hand_back.cancelled() => {
+            _ = stop.hand_back.cancelled() => {
                 kill(&mut child, group).await;
                 return Ok(Outcome::HandedBack);
+            }
+            _ = stop.cancelled.cancelled() => {
+                kill(&mut child, group).await;
+                return Ok(Outcome::Cancelled);
             }
             _ = beat.tick() => {
                 match queue.heartbeat(&claim.task_id, Some(claim.attempt), me).await {
