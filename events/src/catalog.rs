@@ -75,6 +75,8 @@ catalog! {
     TaskAssigned(task::Assigned) = "task.assigned",
     /// The claiming container began running the task.
     TaskStarted(task::Started) = "task.started",
+    /// The running program reported its progress.
+    TaskProgress(task::Progress) = "task.progress",
     /// The task finished successfully.
     TaskCompleted(task::Completed) = "task.completed",
     /// The task failed for good (no attempts left, or not retryable).

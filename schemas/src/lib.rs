@@ -47,6 +47,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_task_retries.sql",
         sql: include_str!("../migrations/0006_task_retries.sql"),
     },
+    Migration {
+        name: "0007_task_progress.sql",
+        sql: include_str!("../migrations/0007_task_progress.sql"),
+    },
 ];
 
 /// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten,
@@ -137,7 +141,7 @@ mod tests {
         let first = migrate(&mut conn).expect("first run");
         let every: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
         assert_eq!(first, every);
-        assert_eq!(every.last(), Some(&"0006_task_retries.sql"));
+        assert_eq!(every.last(), Some(&"0007_task_progress.sql"));
         let second = migrate(&mut conn).expect("second run");
         assert!(second.is_empty());
     }

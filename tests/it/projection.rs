@@ -15,9 +15,8 @@ use crate::common::{Live, append_one, dump};
 fn row_of(kind: EventKind, tag: &str) -> (&'static str, &'static str, String) {
     use EventKind::*;
     match kind {
-        TaskSubmitted | TaskAssigned | TaskStarted | TaskCompleted | TaskRequeued => {
-            ("container_tasks", "task_id", format!("task-{tag}"))
-        }
+        TaskSubmitted | TaskAssigned | TaskStarted | TaskProgress | TaskCompleted
+        | TaskRequeued => ("container_tasks", "task_id", format!("task-{tag}")),
         TaskFailed => ("container_tasks", "task_id", format!("task-{tag}-failed")),
         TaskCancelled => (
             "container_tasks",

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use vibehq_queue::{Actor, NewTask};
 
-use crate::common::{Harness, Live, call, get_json, queue_state, serve};
+use crate::common::{Harness, Live, call, get_json, post, queue_state, serve};
 
 /// Longest any one step may take before the test fails.
 const WAIT: Duration = Duration::from_secs(10);
@@ -492,4 +492,69 @@ async fn an_rpc_refusal_carries_the_http_status_and_names_the_field() {
             "{operation} {body}: {error}"
         );
     }
+}
+
+#[tokio::test]
+async fn progress_from_the_running_claim_reaches_the_feed_and_the_row_and_nothing_else_does() {
+    let (_live, h, base) = serve().await;
+    let id = h.submit_all(vec![task("audit", None)]).await.remove(0);
+    let mut feed = open(&base, "").await;
+    let me = container("w");
+    let claim = h.queue.claim_task(&id, &me).await.expect("claim");
+    let url = format!("{base}/api/tasks/{id}/progress");
+    let report = |body: Value| post(&url, body);
+
+    let (status, body) =
+        report(json!({"worker_name": "w", "container_name": "c1", "percent": 5})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("not_allowed")),
+        "an assigned task that has not started has no progress: {body}"
+    );
+    h.queue
+        .start(&id, Some(claim.attempt), &me)
+        .await
+        .expect("start");
+    for (body, field) in [
+        (
+            json!({"worker_name": "w", "container_name": "c1", "percent": 101}),
+            "percent",
+        ),
+        (
+            json!({"worker_name": "w", "container_name": "c1"}),
+            "percent",
+        ),
+        (
+            json!({"worker_name": "w", "container_name": "c1", "message": "x".repeat(1025)}),
+            "message",
+        ),
+    ] {
+        let (status, refused) = report(body).await;
+        assert_eq!(
+            (status, refused["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{refused}"
+        );
+    }
+    let (status, _) =
+        report(json!({"worker_name": "other", "container_name": "c1", "percent": 9})).await;
+    assert_eq!(status, 409, "only the holder reports progress");
+
+    let (status, written) = report(json!({
+        "worker_name": "w", "container_name": "c1", "percent": 40, "message": "cloning"
+    }))
+    .await;
+    assert_eq!(status, 200, "{written}");
+    let last = written["sequence"].as_u64().expect("sequence");
+    let events = events_through(&mut feed, last).await;
+    let progress = events.last().expect("the report");
+    assert_eq!(progress["type"], "task.progress", "{progress}");
+    assert_eq!(progress["status"], "running");
+    assert_eq!(progress["payload"]["percent"], 40.0);
+    assert_eq!(progress["payload"]["message"], "cloning");
+
+    let (_, row) = get_json(&format!("{base}/api/tasks/{id}?min_seq={last}")).await;
+    assert_eq!(row["progress_percent"], 40.0, "{row}");
+    assert_eq!(row["progress_message"], "cloning");
+    assert_eq!(row["status"], "running");
 }

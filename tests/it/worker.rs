@@ -446,3 +446,50 @@ async fn cancelling_a_running_task_kills_its_program_within_a_second() {
     eprintln!("the program was gone {took:?} after the cancel");
     worker.kill().await.expect("kill");
 }
+
+#[tokio::test]
+async fn a_programs_progress_lines_are_recorded_in_order_before_its_result() {
+    let setup = Setup::start().await;
+    let reporting = script(
+        setup.nats.scratch(),
+        "report.sh",
+        r#"echo "10 cloning" > "$VIBEHQ_PROGRESS"
+sleep 0.3
+echo '{"percent": 60, "message": "testing"}' > "$VIBEHQ_PROGRESS"
+sleep 0.3
+echo "100% done" > "$VIBEHQ_PROGRESS"
+echo finished"#,
+    );
+    let task_id = setup.submit("report", serde_json::json!({})).await;
+    let mut events = setup.watch(&task_id).await;
+    let mut worker = setup.worker("c1", &[format!("report={reporting}")]);
+
+    let mut reports = Vec::new();
+    loop {
+        let event = setup
+            .until(
+                &mut events,
+                &[
+                    EventKind::TaskProgress,
+                    EventKind::TaskCompleted,
+                    EventKind::TaskFailed,
+                ],
+            )
+            .await;
+        match event.payload {
+            Payload::TaskProgress(p) => reports.push((p.percent, p.message)),
+            Payload::TaskCompleted(_) => break,
+            other => panic!("the task did not complete: {other:?}"),
+        }
+    }
+    assert_eq!(
+        reports,
+        [
+            (Some(10.0), Some("cloning".to_owned())),
+            (Some(60.0), Some("testing".to_owned())),
+            (Some(100.0), Some("done".to_owned())),
+        ],
+        "each report, in order, the last one before the result"
+    );
+    worker.kill().await.expect("kill");
+}

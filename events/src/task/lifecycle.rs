@@ -10,7 +10,8 @@
 //! - a task is submitted once, and nothing happens to a task that was never submitted;
 //! - `assigned` takes the next attempt, by an actor the task's target admits, while attempts
 //!   remain;
-//! - `started` and `completed` come from the claim holding the task, for its attempt;
+//! - `started`, `progress` and `completed` come from the claim holding the task, for its
+//!   attempt (`progress` only while it runs, and it changes no state);
 //! - `requeued` comes from the holder, or (when the holder's lease expired and the server
 //!   handed the task to someone else) from an actor the target admits; `failed` of a held
 //!   task only from its holder, of a pending one (out of attempts) from an actor the target
@@ -99,6 +100,7 @@ pub const TRANSITIONS: &[(State, Step, State)] = {
         (Assigned, Step::Failed, Failed),
         (Assigned, Step::Requeued, Pending),
         (Assigned, Step::Cancelled, Cancelled),
+        (Running, Step::Progress, Running),
         (Running, Step::Completed, Completed),
         (Running, Step::Failed, Failed),
         (Running, Step::Requeued, Pending),
@@ -249,6 +251,10 @@ pub fn decide(
             after.holder = Some(actor.clone());
         }
         Payload::TaskStarted(p) => {
+            same_attempt(p.attempt)?;
+            holder_only()?;
+        }
+        Payload::TaskProgress(p) => {
             same_attempt(p.attempt)?;
             holder_only()?;
         }

@@ -142,6 +142,20 @@ pub struct Started {
     pub attempt: u32,
 }
 
+/// The running program reported how far it got. The latest report is the task's progress;
+/// each one is kept in the task's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub task_id: String,
+    pub attempt: u32,
+    /// How much is done, 0 to 100, when the program says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
+    /// What it is doing, when the program says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// The task finished successfully.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Completed {
@@ -200,6 +214,8 @@ pub enum Step {
     Submitted,
     Assigned,
     Started,
+    /// A running program's progress report (`task.progress`).
+    Progress,
     Completed,
     Failed,
     Requeued,
@@ -210,10 +226,11 @@ pub enum Step {
 
 impl Step {
     /// Every step.
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::Submitted,
         Step::Assigned,
         Step::Started,
+        Step::Progress,
         Step::Completed,
         Step::Failed,
         Step::Requeued,
@@ -227,6 +244,7 @@ impl Step {
             Step::Submitted => "submitted",
             Step::Assigned => "assigned",
             Step::Started => "started",
+            Step::Progress => "progress",
             Step::Completed => "completed",
             Step::Failed => "failed",
             Step::Requeued => "requeued",
@@ -246,6 +264,7 @@ impl Step {
             Step::Submitted => EventKind::TaskSubmitted,
             Step::Assigned => EventKind::TaskAssigned,
             Step::Started => EventKind::TaskStarted,
+            Step::Progress => EventKind::TaskProgress,
             Step::Completed => EventKind::TaskCompleted,
             Step::Failed => EventKind::TaskFailed,
             Step::Requeued => EventKind::TaskRequeued,
@@ -268,6 +287,7 @@ impl crate::catalog::Payload {
             P::TaskSubmitted(p) => &p.task_id,
             P::TaskAssigned(p) => &p.task_id,
             P::TaskStarted(p) => &p.task_id,
+            P::TaskProgress(p) => &p.task_id,
             P::TaskCompleted(p) => &p.task_id,
             P::TaskFailed(p) => &p.task_id,
             P::TaskRequeued(p) => &p.task_id,
@@ -296,6 +316,7 @@ macro_rules! step_subject {
 step_subject!(
     Assigned => Assigned,
     Started => Started,
+    Progress => Progress,
     Completed => Completed,
     Failed => Failed,
     Requeued => Requeued,

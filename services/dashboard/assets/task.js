@@ -178,6 +178,7 @@ export function mount(root, ctx) {
           ["target", target],
           ["held by", r.assigned_to || "—"],
           ["attempts", `${r.attempts ?? 0} of ${r.max_attempts ?? "?"}`],
+          ["progress", progressText(r)],
           ["retry of", r.retry_of ? h("a", { href: `#/tasks/${encodeURIComponent(r.retry_of)}`, class: "mono", "data-testid": "retry-of", text: r.retry_of }) : "—"],
           ["idempotency key", r.idempotency_key || "—"],
         ]),
@@ -241,4 +242,12 @@ export function mount(root, ctx) {
     socket.close();
     clearTimeout(reloadTimer);
   };
+}
+
+/** The latest progress report, e.g. "40% cloning", or "—" without one. */
+function progressText(r) {
+  const parts = [];
+  if (r.progress_percent != null) parts.push(`${Math.round(r.progress_percent * 10) / 10}%`);
+  if (r.progress_message) parts.push(r.progress_message);
+  return parts.length ? parts.join(" ") : "—";
 }

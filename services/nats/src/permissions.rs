@@ -104,9 +104,10 @@ pub fn inbox_prefix(worker: &str) -> String {
 }
 
 /// The steps a claimer records, in its own name.
-const CLAIMER_STEPS: [Step; 6] = [
+const CLAIMER_STEPS: [Step; 7] = [
     Step::Assigned,
     Step::Started,
+    Step::Progress,
     Step::Completed,
     Step::Failed,
     Step::Requeued,

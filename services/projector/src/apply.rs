@@ -283,6 +283,7 @@ fn refuse(
     let attempt = match &event.payload {
         Payload::TaskAssigned(p) => Some(p.attempt),
         Payload::TaskStarted(p) => Some(p.attempt),
+        Payload::TaskProgress(p) => Some(p.attempt),
         Payload::TaskCompleted(p) => Some(p.attempt),
         Payload::TaskFailed(p) => Some(p.attempt),
         Payload::TaskRequeued(p) => Some(p.attempt),
@@ -363,6 +364,12 @@ fn apply_row(
                updated_at = ?2
              WHERE task_id = ?1",
             params![p.task_id, at, version, status],
+        ),
+        Payload::TaskProgress(p) => exec(
+            "UPDATE container_tasks SET progress_percent = ?2, progress_message = ?3,
+               progress_at = ?4, version = ?5, updated_at = ?4
+             WHERE task_id = ?1",
+            params![p.task_id, p.percent, p.message, at, version],
         ),
         Payload::TaskCompleted(p) => exec(
             "UPDATE container_tasks SET status = ?5, output = ?2, error = NULL,

@@ -32,6 +32,7 @@ pub fn router(state: QueueState) -> axum::Router {
         .route("/api/tasks/{task_id}/claim", post(claim_task))
         .route("/api/tasks/{task_id}/start", post(start))
         .route("/api/tasks/{task_id}/heartbeat", post(heartbeat))
+        .route("/api/tasks/{task_id}/progress", post(progress))
         .route("/api/tasks/{task_id}/complete", post(complete))
         .route("/api/tasks/{task_id}/fail", post(fail))
         .route("/api/tasks/{task_id}/cancel", post(cancel))
@@ -221,6 +222,26 @@ pub async fn heartbeat(
     .await
 }
 
+/// Reports how far a running task got; extends its lease like a heartbeat.
+#[utoipa::path(post, path = "/api/tasks/{task_id}/progress", tag = "tasks",
+    params(("task_id" = String, Path)),
+    request_body(content = Object, description = "`worker_name` (required), `container_name`, `attempt` (optional), `percent` (0-100) and/or `message` (up to 1024 bytes)"),
+    responses((status = 200, body = Written), (status = 409, body = ErrorBody, description = "The claim no longer holds the task, or it is not running"), (status = 422, body = ErrorBody)))]
+pub async fn progress(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(task_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(
+        &state,
+        &identity,
+        Op::ReportProgress,
+        with_task(task_id, body)?,
+    )
+    .await
+}
+
 /// Completes a claimed task.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/complete", tag = "tasks",
     params(("task_id" = String, Path)),
@@ -373,6 +394,7 @@ pub async fn throughput(
         claim_task,
         start,
         heartbeat,
+        progress,
         complete,
         fail,
         cancel,

@@ -32,6 +32,9 @@ use vibehq_projector::{Handle, Reader};
 use crate::queue::NewTask;
 use crate::{Error, Queue};
 
+/// Longest progress message a report may carry, in bytes: a status line, not a log.
+const MAX_PROGRESS_MESSAGE: usize = 1024;
+
 /// Longest a claim request may wait for work.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
 
@@ -63,6 +66,9 @@ pub enum Op {
     StartTask,
     /// `task_id`, the claimer, `attempt`? → nothing: the lease is extended.
     HeartbeatTask,
+    /// `task_id`, the claimer, `attempt`?, `percent`?, `message`? → `Written`; extends the
+    /// lease too.
+    ReportProgress,
     /// `task_id`, the claimer, `attempt`?, `output`? → `Written`.
     CompleteTask,
     /// `task_id`, the claimer, `attempt`?, `error`, `retry`? → `FailOutcome`.
@@ -77,7 +83,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 13] = [
+    pub const ALL: [Op; 14] = [
         Op::SubmitTask,
         Op::SubmitTasks,
         Op::GetTasks,
@@ -86,6 +92,7 @@ impl Op {
         Op::ClaimTaskById,
         Op::StartTask,
         Op::HeartbeatTask,
+        Op::ReportProgress,
         Op::CompleteTask,
         Op::FailTask,
         Op::CancelTask,
@@ -104,6 +111,7 @@ impl Op {
             Op::ClaimTaskById => "claimTaskById",
             Op::StartTask => "startTask",
             Op::HeartbeatTask => "heartbeatTask",
+            Op::ReportProgress => "reportProgress",
             Op::CompleteTask => "completeTask",
             Op::FailTask => "failTask",
             Op::CancelTask => "cancelTask",
@@ -274,6 +282,38 @@ async fn answer(
                 .heartbeat(&task_id, attempt(&body)?, &actor(&body, identity)?)
                 .await?;
             Ok(Answer::none())
+        }
+        Op::ReportProgress => {
+            body.only(&[
+                "worker_name",
+                "container_name",
+                "attempt",
+                "percent",
+                "message",
+            ])?;
+            let percent = body.number("percent", 0.0..=100.0)?;
+            let message = body.string("message")?;
+            if message
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_PROGRESS_MESSAGE)
+            {
+                return Err(unprocessable(
+                    "message",
+                    format!("a progress message is at most {MAX_PROGRESS_MESSAGE} bytes"),
+                ));
+            }
+            if percent.is_none() && message.is_none() {
+                return Err(unprocessable(
+                    "percent",
+                    "a progress report needs a percent (0-100), a message, or both",
+                ));
+            }
+            let (claimer, attempt) = (actor(&body, identity)?, attempt(&body)?);
+            let sequence = queue
+                .progress(&task_id, attempt, &claimer, percent, message)
+                .await
+                .map_err(|e| stale_field(e, attempt))?;
+            Answer::ok(&written(sequence))
         }
         Op::CompleteTask => {
             body.only(&["worker_name", "container_name", "attempt", "output"])?;

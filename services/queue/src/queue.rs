@@ -439,6 +439,39 @@ impl Queue {
         Err(kept_changing(task_id))
     }
 
+    /// Records how far a running task got (`percent` 0-100 and/or a `message`); it also
+    /// extends the lease, as a heartbeat does. Refused when the claim no longer holds the
+    /// task, or the task is not running.
+    pub async fn progress(
+        &self,
+        task_id: &str,
+        attempt: Option<u32>,
+        claimer: &Actor,
+        percent: Option<f64>,
+        message: Option<String>,
+    ) -> Result<u64, Error> {
+        for round in 0..RETRIES {
+            let task = self
+                .holding(task_id, attempt, claimer, None, round > 0)
+                .await?;
+            let progress = claimer.envelope(task::Progress {
+                task_id: task_id.to_owned(),
+                attempt: task.status.attempt,
+                percent,
+                message: message.clone(),
+            });
+            match self.append(&task, progress).await {
+                Err(Error::Conflict { .. }) => continue,
+                Ok(now) => {
+                    self.signal(now.lease.as_deref(), AckKind::Progress).await?;
+                    return Ok(now.version);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(kept_changing(task_id))
+    }
+
     /// Extends the lease of a held task by another lease period. Refused when the claim no
     /// longer holds the task: stop working on it.
     pub async fn heartbeat(

@@ -21,8 +21,10 @@
 //! this attempt (retried elsewhere while attempts remain).
 //!
 //! # Layout
-//! Everything is in this file: [`Options`] (with [`Command`], the allow-list entries) →
-//! [`Worker::run`].
+//! This file: [`Options`] (with [`Command`], the allow-list entries) → [`Worker::run`];
+//! [`progress`]: the FIFO a program reports its progress on.
+
+pub mod progress;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -450,6 +452,35 @@ async fn execute(
             process.env(format!("VIBEHQ_PARAM_{key}"), value);
         }
     }
+    let progress = match progress::Progress::open(queue, me, claim) {
+        Ok(progress) => {
+            process.env("VIBEHQ_PROGRESS", progress.path());
+            Some(progress)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot make the progress FIFO; the program runs without VIBEHQ_PROGRESS");
+            None
+        }
+    };
+    let outcome = supervise(process, json, queue, me, claim, timeout, stop).await;
+    // Its last reports are recorded before its result is.
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
+    outcome
+}
+
+/// Runs the program to its end (or kills it at its timeout, a lost lease, a cancellation or
+/// the end of the grace period), heartbeating meanwhile.
+async fn supervise(
+    mut process: tokio::process::Command,
+    json: String,
+    queue: &Queue,
+    me: &Actor,
+    claim: &Claim,
+    timeout: Duration,
+    stop: &Stop,
+) -> std::io::Result<Outcome> {
     let mut child = process.spawn()?;
     // The group's id is the child's pid; keep it, since the pid is gone once the child is reaped.
     let group = child.id().and_then(|p| i32::try_from(p).ok());

@@ -51,6 +51,13 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
             attempt: 1,
         }
         .into()),
+        e(task::Progress {
+            task_id: task_id.clone(),
+            attempt: 1,
+            percent: Some(40.0),
+            message: Some("halfway there".into()),
+        }
+        .into()),
         e(task::Requeued {
             task_id: task_id.clone(),
             attempt: 1,
