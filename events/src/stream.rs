@@ -86,3 +86,22 @@ impl std::fmt::Display for StreamKind {
         f.write_str(self.short_name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Measured on nats-server 2.15.1: a stream with message schedules forces rollup headers
+    /// on, and then ANY publisher may send `Nats-Rollup: all` and purge the whole stream, or
+    /// `Nats-Schedule-Next: purge` with `Nats-Scheduler: <subject>` and purge another
+    /// aggregate's subject. Workers publish to the event streams, so none may have schedules
+    /// or rollups: delayed tasks need a stream of their own that only the service writes to.
+    #[test]
+    fn no_event_stream_lets_a_publisher_purge_it() {
+        for kind in StreamKind::ALL {
+            let config = kind.config(1);
+            assert!(!config.allow_message_schedules, "{kind}");
+            assert!(!config.allow_rollup, "{kind}");
+        }
+    }
+}
