@@ -536,3 +536,43 @@ async fn vibehq_cancel_ends_a_task_and_refuses_one_that_ended() {
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("cancelled"), "{stderr}");
 }
+
+#[tokio::test]
+async fn vibehq_why_says_why_a_task_waits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let up = UpProcess::start(dir.path(), &["--embedded-nats-port", "0"]).await;
+    let submit = |priority: i64| {
+        let url = format!("{}/api/tasks", up.http);
+        async move {
+            let body = serde_json::json!({"task_type": "t", "command": "c", "priority": priority});
+            let (status, answer) = crate::common::post(&url, body).await;
+            assert_eq!(status, 201, "{answer}");
+            (
+                answer["task_id"].as_str().expect("id").to_owned(),
+                answer["sequence"].as_u64().expect("sequence"),
+            )
+        }
+    };
+    submit(5).await;
+    let (waiting, seq) = submit(0).await;
+    let (status, _) = get_json(&format!("{}/api/tasks/{waiting}?min_seq={seq}", up.http)).await;
+    assert_eq!(status, 200);
+
+    let output = vibehq()
+        .args(["why", &waiting, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("pending in lane p0.any"), "{stdout}");
+    assert!(
+        stdout.contains("1 pending tasks of a higher priority"),
+        "{stdout}"
+    );
+}

@@ -18,4 +18,5 @@ mod queue_api;
 mod queue_live;
 mod traces;
 mod trust;
+mod why;
 mod worker;

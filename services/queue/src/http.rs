@@ -37,6 +37,7 @@ pub fn router(state: QueueState) -> axum::Router {
         .route("/api/tasks/{task_id}/fail", post(fail))
         .route("/api/tasks/{task_id}/cancel", post(cancel))
         .route("/api/tasks/{task_id}/history", get(history))
+        .route("/api/tasks/{task_id}/why", get(why))
         .route("/api/queues", get(queues))
         .route("/api/queues/throughput", get(throughput))
         .route("/api/tasks/{task_id}/retry", post(retry))
@@ -304,6 +305,20 @@ pub async fn history(
     answer(&state, &identity, Op::GetTaskHistory, input).await
 }
 
+/// Why a task is still pending: every reason, each with its evidence (its backoff, its lane
+/// on the server, what waits ahead of it). A task that is not pending has no reasons.
+#[utoipa::path(get, path = "/api/tasks/{task_id}/why", tag = "tasks",
+    params(("task_id" = String, Path)),
+    responses((status = 200, body = crate::why::Why), (status = 404, body = ErrorBody)))]
+pub async fn why(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(task_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let input = serde_json::json!({ "task_id": task_id });
+    answer(&state, &identity, Op::WhyPending, input).await
+}
+
 /// Retries a dead task (failed or cancelled) as a new task with the same work, linked by
 /// `retry_of` (operators only).
 #[utoipa::path(post, path = "/api/tasks/{task_id}/retry", tag = "tasks",
@@ -395,6 +410,7 @@ pub async fn throughput(
         start,
         heartbeat,
         progress,
+        why,
         complete,
         fail,
         cancel,
@@ -408,7 +424,9 @@ pub async fn throughput(
         FailOutcome,
         Written,
         crate::ws::FeedEvent,
-        crate::history::Entry
+        crate::history::Entry,
+        crate::why::Why,
+        crate::why::Reason
     ))
 )]
 pub struct QueueDoc;

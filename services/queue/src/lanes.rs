@@ -213,6 +213,22 @@ impl Lanes {
         Ok(())
     }
 
+    /// What the server says of the lane's consumer now; `None` if it has none.
+    pub(crate) async fn info(
+        &self,
+        lane: &Lane,
+    ) -> Result<Option<async_nats::jetstream::consumer::Info>, Error> {
+        match self.tasks.consumer_info(lane.consumer_name()).await {
+            Ok(info) => Ok(Some(info)),
+            Err(e)
+                if e.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Error::nats("read a lane's consumer", e)),
+        }
+    }
+
     /// The core NATS connection the lanes use (announcements, notices).
     pub(crate) fn client(&self) -> &async_nats::Client {
         &self.client

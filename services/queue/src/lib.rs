@@ -24,6 +24,7 @@
 //! - [`http`]: the REST routes (`/api/tasks…`) and their OpenAPI document.
 //! - [`rpc`]: `ContainerTaskQueueOps`, the same operations as a NATS micro service.
 //! - [`stats`]: the work waiting per lane and the throughput per minute, for operators.
+//! - [`why`]: why a pending task has not run, each reason with its evidence.
 //! - [`ws`]: `GET /ws/tasks`, task events live over a WebSocket, resumable by sequence.
 
 mod claim;
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod queue;
 pub mod rpc;
 pub mod stats;
+pub mod why;
 pub mod ws;
 
 pub use ops::QueueState;

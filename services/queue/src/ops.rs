@@ -77,13 +77,15 @@ pub enum Op {
     CancelTask,
     /// `task_id` → the task's timeline from the stream (`[history::Entry]`).
     GetTaskHistory,
+    /// `task_id` → why it is still pending (`why::Why`).
+    WhyPending,
     /// `task_id` (a failed or cancelled task), `new_task_id`?, `submitted_by`? → `Submitted`.
     RetryTask,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 15] = [
         Op::SubmitTask,
         Op::SubmitTasks,
         Op::GetTasks,
@@ -97,6 +99,7 @@ impl Op {
         Op::FailTask,
         Op::CancelTask,
         Op::GetTaskHistory,
+        Op::WhyPending,
         Op::RetryTask,
     ];
 
@@ -116,6 +119,7 @@ impl Op {
             Op::FailTask => "failTask",
             Op::CancelTask => "cancelTask",
             Op::GetTaskHistory => "getTaskHistory",
+            Op::WhyPending => "whyPending",
             Op::RetryTask => "retryTask",
         }
     }
@@ -338,6 +342,10 @@ async fn answer(
         Op::GetTaskHistory => {
             body.only(&[])?;
             Answer::ok(&queue.history(&task_id).await?)
+        }
+        Op::WhyPending => {
+            body.only(&[])?;
+            Answer::ok(&queue.why(&state.reader, &task_id).await?)
         }
         Op::RetryTask => {
             body.only(&["new_task_id", "submitted_by"])?;

@@ -14,6 +14,7 @@ mod replay;
 mod signals;
 mod telemetry;
 mod up;
+mod why;
 mod worker;
 
 use anyhow::Result;
@@ -66,6 +67,7 @@ enum Command {
     Replay(replay::ReplayArgs),
     Audit(audit::AuditArgs),
     Cancel(cancel::CancelArgs),
+    Why(why::WhyArgs),
     /// Call a running `vibehq up`'s AI API from a terminal: ask a model, route a prompt, get
     /// structured output, call tools, run a tool loop, evaluate, and plan with approvals.
     ///
@@ -133,6 +135,7 @@ async fn run(command: Command, settings: config::Settings) -> Result<()> {
         Command::Replay(args) => replay::run(settings, args).await,
         Command::Audit(args) => audit::run(settings, args).await,
         Command::Cancel(args) => cancel::run(settings, args).await,
+        Command::Why(args) => why::run(settings, args).await,
         Command::Ai(args) => ai::run(settings, args).await,
         Command::NatsAuth(args) => nats_auth::run(args),
         Command::Lanes(args) => lanes::run(settings, args).await,

@@ -1,0 +1,96 @@
+//! `vibehq why`: why a task is still pending, asked of a running `vibehq up` over NATS.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::Value;
+
+use crate::config::Settings;
+
+/// Say why a task is still pending: every reason, with its evidence.
+///
+/// The reasons: its last attempt's backoff has not passed; its lane has no consumer on the
+/// server; its lane holds work nobody has pulled for a while (no claimer that may take it is
+/// running); tasks ahead of it at a higher priority or earlier in its lane. Asked of a running
+/// `vibehq up` (the `whyPending` operation of ContainerTaskQueueOps), which reads the task's
+/// events, its lane and the projection.
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// The task's id.
+    task_id: String,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(settings: Settings, args: WhyArgs) -> Result<()> {
+    vibehq_events::subject::validate_id(&args.task_id)?;
+    let client = settings
+        .connection(&settings.client_nats_url()?, None)
+        .connect()
+        .await?;
+    let subject = vibehq_queue::rpc::SPEC.subject(vibehq_queue::ops::Op::WhyPending);
+    let request = serde_json::json!({ "task_id": args.task_id }).to_string();
+    let answer = client
+        .request(subject, request.into())
+        .await
+        .context("no answer from a running vibehq up (is one running on this NATS?)")?;
+    if let Some(headers) = &answer.headers
+        && let Some(code) = headers.get("Nats-Service-Error-Code")
+    {
+        let message = headers
+            .get("Nats-Service-Error")
+            .map_or(String::new(), |m| m.as_str().to_owned());
+        anyhow::bail!("{message} ({code})");
+    }
+    let why: Value = serde_json::from_slice(&answer.payload).context("an unreadable answer")?;
+    if args.json {
+        println!("{why}");
+        return Ok(());
+    }
+    println!("{}", describe(&why));
+    Ok(())
+}
+
+/// The answer in words, one reason a line.
+fn describe(why: &Value) -> String {
+    let task = why["task_id"].as_str().unwrap_or("?");
+    let status = why["status"].as_str().unwrap_or("?");
+    let lane = why["lane"].as_str().unwrap_or("?");
+    if status != "pending" {
+        return format!("{task} is {status}, not pending");
+    }
+    let reasons = why["reasons"].as_array().cloned().unwrap_or_default();
+    if reasons.is_empty() {
+        return format!(
+            "{task} is pending in lane {lane} and nothing holds it back: it is about to be claimed"
+        );
+    }
+    let mut text = format!("{task} is pending in lane {lane} because:");
+    for reason in reasons {
+        let line = match reason["reason"].as_str().unwrap_or("") {
+            "backoff" => format!(
+                "its attempt {} waits out its backoff until {}",
+                reason["attempt"],
+                reason["retry_at"].as_str().unwrap_or("?")
+            ),
+            "no_lane" => format!(
+                "its lane has no consumer on the server ({}); the next submission into it creates one",
+                reason["consumer"].as_str().unwrap_or("?")
+            ),
+            "no_claimer" => format!(
+                "no claimer that may take it has pulled its lane for {} s ({} waiting, last active {})",
+                reason["idle_secs"],
+                reason["undelivered"],
+                reason["last_active"].as_str().unwrap_or("?")
+            ),
+            "ahead" => format!(
+                "{} pending tasks of a higher priority and {} earlier ones in its lane go first",
+                reason["higher_priority"], reason["earlier_in_lane"]
+            ),
+            other => format!("{other}: {reason}"),
+        };
+        text.push_str("\n  - ");
+        text.push_str(&line);
+    }
+    text
+}
