@@ -159,16 +159,19 @@ try {
     if (shown !== first) throw new Error(`Enter opened ${shown}, not ${first}`);
   });
 
-  await check("a task's page shows its timeline: the submission, then the claim and the failure as they happen", async () => {
+  await check("a task's page shows why it is pending, then its timeline: the submission, the claim and the failure as they happen", async () => {
     await openHash(`#/tasks/${live}`, "page-task");
     await page.waitForSelector('[data-testid="timeline-entry"][data-kind="task.submitted"]');
     const before = await page.locator('[data-testid="timeline-entry"]').count();
     if (before !== 1) throw new Error(`${before} entries before the claim, not 1`);
+    // Pending behind higher-priority work for factory-1: the page says so, from /why.
+    await page.waitForSelector('[data-testid="why-pending"] li[data-reason="ahead"]');
     await rest("POST", `/api/tasks/${live}/claim`, { worker_name: "factory-1", container_name: "c1" });
     await rest("POST", `/api/tasks/${live}/fail`, { worker_name: "factory-1", container_name: "c1", error: "exit status 2: repo not found", retry: false });
     await page.waitForSelector('[data-testid="timeline-entry"][data-kind="task.failed"]');
     await page.waitForSelector('[data-testid="task-status"]:text-is("failed")');
     await page.waitForSelector('[data-testid="task-error"]');
+    if (await page.locator('[data-testid="why-pending"] li').count()) throw new Error("a failed task still shows why it is pending");
     const kinds = await page.$$eval('[data-testid="timeline-entry"]', (els) => els.map((e) => e.dataset.kind));
     return kinds.join(", ");
   });

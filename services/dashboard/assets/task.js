@@ -88,7 +88,8 @@ export function mount(root, ctx) {
   const info = h("div", { class: "cols" });
   const timeline = h("ol", { class: "timeline", "data-testid": "timeline" });
   const outputs = h("div");
-  fill(root, h("p", { class: "crumbs" }, h("a", { href: "#/tasks", text: "← Tasks" }), h("span", { class: "muted", text: " (u)" })), head, actions, result, info, outputs, section("Timeline", timeline));
+  const waiting = h("div", { "data-testid": "why-pending" });
+  fill(root, h("p", { class: "crumbs" }, h("a", { href: "#/tasks", text: "← Tasks" }), h("span", { class: "muted", text: " (u)" })), head, actions, result, waiting, info, outputs, section("Timeline", timeline));
 
   function drawActions() {
     const status = row?.status;
@@ -206,6 +207,21 @@ export function mount(root, ctx) {
     drawActions();
   }
 
+  /** Why a pending task has not run (GET /api/tasks/{id}/why), a reason a line. */
+  function drawWhy(why) {
+    if (!why) return fill(waiting);
+    const lines = why.reasons.map((r) => h("li", { "data-reason": r.reason, text: reasonText(r) }));
+    fill(
+      waiting,
+      section(
+        "Why pending",
+        lines.length
+          ? h("ul", { class: "reasons" }, lines)
+          : h("p", { class: "muted", text: `nothing holds it back in lane ${why.lane}: it is about to be claimed` }),
+      ),
+    );
+  }
+
   async function reload(minSeq) {
     try {
       const [task, history] = await Promise.all([
@@ -214,6 +230,7 @@ export function mount(root, ctx) {
       ]);
       row = task;
       drawTask();
+      drawWhy(task.status === "pending" ? await api(`/api/tasks/${encodeURIComponent(id)}/why`) : null);
       fill(timeline, history.map(timelineEntry));
       root.dataset.ready = "1";
     } catch (error) {
@@ -250,4 +267,20 @@ function progressText(r) {
   if (r.progress_percent != null) parts.push(`${Math.round(r.progress_percent * 10) / 10}%`);
   if (r.progress_message) parts.push(r.progress_message);
   return parts.length ? parts.join(" ") : "—";
+}
+
+/** One reason from GET /api/tasks/{id}/why, in words. */
+function reasonText(r) {
+  switch (r.reason) {
+    case "backoff":
+      return `attempt ${r.attempt} waits out its backoff until ${when(r.retry_at)}`;
+    case "no_lane":
+      return `its lane has no consumer on the server (${r.consumer}); the next submission into it creates one`;
+    case "no_claimer":
+      return `no claimer that may take it has pulled its lane for ${duration(r.idle_secs)} (${r.undelivered} waiting; last active ${when(r.last_active)})`;
+    case "ahead":
+      return `${r.higher_priority} pending task(s) of a higher priority and ${r.earlier_in_lane} earlier in its lane go first`;
+    default:
+      return `${r.reason}: ${JSON.stringify(r)}`;
+  }
 }
