@@ -184,6 +184,8 @@ try {
     retried = await link.getAttribute("data-task-id");
     const task = await rest("GET", `/api/tasks/${retried}?min_seq=0`);
     if (task.retry_of !== live) throw new Error(`the new task ${retried} has retry_of ${task.retry_of}, not ${live}`);
+    // The dead task's page now links its retry.
+    await page.waitForSelector(`[data-testid="retried-as"][href="#/tasks/${retried}"]`);
     return `…${live.slice(-8)} retried as …${retried.slice(-8)}`;
   });
 

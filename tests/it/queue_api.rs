@@ -584,6 +584,15 @@ async fn a_tasks_timeline_comes_from_the_stream_and_a_dead_task_can_be_retried()
     assert_eq!(row["retry_of"], id.as_str());
     assert_eq!(row["parameters"], json!({"n": 1}));
     assert_eq!(row["status"], "pending");
+    let (_, retries) =
+        crate::common::get_json(&format!("{base}/api/tasks?retry_of={id}&priority=0")).await;
+    let ids: Vec<&str> = retries["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list: {retries}"))
+        .iter()
+        .filter_map(|t| t["task_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["retry-1"], "the retries of a task, by its id");
     let (status, missing) =
         crate::common::get_json(&format!("{base}/api/tasks/no-such-task/history")).await;
     assert_eq!(

@@ -77,6 +77,7 @@ function timelineEntry(entry, index, all) {
 export function mount(root, ctx) {
   const id = ctx.id;
   let row = null;
+  let retries = [];
   let reloadTimer = null;
   let busy = false;
   let cancelOpen = false;
@@ -151,6 +152,9 @@ export function mount(root, ctx) {
         ),
       );
       ctx.toast("retry submitted", "ok");
+      // Read the page again once the projection has the retry, so "retried as" lists it.
+      busy = false;
+      reload(submitted.sequence);
     } catch (error) {
       fill(result, notice(`retry refused: ${error.message}`, "error", "action-error"));
     } finally {
@@ -181,6 +185,7 @@ export function mount(root, ctx) {
           ["attempts", `${r.attempts ?? 0} of ${r.max_attempts ?? "?"}`],
           ["progress", progressText(r)],
           ["retry of", r.retry_of ? h("a", { href: `#/tasks/${encodeURIComponent(r.retry_of)}`, class: "mono", "data-testid": "retry-of", text: r.retry_of }) : "—"],
+          ["retried as", retries.length ? retries.map((t) => h("a", { href: `#/tasks/${encodeURIComponent(t.task_id)}`, class: "mono", "data-testid": "retried-as", text: `${tail(t.task_id)} ` })) : "—"],
           ["idempotency key", r.idempotency_key || "—"],
         ]),
       ),
@@ -224,11 +229,13 @@ export function mount(root, ctx) {
 
   async function reload(minSeq) {
     try {
-      const [task, history] = await Promise.all([
+      const [task, history, retried] = await Promise.all([
         api(`/api/tasks/${encodeURIComponent(id)}${qs({ min_seq: minSeq })}`),
         api(`/api/tasks/${encodeURIComponent(id)}/history`),
+        api(`/api/tasks${qs({ retry_of: id, limit: 20, min_seq: minSeq })}`),
       ]);
       row = task;
+      retries = retried.items || [];
       drawTask();
       drawWhy(task.status === "pending" ? await api(`/api/tasks/${encodeURIComponent(id)}/why`) : null);
       fill(timeline, history.map(timelineEntry));

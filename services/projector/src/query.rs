@@ -58,7 +58,13 @@ pub const TABLES: &[Table] = &[
         key: "task_id",
         status: Some(("status", TASK_STATUSES)),
         time: "created_at",
-        filters: &["task_type", "assigned_to", "idempotency_key"],
+        filters: &[
+            "task_type",
+            "assigned_to",
+            "idempotency_key",
+            "priority",
+            "retry_of",
+        ],
         json: &["parameters"],
     },
     Table {

@@ -127,7 +127,9 @@ pub async fn submit(
     params(
         ("status" = Option<String>, Query, description = "pending, assigned, running, completed, failed or cancelled; `failed` lists the dead letters"),
         ("worker_name" = Option<String>, Query), ("container_name" = Option<String>, Query),
-        ("task_type" = Option<String>, Query), ("since" = Option<String>, Query), ("until" = Option<String>, Query),
+        ("task_type" = Option<String>, Query), ("priority" = Option<i64>, Query),
+        ("retry_of" = Option<String>, Query, description = "The tasks that retry this one"),
+        ("since" = Option<String>, Query), ("until" = Option<String>, Query),
         ("order" = Option<String>, Query), ("cursor" = Option<i64>, Query), ("limit" = Option<u32>, Query),
         ("min_seq" = Option<u64>, Query, description = "Wait for this tasks-stream sequence first"),
     ),

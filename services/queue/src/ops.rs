@@ -384,6 +384,8 @@ pub const LIST_FILTERS: &[&str] = &[
     "task_type",
     "assigned_to",
     "idempotency_key",
+    "priority",
+    "retry_of",
     "since",
     "until",
     "order",
