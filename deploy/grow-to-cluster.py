@@ -42,14 +42,17 @@ try:
 except ImportError:
     sys.exit("grow-to-cluster: needs nats-py: pip install 'nats-py[nkeys]'")
 
-STREAMS = ["VIBEHQ_TASKS", "VIBEHQ_CONTAINERS", "VIBEHQ_AI"]
+# The schedules stream first: VIBEHQ_TASKS sources it once promoted.
+STREAMS = ["VIBEHQ_SCHEDULES", "VIBEHQ_TASKS", "VIBEHQ_CONTAINERS", "VIBEHQ_AI"]
 
 # Settings of the old stream that a mirror may not have (or that only matter once it takes
 # writes): left out when the mirror is created, put back when it is promoted. (A mirror's
 # duplicate_window is 0: it takes no publishes to deduplicate.)
 WRITE_ONLY = ["subjects", "duplicate_window", "allow_atomic", "allow_msg_ttl",
               "allow_rollup_hdrs", "deny_delete", "deny_purge", "discard_new_per_subject",
-              "sealed", "subject_transform", "republish", "mirror", "sources"]
+              "sealed", "subject_transform", "republish", "mirror", "sources",
+              # A mirror must not fire the schedules it copies; the promoted stream does.
+              "allow_msg_schedules"]
 
 
 class ApiError(Exception):

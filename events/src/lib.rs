@@ -23,6 +23,7 @@
 //! - [`subject`]: aggregates and the NATS subjects they live on.
 //! - [`stream`]: the JetStream streams and their configuration.
 //! - [`log`]: [`EventLog`], appending (one, pipelined, or atomic) and reading history back.
+//! - [`schedule`]: delayed tasks, as message schedules in a stream only the service writes.
 //! - [`trace`]: the trace context each append carries in its NATS headers.
 
 pub mod actor;
@@ -31,6 +32,7 @@ pub mod catalog;
 pub mod container;
 pub mod envelope;
 pub mod log;
+pub mod schedule;
 pub mod stream;
 pub mod subject;
 pub mod task;

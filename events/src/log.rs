@@ -189,6 +189,11 @@ impl EventLog {
     /// already has keeps the stream's copies (and logs that it did), so one misconfigured
     /// member cannot quietly strip a cluster's redundancy.
     pub async fn ensure_streams(&self, replicas: usize) -> Result<Vec<stream::Info>, Error> {
+        // The tasks stream sources the schedules stream: make that first.
+        self.js
+            .create_or_update_stream(crate::schedule::config(replicas))
+            .await
+            .map_err(|e| nats("create or update the schedules stream")(e.into()))?;
         let mut infos = Vec::with_capacity(StreamKind::ALL.len());
         for kind in StreamKind::ALL {
             let existing = match self.js.get_stream(kind.name()).await {

@@ -76,6 +76,8 @@ impl StreamKind {
             allow_direct: true,
             // Bulk submissions are stored all or nothing (nats-server 2.12+).
             allow_atomic_publish: self == StreamKind::Tasks,
+            // Delayed tasks' submissions, copied in when due (see `schedule`).
+            sources: (self == StreamKind::Tasks).then(|| vec![crate::schedule::source()]),
             ..Default::default()
         }
     }

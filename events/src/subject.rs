@@ -27,6 +27,10 @@ use crate::task::lane::Lane;
 pub enum Subject {
     /// A task's submission, in its lane: `vibehq.tasks.<task_id>.submitted.<lane>`.
     Submission { task_id: String, lane: Lane },
+    /// A delayed task's submission until it is due: `vibehq.tasks.<task_id>.scheduled.<lane>`.
+    /// Nothing pulls this subject, so the task is not handed out early; when it is due, the
+    /// server copies the submission onto [`Subject::Submission`] (see [`crate::schedule`]).
+    Scheduled { task_id: String, lane: Lane },
     /// A later task event by `actor`: `vibehq.tasks.<task_id>.<step>.<worker>.<container>`.
     TaskStep {
         task_id: String,
@@ -69,6 +73,9 @@ pub enum InvalidToken {
 /// The prefix of every task subject.
 const TASKS: &str = "vibehq.tasks";
 
+/// The token of a delayed task's submission before it is due ([`Subject::Scheduled`]).
+const SCHEDULED: &str = "scheduled";
+
 impl Subject {
     /// The subject filter holding the whole history of `task_id`.
     pub fn task(task_id: &str) -> String {
@@ -78,7 +85,9 @@ impl Subject {
     /// The aggregate's id (a task's id for both kinds of task subject).
     pub fn id(&self) -> &str {
         match self {
-            Subject::Submission { task_id, .. } | Subject::TaskStep { task_id, .. } => task_id,
+            Subject::Submission { task_id, .. }
+            | Subject::Scheduled { task_id, .. }
+            | Subject::TaskStep { task_id, .. } => task_id,
             Subject::Instance(id)
             | Subject::Health(id)
             | Subject::Pool(id)
@@ -95,7 +104,9 @@ impl Subject {
     /// The stream that stores this subject.
     pub fn stream(&self) -> StreamKind {
         match self {
-            Subject::Submission { .. } | Subject::TaskStep { .. } => StreamKind::Tasks,
+            Subject::Submission { .. } | Subject::Scheduled { .. } | Subject::TaskStep { .. } => {
+                StreamKind::Tasks
+            }
             Subject::Instance(_) | Subject::Health(_) | Subject::Pool(_) => StreamKind::Containers,
             Subject::AiTask(_)
             | Subject::Evaluation(_)
@@ -111,9 +122,9 @@ impl Subject {
     /// history: a task's `vibehq.tasks.<task_id>.>`, any other aggregate's own subject.
     pub fn version(&self) -> String {
         match self {
-            Subject::Submission { task_id, .. } | Subject::TaskStep { task_id, .. } => {
-                Self::task(task_id)
-            }
+            Subject::Submission { task_id, .. }
+            | Subject::Scheduled { task_id, .. }
+            | Subject::TaskStep { task_id, .. } => Self::task(task_id),
             other => other.to_string(),
         }
     }
@@ -123,14 +134,16 @@ impl Subject {
         validate_id(self.id())?;
         match self {
             Subject::TaskStep { actor, .. } => actor.validate()?,
-            Subject::Submission { lane, .. } => match &lane.target {
-                crate::task::lane::Target::Any => {}
-                crate::task::lane::Target::Worker(w) => validate_name(w)?,
-                crate::task::lane::Target::Container { worker, container } => {
-                    validate_name(worker)?;
-                    validate_name(container)?;
+            Subject::Submission { lane, .. } | Subject::Scheduled { lane, .. } => {
+                match &lane.target {
+                    crate::task::lane::Target::Any => {}
+                    crate::task::lane::Target::Worker(w) => validate_name(w)?,
+                    crate::task::lane::Target::Container { worker, container } => {
+                        validate_name(worker)?;
+                        validate_name(container)?;
+                    }
                 }
-            },
+            }
             _ => {}
         }
         Ok(())
@@ -141,6 +154,13 @@ impl Subject {
     pub fn parse(subject: &str) -> Option<Subject> {
         let rest = subject.strip_prefix(TASKS)?.strip_prefix('.')?;
         let tokens: Vec<&str> = rest.split('.').collect();
+        if let [task_id, SCHEDULED, lane @ ..] = tokens.as_slice() {
+            validate_id(task_id).ok()?;
+            return Some(Subject::Scheduled {
+                task_id: (*task_id).to_owned(),
+                lane: Lane::from_tokens(lane)?,
+            });
+        }
         let (task_id, step, rest) = match tokens.as_slice() {
             [task_id, step, rest @ ..] => (*task_id, Step::from_token(step)?, rest),
             _ => return None,
@@ -186,6 +206,9 @@ impl fmt::Display for Subject {
         let (prefix, id) = match self {
             Subject::Submission { task_id, lane } => {
                 return write!(f, "{TASKS}.{task_id}.submitted.{}", lane.tokens());
+            }
+            Subject::Scheduled { task_id, lane } => {
+                return write!(f, "{TASKS}.{task_id}.{SCHEDULED}.{}", lane.tokens());
             }
             Subject::TaskStep {
                 task_id,
@@ -237,6 +260,12 @@ mod tests {
         let assigned = step("t1", Step::Assigned, "w1", Some("c1"));
         let cancelled = step("t1", Step::Cancelled, "ops", None);
         assert_eq!(submission.to_string(), "vibehq.tasks.t1.submitted.p5.w.w1");
+        let scheduled = Subject::Scheduled {
+            task_id: "t1".into(),
+            lane: Lane::new(5, Target::Worker("w1".into())),
+        };
+        assert_eq!(scheduled.to_string(), "vibehq.tasks.t1.scheduled.p5.w.w1");
+        assert_eq!(Subject::parse(&scheduled.to_string()), Some(scheduled));
         assert_eq!(assigned.to_string(), "vibehq.tasks.t1.assigned.w1.c1");
         assert_eq!(cancelled.to_string(), "vibehq.tasks.t1.cancelled.ops._");
         for subject in [submission, assigned, cancelled] {

@@ -51,6 +51,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_task_progress.sql",
         sql: include_str!("../migrations/0007_task_progress.sql"),
     },
+    Migration {
+        name: "0008_task_run_at.sql",
+        sql: include_str!("../migrations/0008_task_run_at.sql"),
+    },
 ];
 
 /// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten,
@@ -141,7 +145,7 @@ mod tests {
         let first = migrate(&mut conn).expect("first run");
         let every: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
         assert_eq!(first, every);
-        assert_eq!(every.last(), Some(&"0007_task_progress.sql"));
+        assert_eq!(every.last(), Some(&"0008_task_run_at.sql"));
         let second = migrate(&mut conn).expect("second run");
         assert!(second.is_empty());
     }

@@ -9,6 +9,7 @@ mod cluster;
 mod common;
 mod crash;
 mod dashboard;
+mod delayed;
 mod docker;
 mod metrics;
 mod outage;

@@ -7,7 +7,9 @@
 //! changes nothing anywhere, the same way on replay: appending an event does not make it true.
 //!
 //! The rules, besides the [`TRANSITIONS`] table:
-//! - a task is submitted once, and nothing happens to a task that was never submitted;
+//! - a task is submitted once, and nothing happens to a task that was never submitted (a
+//!   delayed task's submission comes again, in its lane, when it is due: that changes
+//!   nothing);
 //! - `assigned` takes the next attempt, by an actor the task's target admits, while attempts
 //!   remain;
 //! - `started`, `progress` and `completed` come from the claim holding the task, for its
@@ -175,6 +177,15 @@ pub fn decide(
     };
     if let Payload::TaskSubmitted(submitted) = payload {
         return match current {
+            // A delayed task's submission, again, in its lane: it came due. It changes
+            // nothing (the task was pending all along); its lane now hands it out.
+            Some(status)
+                if submitted.run_at.is_some()
+                    && status.state == State::Pending
+                    && status.attempt == 0 =>
+            {
+                Ok(Some(status.clone()))
+            }
             Some(_) => Err(Refusal::AlreadySubmitted),
             None => Ok(Some(Status {
                 state: State::Pending,
@@ -298,7 +309,7 @@ pub fn read(subject: &str, envelope: &Envelope) -> Option<Result<Origin, Refusal
     let task_id = envelope.payload.task_id().unwrap_or_default();
     // The subject an envelope belongs on is a function of the envelope: the common case is one
     // comparison; only a mismatch is taken apart to say what is wrong.
-    if envelope.subject().to_string() == subject {
+    if envelope.subject().to_string() == subject || is_due_copy(subject, envelope) {
         return Some(Ok(Origin {
             task_id: task_id.to_owned(),
             actor: envelope.actor(),
@@ -318,6 +329,17 @@ pub fn read(subject: &str, envelope: &Envelope) -> Option<Result<Origin, Refusal
         subject: subject.to_owned(),
         why,
     }))
+}
+
+/// Whether `envelope`, stored on `subject`, is a delayed task's submission copied into its
+/// lane when it came due (see [`crate::schedule`]).
+pub fn is_due_copy(subject: &str, envelope: &Envelope) -> bool {
+    match &envelope.payload {
+        Payload::TaskSubmitted(submitted) => {
+            submitted.run_at.is_some() && submitted.lane_subject().to_string() == subject
+        }
+        _ => false,
+    }
 }
 
 /// A task as its events say it is: what the queue's commands and the live feed decide on.

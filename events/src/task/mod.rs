@@ -75,6 +75,15 @@ pub struct Submitted {
     /// The dead task this one retries (`POST /api/tasks/{id}/retry`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<String>,
+    /// A delayed task: not handed out before this time. It is stored on
+    /// [`Subject::Scheduled`], and a JetStream message schedule copies it into its lane when
+    /// it is due ([`crate::schedule`]), durably, with no timer of vibehq's own.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub run_at: Option<time::OffsetDateTime>,
 }
 
 fn default_max_attempts() -> u32 {
@@ -95,6 +104,7 @@ impl Default for Submitted {
             max_attempts: default_max_attempts(),
             idempotency_key: None,
             retry_of: None,
+            run_at: None,
         }
     }
 }
@@ -113,7 +123,21 @@ impl Submitted {
     /// The submission's subject: its task's, in its lane. Who submitted is in the envelope
     /// only: submitting is the service's to do, so the lane (which permissions can scope
     /// pulls by) is what the subject carries.
+    ///
+    /// A delayed task's is [`Subject::Scheduled`]; when it is due, the server copies the same
+    /// event onto [`Submitted::lane_subject`].
     pub fn subject(&self, _by: &Actor) -> Subject {
+        match self.run_at {
+            Some(_) => Subject::Scheduled {
+                task_id: self.task_id.clone(),
+                lane: self.lane(),
+            },
+            None => self.lane_subject(),
+        }
+    }
+
+    /// The submission's subject in its lane, which the lane's consumer hands out.
+    pub fn lane_subject(&self) -> Subject {
         Subject::Submission {
             task_id: self.task_id.clone(),
             lane: self.lane(),

@@ -423,6 +423,7 @@ impl Agents {
                             idempotency_key: Some(format!("ai-task:{task_id}")),
                             task_id: None,
                             retry_of: None,
+                            run_at: None,
                         },
                     )
                     .await?;

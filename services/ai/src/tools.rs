@@ -475,6 +475,7 @@ impl Tool for SubmitTask {
                 idempotency_key: None,
                 task_id: None,
                 retry_of: None,
+                run_at: None,
             };
             let by = caller.clone();
             let submitted = self

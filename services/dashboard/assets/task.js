@@ -193,6 +193,7 @@ export function mount(root, ctx) {
         "Times",
         facts([
           ["created", when(r.created_at)],
+          ["runs at", r.run_at ? when(r.run_at) : "—"],
           ["assigned", when(r.assigned_at)],
           ["started", when(r.started_at)],
           ["ended", when(r.completed_at)],

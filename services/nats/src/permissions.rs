@@ -250,6 +250,13 @@ mod tests {
                 .any(|s| s.contains("STREAM.MSG.DELETE") || s == ">")
         );
         assert!(!publish.iter().any(|s| s.starts_with("vibehq.cancels")));
+        // Only the service schedules delayed tasks: a schedules stream lets its publishers
+        // purge it, so no worker may publish there.
+        assert!(
+            !publish
+                .iter()
+                .any(|s| s.contains("schedules") || s.contains("SCHEDULES"))
+        );
         assert_eq!(
             permissions.subscribe,
             [

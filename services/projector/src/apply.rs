@@ -334,9 +334,11 @@ fn apply_row(
         Payload::TaskSubmitted(p) => exec(
             "INSERT INTO container_tasks (task_id, worker_name, container_name, priority, status,
                task_type, command, parameters, max_attempts, idempotency_key, version,
-               created_at, updated_at, retry_of)
-             VALUES (?1, ?2, ?3, ?4, ?12, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?13)
-             ON CONFLICT (task_id) DO NOTHING",
+               created_at, updated_at, retry_of, run_at)
+             VALUES (?1, ?2, ?3, ?4, ?12, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?13, ?14)
+             ON CONFLICT (task_id) DO UPDATE SET version = excluded.version,
+               due_at = excluded.updated_at, updated_at = excluded.updated_at
+             WHERE excluded.run_at IS NOT NULL",
             params![
                 p.task_id,
                 p.worker_name,
@@ -350,7 +352,8 @@ fn apply_row(
                 version,
                 at,
                 status,
-                p.retry_of
+                p.retry_of,
+                p.run_at.map(|t| t.unix_timestamp())
             ],
         ),
         Payload::TaskAssigned(p) => exec(

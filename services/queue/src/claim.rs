@@ -72,7 +72,10 @@ impl Queue {
             }
             // Redeliveries (expired leases, retries after their backoff) are announced by
             // nobody: look again at least once a second.
-            let until = deadline.min(now + Duration::from_secs(1));
+            let mut until = deadline.min(now + Duration::from_secs(1));
+            if let Some(look) = lanes.next_due_look(&eligible) {
+                until = until.min(look);
+            }
             let _ = tokio::time::timeout_at(until, arrival).await;
         }
     }
@@ -96,7 +99,9 @@ impl Queue {
         for delivery in pulled {
             match Offer::read(delivery) {
                 Ok(offer) if fresh.len() + again.len() == max => surplus.push(offer),
-                Ok(offer) if offer.delivered == 1 => fresh.push(offer),
+                // A delayed task's copy may follow other events of its task (a cancel):
+                // decided on the task's events, never the fast way.
+                Ok(offer) if offer.delivered == 1 && !offer.is_due_copy() => fresh.push(offer),
                 Ok(offer) => again.push(offer),
                 Err(delivery) => {
                     // Not a submission (the projector keeps it in projector_rejected): make
@@ -163,6 +168,13 @@ impl Queue {
             };
             if task.status.state.is_terminal() {
                 acknowledge(&offer.delivery.message).await;
+                return Ok(None);
+            }
+            if offer.is_due_copy() && offer.delivered == 1 && task.version != offer.sequence {
+                // A first delivery of a delayed task's copy is claimable only as the task's
+                // latest event: another copy came after it (a schedule published twice), or
+                // the task moved on. The lane keeps one copy per task.
+                terminate(&offer.delivery.message).await;
                 return Ok(None);
             }
             let mut task = task;
@@ -360,6 +372,13 @@ impl Offer {
             submission: Some((submitted, origin.actor)),
             delivery,
         })
+    }
+
+    /// Whether this is a delayed task's submission, copied into its lane when it came due.
+    fn is_due_copy(&self) -> bool {
+        self.submission
+            .as_ref()
+            .is_some_and(|(submitted, _)| submitted.run_at.is_some())
     }
 
     /// The trace the submission was made in (its `traceparent` header).

@@ -68,6 +68,22 @@ const PULL_ANSWER: Duration = Duration::from_secs(3);
 /// How long a lane whose pull went unanswered is left alone before it is tried again.
 const UNANSWERED: Duration = Duration::from_secs(30);
 
+/// How long after a delayed task's due time its lane is still looked at first: the server
+/// fires the schedule at the due time, and its copy reaches the lane a few milliseconds on.
+const DUE_WINDOW: Duration = Duration::from_secs(2);
+
+/// After a due time, the moments a waiting claim looks again (the copy may still be on its
+/// way at the first).
+const DUE_LOOKS: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+];
+
+/// Most due times remembered per lane (the earliest; later ones are found by the claims'
+/// once-a-second look, or announced again).
+const MAX_DUE: usize = 64;
+
 /// How long a listing of the lanes that have consumers is trusted.
 pub(crate) const LISTING: Duration = Duration::from_secs(5);
 
@@ -135,6 +151,18 @@ struct Known {
     hint: Hint,
     /// When a pull from the lane last went unanswered (see [`PULL_ANSWER`]).
     unanswered: Option<Instant>,
+    /// When delayed tasks come due in the lane (earliest first, at most [`MAX_DUE`]): the
+    /// lane is worth a pull at each, and for [`DUE_WINDOW`] after while the server's copy
+    /// arrives.
+    due: Vec<Instant>,
+}
+
+impl Known {
+    /// Whether a delayed task came due in the lane just now.
+    fn came_due(&mut self, now: Instant) -> bool {
+        self.due.retain(|at| *at + DUE_WINDOW >= now);
+        self.due.first().is_some_and(|at| *at <= now)
+    }
 }
 
 /// Where work seems to be.
@@ -171,13 +199,24 @@ impl Lanes {
                     let Some(lane) = Lane::from_wake_subject(&message.subject) else {
                         continue;
                     };
-                    // `<process> <count>`; anything else is a stray message: one look, at most.
+                    // `<process> <count>`, or `<process> 0 <unix ms>` for a delayed task due
+                    // then; anything else is a stray message: one look, at most.
                     let text = std::str::from_utf8(&message.payload).unwrap_or_default();
-                    let (from, count) = text.split_once(' ').unwrap_or(("", "1"));
-                    if from == me {
+                    let mut words = text.split_whitespace();
+                    let (from, count, due) = (words.next(), words.next(), words.next());
+                    if from == Some(me.as_str()) {
                         continue;
                     }
-                    shared.announce(&lane, count.parse().unwrap_or(1).min(1_000_000));
+                    match due.and_then(|ms| ms.parse::<i64>().ok()) {
+                        Some(due_ms) => shared.expect(&lane, due_ms),
+                        None => shared.announce(
+                            &lane,
+                            count
+                                .and_then(|c| c.parse().ok())
+                                .unwrap_or(1)
+                                .min(1_000_000),
+                        ),
+                    }
                 }
             }
         });
@@ -255,6 +294,33 @@ impl Lanes {
         {
             tracing::debug!(%error, %lane, "cannot announce new work");
         }
+    }
+
+    /// Tells this process and every other that `lane` gets a delayed task at `at`.
+    pub(crate) async fn announce_due(&self, lane: &Lane, at: time::OffsetDateTime) {
+        let due_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        self.shared.expect(lane, due_ms);
+        let payload = format!("{} 0 {due_ms}", self.process);
+        if let Err(error) = self
+            .client
+            .publish(lane.wake_subject(), payload.into())
+            .await
+        {
+            tracing::debug!(%error, %lane, "cannot announce a delayed task");
+        }
+    }
+
+    /// The next moment a claim waiting on `lanes` should look again for a delayed task.
+    pub(crate) fn next_due_look(&self, lanes: &[Lane]) -> Option<Instant> {
+        let now = Instant::now();
+        let known = self.shared.lock();
+        lanes
+            .iter()
+            .filter_map(|lane| known.get(lane))
+            .flat_map(|k| k.due.iter())
+            .flat_map(|at| DUE_LOOKS.iter().map(move |d| *at + *d))
+            .filter(|look| *look > now)
+            .min()
     }
 
     /// Pulls up to `max` deliveries from `lanes` (best first), taking from the next lane only
@@ -470,16 +536,20 @@ impl Lanes {
             (known.hint, known.consumer.clone(), known.announced)
         });
         let (hint, consumer, announced) = known;
+        let came_due = self
+            .shared
+            .with_mut(lane, |known| known.came_due(Instant::now()));
         let ignored = self.shared.with(lane, |known| {
             known.unanswered.is_some_and(|at| at.elapsed() < UNANSWERED)
         });
         if ignored {
             return Ok(None);
         }
-        let worth = match hint {
-            Hint::Waiting(_) | Hint::Unknown => true,
-            Hint::Empty(at) => thorough || at.elapsed() >= FORGET,
-        };
+        let worth = came_due
+            || match hint {
+                Hint::Waiting(_) | Hint::Unknown => true,
+                Hint::Empty(at) => thorough || at.elapsed() >= FORGET,
+            };
         if !worth {
             return Ok(None);
         }
@@ -682,6 +752,26 @@ impl Shared {
 
     fn update(&self, lane: &Lane, change: impl FnOnce(&mut Known)) {
         change(self.lock().entry(lane.clone()).or_default());
+    }
+
+    fn with_mut<T>(&self, lane: &Lane, change: impl FnOnce(&mut Known) -> T) -> T {
+        change(self.lock().entry(lane.clone()).or_default())
+    }
+
+    /// Remembers that a delayed task comes due in `lane` at `due_ms` (unix ms), and wakes the
+    /// waiting claims so they look then.
+    fn expect(&self, lane: &Lane, due_ms: i64) {
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let at =
+            Instant::now() + Duration::from_millis(due_ms.saturating_sub(now_ms).max(0) as u64);
+        self.update(lane, |known| {
+            known.announced = true;
+            if let Err(i) = known.due.binary_search(&at) {
+                known.due.insert(i, at);
+            }
+            known.due.truncate(MAX_DUE);
+        });
+        self.arrived.notify_waiters();
     }
 
     fn announce(&self, lane: &Lane, count: u64) {

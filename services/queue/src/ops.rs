@@ -557,7 +557,45 @@ const SUBMISSION: &[&str] = &[
     "idempotency_key",
     "task_id",
     "submitted_by",
+    "run_at",
+    "delay_ms",
 ];
+
+/// Longest a task may be delayed: a year.
+const MAX_DELAY_MS: i64 = 366 * 24 * 3600 * 1000;
+
+/// When a submission asks to run: `run_at` (RFC 3339) or `delay_ms` (from now), not both.
+fn run_at(body: &Body) -> Result<Option<time::OffsetDateTime>, ApiError> {
+    let at = match body.string("run_at")? {
+        Some(text) => Some(
+            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    unprocessable(
+                        "run_at",
+                        format!("run_at must be an RFC 3339 time with its offset (2026-12-24T09:00:00Z), not {text:?}"),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let delay = body.integer("delay_ms", 0..=MAX_DELAY_MS)?;
+    match (at, delay) {
+        (Some(_), Some(_)) => Err(unprocessable(
+            "delay_ms",
+            "give run_at or delay_ms, not both",
+        )),
+        (Some(at), None) => {
+            if at - time::OffsetDateTime::now_utc() > time::Duration::milliseconds(MAX_DELAY_MS) {
+                return Err(unprocessable("run_at", "run_at is at most a year away"));
+            }
+            Ok(Some(at))
+        }
+        (None, Some(ms)) => Ok(Some(
+            time::OffsetDateTime::now_utc() + time::Duration::milliseconds(ms),
+        )),
+        (None, None) => Ok(None),
+    }
+}
 
 /// A submission: who submits (`submitted_by`, default `api`) and the task. Errors name the
 /// field prefixed by `at` (`[3].command` in a bulk submission).
@@ -626,9 +664,17 @@ fn new_task(body: &Body, at: &str, identity: &Identity) -> Result<(Actor, NewTas
             }
             None => None,
         };
+        let run_at = run_at(body)?;
+        if run_at.is_some() && !at.is_empty() {
+            return Err(unprocessable(
+                "run_at",
+                "a bulk submission cannot hold delayed tasks yet: submit them one by one",
+            ));
+        }
         let new = NewTask {
             task_id,
             retry_of: None,
+            run_at,
             task_type,
             command,
             parameters,

@@ -63,6 +63,8 @@ pub struct NewTask {
     pub task_id: Option<String>,
     /// The dead task this one retries.
     pub retry_of: Option<String>,
+    /// Not handed out before this time (a delayed task); a time already past runs it now.
+    pub run_at: Option<time::OffsetDateTime>,
 }
 
 /// The result of a submission.
@@ -241,8 +243,65 @@ impl Queue {
             Err(vibehq_events::Error::Conflict { .. }) => return self.existing(&event).await,
             Err(e) => return Err(e.into()),
         };
-        self.inner.lanes.announce(&lane, 1).await;
+        match submitted(&event).run_at {
+            Some(run_at) => self.schedule(&event, &lane, run_at).await,
+            None => self.inner.lanes.announce(&lane, 1).await,
+        }
         Ok(outcome)
+    }
+
+    /// Hands a stored delayed submission to the server's scheduler, and tells claimers when
+    /// its lane will have it. Should the schedule not be stored (NATS away), the task stays
+    /// pending until `vibehq up` next starts, which schedules such tasks again
+    /// ([`Queue::reschedule_pending`]).
+    async fn schedule(&self, event: &Envelope, lane: &Lane, run_at: time::OffsetDateTime) {
+        let mut tries = 0;
+        loop {
+            match self.inner.log.schedule(event).await {
+                Ok(()) => break,
+                Err(error) if tries < 3 => {
+                    tries += 1;
+                    tracing::debug!(%error, "cannot schedule a delayed task yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+                Err(error) => {
+                    tracing::error!(%error, task_id = %submitted(event).task_id, "cannot schedule a delayed task; it is scheduled again when vibehq up next starts");
+                    return;
+                }
+            }
+        }
+        self.inner.lanes.announce_due(lane, run_at).await;
+    }
+
+    /// Schedules again every delayed task still waiting for its due copy (`task_ids`, from
+    /// the projection): after a crash between a delayed submission and its schedule. A task
+    /// whose copy already arrived is left alone; scheduling one again replaces its schedule.
+    pub async fn reschedule_pending(&self, task_ids: &[String]) -> Result<usize, Error> {
+        let mut rescheduled = 0;
+        for task_id in task_ids {
+            let log = &self.inner.log;
+            let lane_filter = format!("vibehq.tasks.{task_id}.submitted.>");
+            if log.last(StreamKind::Tasks, &lane_filter).await?.is_some() {
+                continue;
+            }
+            let scheduled = format!("vibehq.tasks.{task_id}.scheduled.>");
+            let Some(last) = log.last(StreamKind::Tasks, &scheduled).await? else {
+                continue;
+            };
+            let Ok(event) = last.record.decode() else {
+                continue;
+            };
+            let Payload::TaskSubmitted(submitted) = &event.payload else {
+                continue;
+            };
+            if let Some(run_at) = submitted.run_at {
+                let lane = submitted.lane();
+                log.schedule(&event).await?;
+                self.inner.lanes.announce_due(&lane, run_at).await;
+                rescheduled += 1;
+            }
+        }
+        Ok(rescheduled)
     }
 
     /// Submits up to [`MAX_BATCH`] tasks all or nothing (BullMQ's `addBulk`, River's
@@ -604,6 +663,13 @@ impl Queue {
                     if let Some(holder) = task.status.holder.as_ref() {
                         self.notify_cancelled(holder, task_id).await;
                     }
+                    if task.submitted.run_at.is_some() && task.status.attempt == 0 {
+                        // Not due yet (or just due): its schedule need not fire. If it does
+                        // anyway, its lane passes over the ended task.
+                        if let Err(error) = self.inner.log.unschedule(task_id).await {
+                            tracing::debug!(%error, task_id, "cannot remove a cancelled task's schedule");
+                        }
+                    }
                     return Ok(now.version);
                 }
                 Err(Error::Conflict { .. }) => continue,
@@ -671,6 +737,7 @@ impl Queue {
                 idempotency_key: None,
                 task_id,
                 retry_of: Some(dead.to_owned()),
+                run_at: None,
             },
         )
         .await
@@ -758,6 +825,9 @@ fn submission(by: &Actor, new: NewTask) -> Envelope {
         max_attempts: new.max_attempts.max(1),
         idempotency_key: new.idempotency_key,
         retry_of: new.retry_of,
+        run_at: new
+            .run_at
+            .filter(|at| *at > time::OffsetDateTime::now_utc()),
     })
 }
 

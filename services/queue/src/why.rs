@@ -33,6 +33,12 @@ pub struct Why {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Reason {
+    /// A delayed task: not handed out before `run_at`.
+    NotDue {
+        #[serde(with = "time::serde::rfc3339")]
+        #[schema(value_type = String, format = DateTime)]
+        run_at: OffsetDateTime,
+    },
     /// Its lane has no consumer on the server (it was pruned, or never created), so nothing
     /// hands the task out until the next submission into the lane creates it again.
     NoLane { consumer: String },
@@ -79,6 +85,10 @@ impl Queue {
             return Ok(why);
         }
         let now = OffsetDateTime::now_utc();
+        if let Some(run_at) = submitted.run_at.filter(|at| *at > now) {
+            why.reasons.push(Reason::NotDue { run_at });
+            return Ok(why);
+        }
         if let Some(reason) = self.backoff(task_id, now).await? {
             why.reasons.push(reason);
         }

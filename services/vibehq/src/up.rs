@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use vibehq_api::{Api, AppState};
-use vibehq_events::EventLog;
+use vibehq_events::{EventLog, StreamKind};
 use vibehq_nats::EmbeddedNats;
 use vibehq_projector::{Projector, Reader};
 use vibehq_queue::Queue;
@@ -95,6 +95,13 @@ async fn serve(
         reader: reader.clone(),
         projector: handle.clone(),
     };
+    tokio::spawn(reschedule_delayed(
+        queue_state.clone(),
+        streams
+            .iter()
+            .find(|info| info.config.name == StreamKind::Tasks.name())
+            .map_or(0, |info| info.state.last_sequence),
+    ));
     let queue_routes = vibehq_queue::http::router(queue_state.clone());
     let api = Api::new(
         vibehq_api::Options {
@@ -264,4 +271,55 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
     file.rewind()?;
     write!(file, "{}", std::process::id())?;
     Ok(file)
+}
+
+/// Once the projection has caught up with the tasks stream as it was at start, schedules
+/// again every delayed task still waiting for its schedule to fire: one whose schedule was
+/// never stored (a crash right after its submission) fires then, and one whose schedule is
+/// stored is merely replaced. Claimers are told when each is due.
+async fn reschedule_delayed(state: QueueState, tasks_sequence: u64) {
+    if !state
+        .projector
+        .wait_for(StreamKind::Tasks, tasks_sequence, Duration::from_secs(300))
+        .await
+    {
+        tracing::warn!(
+            "the projection did not catch up in 5 minutes; delayed tasks are not checked"
+        );
+        return;
+    }
+    let waiting = state
+        .reader
+        .read(|conn| {
+            let mut statement = conn
+                .prepare(
+                    "SELECT task_id FROM container_tasks
+                     WHERE status = 'pending' AND run_at IS NOT NULL AND due_at IS NULL",
+                )
+                .map_err(|source| vibehq_projector::Error::Sqlite {
+                    op: "find the delayed tasks",
+                    source,
+                })?;
+            let ids = statement
+                .query_map([], |row| row.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|source| vibehq_projector::Error::Sqlite {
+                    op: "find the delayed tasks",
+                    source,
+                })?;
+            Ok(ids)
+        })
+        .await;
+    match waiting {
+        Ok(ids) if ids.is_empty() => {}
+        Ok(ids) => match state.queue.reschedule_pending(&ids).await {
+            Ok(count) => tracing::info!(
+                waiting = ids.len(),
+                rescheduled = count,
+                "delayed tasks scheduled again"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot schedule the delayed tasks again"),
+        },
+        Err(error) => tracing::warn!(%error, "cannot read the delayed tasks"),
+    }
 }
