@@ -7,7 +7,7 @@
 // POST /api/ai/approvals/{id}/approve|reject. There is no live AI feed (/ws/ai runs calls; it
 // does not report them), so the page reads again every few seconds.
 
-import { api, qs } from "./api.js";
+import { api, poll, qs } from "./api.js";
 import { h, fill, badge, table, patchRows, when, num, ms, usd, section, notice, shortId, idLink, pretty } from "./dom.js";
 
 const REFRESH_MS = 5000;
@@ -108,10 +108,9 @@ export function mount(root, ctx) {
 
 function mountOverview(root, ctx) {
   root.dataset.testid = "page-ai";
-  let stopped = false;
-  let timer = null;
+  let polling = null;
   const controls = decisionBar();
-  const decide = makeDecide(ctx, controls, () => refresh());
+  const decide = makeDecide(ctx, controls, () => polling.now());
   const summary = h("div", { class: "counts" });
   const approvalsBox = h("div", { class: "scroll" });
   const plansBox = h("div", { class: "scroll" });
@@ -132,8 +131,7 @@ function mountOverview(root, ctx) {
   let approvalsTable = null;
   const decidedBox = h("div");
 
-  async function refresh() {
-    clearTimeout(timer);
+  async function load(stopped) {
     try {
       const [pending, recentApprovals, steps, calls, routing] = await Promise.all([
         api(`/api/tables/ai_tasks_hitl${qs({ status: "pending", order: "asc", limit: 100 })}`),
@@ -142,7 +140,7 @@ function mountOverview(root, ctx) {
         api(`/api/tables/ai_model_calls${qs({ order: "desc", limit: 200 })}`),
         api(`/api/tables/ai_routing_decisions${qs({ order: "desc", limit: 50 })}`),
       ]);
-      if (stopped) return;
+      if (stopped()) return;
       const planOf = new Map(steps.items.map((s) => [s.task_id, s.plan_id]));
       const decided = recentApprovals.items.filter((a) => a.status !== "pending").slice(0, 5);
       // Updated in place, so the buttons under the pointer survive the refresh.
@@ -289,39 +287,33 @@ function mountOverview(root, ctx) {
       );
       root.dataset.ready = "1";
     } catch (error) {
-      if (!stopped) {
+      if (!stopped()) {
         approvalsTable = null;
         fill(approvalsBox, ctx.failure(error, "cannot read the AI tables"));
       }
     }
-    if (!stopped) timer = setTimeout(refresh, REFRESH_MS);
   }
 
   ctx.setLive("polling");
-  refresh();
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+  polling = poll(REFRESH_MS, load);
+  return polling.stop;
 }
 
 function mountPlan(root, ctx) {
   root.dataset.testid = "page-plan";
   const id = ctx.id;
-  let stopped = false;
-  let timer = null;
+  let polling = null;
   const controls = decisionBar();
-  const decide = makeDecide(ctx, controls, () => refresh());
+  const decide = makeDecide(ctx, controls, () => polling.now());
   const head = h("div", { class: "page-head" }, h("h1", null, "Plan ", h("span", { class: "mono", text: id })));
   const stepsBox = h("div", { class: "scroll" });
   const approvalsBox = h("div", { class: "scroll" });
   fill(root, h("p", { class: "crumbs" }, h("a", { href: "#/ai", text: "← AI" }), h("span", { class: "muted", text: " (u)" })), head, section("Steps", stepsBox), section("Approvals", controls.bar, approvalsBox));
 
-  async function refresh() {
-    clearTimeout(timer);
+  async function load(stopped) {
     try {
       const plan = await api(`/api/ai/plans/${encodeURIComponent(id)}`);
-      if (stopped) return;
+      if (stopped()) return;
       fill(head, h("h1", null, "Plan ", h("span", { class: "mono", text: id })), badge(plan.status, "plan-status"));
       fill(
         stepsBox,
@@ -352,16 +344,12 @@ function mountPlan(root, ctx) {
       );
       root.dataset.ready = "1";
     } catch (error) {
-      if (!stopped) fill(stepsBox, error.status === 404 ? notice(`no plan ${id}`, "warn", "load-error") : ctx.failure(error, "cannot read the plan"));
+      if (!stopped()) fill(stepsBox, error.status === 404 ? notice(`no plan ${id}`, "warn", "load-error") : ctx.failure(error, "cannot read the plan"));
       if (error.status === 404) root.dataset.ready = "1";
     }
-    if (!stopped) timer = setTimeout(refresh, REFRESH_MS);
   }
 
   ctx.setLive("polling");
-  refresh();
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+  polling = poll(REFRESH_MS, load);
+  return polling.stop;
 }

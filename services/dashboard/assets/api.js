@@ -76,6 +76,29 @@ export function qs(params) {
 }
 
 /**
+ * Runs `load` now, and again `ms` after each run ends, until `stop()`: for a page whose data
+ * has no live feed. `load(stopped)` checks `stopped()` after its awaits, so a page left
+ * meanwhile draws nothing. `now()` loads at once (after an action on the page).
+ */
+export function poll(ms, load) {
+  let stopped = false;
+  let timer = null;
+  const now = async () => {
+    clearTimeout(timer);
+    await load(() => stopped);
+    if (!stopped) timer = setTimeout(now, ms);
+  };
+  now();
+  return {
+    now,
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/**
  * A live feed over a WebSocket that reconnects on its own. `path` is called on every connect
  * (so it can resume, e.g. `after_seq`); `onMessage` gets each JSON message; `onState` gets
  * `connecting`, `open` or `closed`. Answers `{close()}`.

@@ -147,14 +147,9 @@ tokenForm.addEventListener("submit", async (event) => {
 
 // ---- The theme --------------------------------------------------------------------------
 
-const darkQuery = matchMedia("(prefers-color-scheme: dark)");
-
-function effectiveTheme() {
-  return document.documentElement.dataset.theme || (darkQuery.matches ? "dark" : "light");
-}
-
+// theme.js set the theme before the first paint; the toggle makes it the operator's choice.
 function toggleTheme() {
-  const next = effectiveTheme() === "dark" ? "light" : "dark";
+  const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
   document.documentElement.dataset.theme = next;
   try {
     localStorage.setItem("vibehq.theme", next);

@@ -2,7 +2,7 @@
 // its oldest task (GET /api/queues), and throughput and latency per minute as charts
 // (GET /api/queues/throughput?minutes=N). Both are read again every few seconds.
 
-import { api, qs } from "./api.js";
+import { api, poll, qs } from "./api.js";
 import { h, fill, table, duration, num, section } from "./dom.js";
 import { timeChart } from "./chart.js";
 
@@ -53,7 +53,7 @@ export function mount(root, ctx) {
       minutes = m;
       for (const x of range.children) x.classList.toggle("on", x.dataset.minutes === m);
       ctx.setQuery(new URLSearchParams({ minutes: m }));
-      refresh();
+      polling.now();
     });
     range.append(b);
   }
@@ -86,14 +86,12 @@ export function mount(root, ctx) {
     { label: "Undelivered", class: "num", cell: (l) => (l.undelivered === null || l.undelivered === undefined ? "—" : num(l.undelivered)) },
   ];
 
-  let stopped = false;
-  let timer = null;
+  let polling = null;
 
-  async function refresh() {
-    clearTimeout(timer);
+  async function load(stopped) {
     try {
       const [lanes, series] = await Promise.all([api("/api/queues"), api(`/api/queues/throughput${qs({ minutes })}`)]);
-      if (stopped) return;
+      if (stopped()) return;
       maxPending = Math.max(1, ...lanes.map((l) => l.pending));
       const pending = lanes.reduce((a, l) => a + l.pending, 0);
       const held = lanes.reduce((a, l) => a + l.held, 0);
@@ -133,15 +131,11 @@ export function mount(root, ctx) {
       );
       root.dataset.ready = "1";
     } catch (error) {
-      if (!stopped) fill(lanesBox, ctx.failure(error, "cannot read the queues"));
+      if (!stopped()) fill(lanesBox, ctx.failure(error, "cannot read the queues"));
     }
-    if (!stopped) timer = setTimeout(refresh, REFRESH_MS);
   }
 
   ctx.setLive("polling");
-  refresh();
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+  polling = poll(REFRESH_MS, load);
+  return polling.stop;
 }

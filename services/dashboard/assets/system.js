@@ -3,15 +3,14 @@
 // degraded), the messages the projector could not apply (projector_rejected), and the tables
 // the API serves.
 
-import { api, qs } from "./api.js";
+import { api, poll, qs } from "./api.js";
 import { h, fill, badge, table, when, num, section, facts } from "./dom.js";
 
 const REFRESH_MS = 3000;
 
 export function mount(root, ctx) {
   root.dataset.testid = "page-system";
-  let stopped = false;
-  let timer = null;
+  let polling = null;
   const head = h("div", { class: "page-head" }, h("h1", { text: "System" }));
   const degradedBox = h("div");
   const natsBox = h("div");
@@ -20,15 +19,14 @@ export function mount(root, ctx) {
   const tablesBox = h("div", { class: "scroll" });
   fill(root, head, degradedBox, h("div", { class: "cols" }, section("NATS", natsBox), section("Tables", tablesBox)), section("Streams and projection", streamsBox), section("Rejected messages", rejectedBox));
 
-  async function refresh() {
-    clearTimeout(timer);
+  async function load(stopped) {
     try {
       const [health, rejected, tables] = await Promise.all([
         api("/health", { accept: [503] }),
         api(`/api/tables/projector_rejected${qs({ order: "desc", limit: 50 })}`),
         api("/api/tables"),
       ]);
-      if (stopped) return;
+      if (stopped()) return;
       fill(head, h("h1", { text: "System" }), badge(health.status, "health-status"));
       fill(degradedBox, health.degraded.length ? h("ul", { class: "notice n-error", "data-testid": "degraded" }, health.degraded.map((d) => h("li", { text: d }))) : null);
       fill(
@@ -83,15 +81,11 @@ export function mount(root, ctx) {
       );
       root.dataset.ready = "1";
     } catch (error) {
-      if (!stopped) fill(degradedBox, ctx.failure(error, "cannot read the health report"));
+      if (!stopped()) fill(degradedBox, ctx.failure(error, "cannot read the health report"));
     }
-    if (!stopped) timer = setTimeout(refresh, REFRESH_MS);
   }
 
   ctx.setLive("polling");
-  refresh();
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+  polling = poll(REFRESH_MS, load);
+  return polling.stop;
 }
