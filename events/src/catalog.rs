@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::actor::Actor;
 use crate::subject::Subject;
-use crate::{ai, container, task};
+use crate::{ai, container, recurring, task};
 
 macro_rules! catalog {
     ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $wire:literal ),+ $(,)?) => {
@@ -87,6 +87,17 @@ catalog! {
     TaskCancelled(task::Cancelled) = "task.cancelled",
     /// A result from a claim that no longer held the task was refused (audit only).
     TaskResultRefused(task::ResultRefused) = "task.result_refused",
+
+    /// A recurring schedule was created.
+    ScheduleCreated(recurring::Created) = "schedule.created",
+    /// A schedule was paused.
+    SchedulePaused(recurring::Paused) = "schedule.paused",
+    /// A paused schedule was resumed.
+    ScheduleResumed(recurring::Resumed) = "schedule.resumed",
+    /// A schedule was deleted.
+    ScheduleDeleted(recurring::Deleted) = "schedule.deleted",
+    /// A schedule fired: the task it submitted, or why it skipped.
+    ScheduleFired(recurring::Fired) = "schedule.fired",
 
     /// An instance is being started.
     ContainerStarting(container::Starting) = "container.starting",

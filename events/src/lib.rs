@@ -23,7 +23,8 @@
 //! - [`subject`]: aggregates and the NATS subjects they live on.
 //! - [`stream`]: the JetStream streams and their configuration.
 //! - [`log`]: [`EventLog`], appending (one, pipelined, or atomic) and reading history back.
-//! - [`schedule`]: delayed tasks, as message schedules in a stream only the service writes.
+//! - [`schedule`]: the server's clock: message schedules, in a stream only the service writes,
+//!   for delayed tasks and for [`recurring`] schedules (cron or interval).
 //! - [`trace`]: the trace context each append carries in its NATS headers.
 
 pub mod actor;
@@ -32,6 +33,7 @@ pub mod catalog;
 pub mod container;
 pub mod envelope;
 pub mod log;
+pub mod recurring;
 pub mod schedule;
 pub mod stream;
 pub mod subject;

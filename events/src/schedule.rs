@@ -1,4 +1,5 @@
-//! Delayed tasks: JetStream message schedules, in a stream of their own.
+//! The server's clock: JetStream message schedules, in a stream of their own, for delayed
+//! tasks and for recurring schedules.
 //!
 //! A delayed task's submission is appended to `VIBEHQ_TASKS` on [`Subject::Scheduled`]
 //! (the task exists, pending, with its due time) and published as a message schedule in
@@ -6,6 +7,11 @@
 //! due the server stores the same event there and purges the schedule; `VIBEHQ_TASKS`
 //! sources those copies, transformed onto the task's lane subject, where the lane's consumer
 //! hands it out. The server keeps the time, across restarts; vibehq runs no timer.
+//!
+//! A recurring schedule ([`crate::recurring`]) is *armed* as a message schedule on
+//! `vibehq.schedules.timers.<schedule_id>` with its cron expression or interval, targeting
+//! [`fired_subject`]: the server stores a copy there each time, which the scheduler in
+//! `vibehq up` pulls with a durable consumer ([`FIRED`]) and turns into a task.
 //!
 //! Why a stream of its own: a stream with schedules forces rollup headers on, and then any
 //! publisher may purge it (`Nats-Rollup: all`, measured on 2.15.1). Workers publish to
@@ -32,6 +38,36 @@ pub fn schedule_subject(task_id: &str) -> String {
 /// `VIBEHQ_TASKS` sources it onto the lane: `vibehq.schedules.due.<task_id>.<lane>`.
 pub fn due_subject(task_id: &str, lane: &Lane) -> String {
     format!("vibehq.schedules.due.{task_id}.{}", lane.tokens())
+}
+
+/// Where a recurring schedule's timer waits: `vibehq.schedules.timers.<schedule_id>`.
+pub fn timer_subject(schedule_id: &str) -> String {
+    format!("vibehq.schedules.timers.{schedule_id}")
+}
+
+/// Where the server stores each firing of a recurring schedule:
+/// `vibehq.schedules.fired.<schedule_id>`.
+pub fn fired_subject(schedule_id: &str) -> String {
+    format!("vibehq.schedules.fired.{schedule_id}")
+}
+
+/// Every recurring schedule's firings: the scheduler's consumer filter.
+pub const FIRED: &str = "vibehq.schedules.fired.*";
+
+/// The schedule a firing's subject names.
+pub fn fired_schedule(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("vibehq.schedules.fired.")
+        .filter(|id| crate::subject::validate_id(id).is_ok())
+}
+
+/// Why the server refused to arm a schedule: the field at fault and its words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Unarmable {
+    /// `cron` (or `every_seconds`) for the pattern, `time_zone` for the zone.
+    pub field: &'static str,
+    pub reason: String,
 }
 
 /// The schedules stream's configuration.
@@ -126,10 +162,110 @@ impl EventLog {
 
     /// Removes a delayed task's schedule, if it has not fired (a cancelled task).
     pub async fn unschedule(&self, task_id: &str) -> Result<(), Error> {
-        let purge = |e: async_nats::Error| Error::Nats {
-            op: "remove a task's schedule",
+        self.purge_schedules(schedule_subject(task_id), "remove a task's schedule")
+            .await
+    }
+}
+
+impl EventLog {
+    /// Arms a recurring schedule: the server fires it from now on. Arming it again replaces
+    /// the timer (the same subject), so it is safe to repeat. A pattern or time zone the
+    /// server refuses is `Ok(Err(..))`, naming the field.
+    pub async fn arm(
+        &self,
+        schedule_id: &str,
+        timing: &crate::recurring::Timing,
+    ) -> Result<Result<(), Unarmable>, Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_SCHEDULE, timing.pattern().as_str());
+        headers.insert(
+            async_nats::header::NATS_SCHEDULE_TARGET,
+            fired_subject(schedule_id).as_str(),
+        );
+        if let Some(zone) = timing.time_zone() {
+            headers.insert("Nats-Schedule-Time-Zone", zone);
+        }
+        let publish = |e: async_nats::Error| Error::Nats {
+            op: "arm a schedule",
             source: e,
         };
+        let acked = self
+            .jetstream()
+            .publish_with_headers(
+                timer_subject(schedule_id),
+                headers,
+                schedule_id.to_owned().into(),
+            )
+            .await
+            .map_err(|e| publish(e.into()))?
+            .await;
+        match acked {
+            Ok(_) => Ok(Ok(())),
+            Err(error) => {
+                let code = std::error::Error::source(&error)
+                    .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+                    .map(|e| e.error_code().0);
+                let field = match code {
+                    // "message schedules pattern is invalid"
+                    Some(10189) => match timing {
+                        crate::recurring::Timing::Cron { .. } => "cron",
+                        crate::recurring::Timing::Every { .. } => "every_seconds",
+                    },
+                    // "message schedules time zone is invalid"
+                    Some(10223) => "time_zone",
+                    _ => return Err(publish(error.into())),
+                };
+                let reason = match field {
+                    "time_zone" => format!(
+                        "NATS does not know the time zone {:?}: use an IANA name such as Europe/Berlin",
+                        timing.time_zone().unwrap_or_default()
+                    ),
+                    _ => format!(
+                        "NATS refused the schedule {:?}: a cron expression has 6 fields with seconds (or 5 without), or is @hourly, @daily, @weekly, @monthly or @yearly",
+                        timing.pattern()
+                    ),
+                };
+                Ok(Err(Unarmable { field, reason }))
+            }
+        }
+    }
+
+    /// Disarms a recurring schedule (paused or deleted): the server fires it no more.
+    pub async fn disarm(&self, schedule_id: &str) -> Result<(), Error> {
+        self.purge_schedules(timer_subject(schedule_id), "disarm a schedule")
+            .await
+    }
+
+    /// Whether a recurring schedule's timer is stored.
+    pub async fn is_armed(&self, schedule_id: &str) -> Result<bool, Error> {
+        let stream = self
+            .jetstream()
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| Error::Nats {
+                op: "look up the schedules stream",
+                source: e.into(),
+            })?;
+        match stream
+            .get_last_raw_message_by_subject(&timer_subject(schedule_id))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::Nats {
+                op: "look up a schedule's timer",
+                source: e.into(),
+            }),
+        }
+    }
+
+    async fn purge_schedules(&self, filter: String, op: &'static str) -> Result<(), Error> {
+        let purge = |e: async_nats::Error| Error::Nats { op, source: e };
         let stream = self
             .jetstream()
             .get_stream(STREAM)
@@ -137,7 +273,7 @@ impl EventLog {
             .map_err(|e| purge(e.into()))?;
         stream
             .purge()
-            .filter(schedule_subject(task_id))
+            .filter(filter)
             .await
             .map_err(|e| purge(e.into()))?;
         Ok(())

@@ -11,7 +11,7 @@ use async_nats::jetstream::stream;
 /// One of vibehq's event streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StreamKind {
-    /// Task queue events: `vibehq.tasks.>`.
+    /// Task queue events: `vibehq.tasks.>`, and `vibehq.queue.>` (schedules).
     Tasks,
     /// Container lifecycle and health events: `vibehq.containers.>`.
     Containers,
@@ -54,7 +54,8 @@ impl StreamKind {
     /// The subjects the stream captures.
     pub fn subjects(self) -> &'static [&'static str] {
         match self {
-            StreamKind::Tasks => &["vibehq.tasks.>"],
+            // Tasks, and the queue's other aggregates (recurring schedules).
+            StreamKind::Tasks => &["vibehq.tasks.>", "vibehq.queue.>"],
             StreamKind::Containers => &["vibehq.containers.>"],
             StreamKind::Ai => &["vibehq.ai.>"],
         }

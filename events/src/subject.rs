@@ -37,6 +37,8 @@ pub enum Subject {
         step: Step,
         actor: Actor,
     },
+    /// A recurring schedule: `vibehq.queue.schedules.<schedule_id>` (see [`crate::recurring`]).
+    Schedule(String),
     /// A container instance's lifecycle: `vibehq.containers.instances.<instance_id>`.
     Instance(String),
     /// A container instance's health probes: `vibehq.containers.health.<instance_id>`.
@@ -88,7 +90,8 @@ impl Subject {
             Subject::Submission { task_id, .. }
             | Subject::Scheduled { task_id, .. }
             | Subject::TaskStep { task_id, .. } => task_id,
-            Subject::Instance(id)
+            Subject::Schedule(id)
+            | Subject::Instance(id)
             | Subject::Health(id)
             | Subject::Pool(id)
             | Subject::AiTask(id)
@@ -104,9 +107,10 @@ impl Subject {
     /// The stream that stores this subject.
     pub fn stream(&self) -> StreamKind {
         match self {
-            Subject::Submission { .. } | Subject::Scheduled { .. } | Subject::TaskStep { .. } => {
-                StreamKind::Tasks
-            }
+            Subject::Submission { .. }
+            | Subject::Scheduled { .. }
+            | Subject::TaskStep { .. }
+            | Subject::Schedule(_) => StreamKind::Tasks,
             Subject::Instance(_) | Subject::Health(_) | Subject::Pool(_) => StreamKind::Containers,
             Subject::AiTask(_)
             | Subject::Evaluation(_)
@@ -223,6 +227,7 @@ impl fmt::Display for Subject {
                     actor.container_token()
                 );
             }
+            Subject::Schedule(id) => ("vibehq.queue.schedules", id),
             Subject::Instance(id) => ("vibehq.containers.instances", id),
             Subject::Health(id) => ("vibehq.containers.health", id),
             Subject::Pool(id) => ("vibehq.containers.pools", id),
@@ -311,12 +316,14 @@ mod tests {
             Subject::Health("a".into()),
             Subject::AiTask("a".into()),
             Subject::ToolStream("a".into()),
+            Subject::Schedule("a".into()),
         ] {
-            let filter = subject.stream().subjects()[0];
-            let prefix = filter.trim_end_matches(".>");
+            let filters = subject.stream().subjects();
             assert!(
-                subject.to_string().starts_with(prefix),
-                "{subject} vs {filter}"
+                filters
+                    .iter()
+                    .any(|f| subject.to_string().starts_with(f.trim_end_matches(".>"))),
+                "{subject} vs {filters:?}"
             );
         }
     }

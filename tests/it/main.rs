@@ -17,6 +17,7 @@ mod projection;
 mod queue;
 mod queue_api;
 mod queue_live;
+mod schedules;
 mod traces;
 mod trust;
 mod why;

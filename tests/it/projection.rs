@@ -25,6 +25,16 @@ fn row_of(kind: EventKind, tag: &str) -> (&'static str, &'static str, String) {
         ),
         // A refused result changes no task; it is kept with its reason.
         TaskResultRefused => ("container_task_refusals", "task_id", format!("task-{tag}")),
+        ScheduleCreated | SchedulePaused | ScheduleResumed | ScheduleDeleted => (
+            "container_task_schedules",
+            "schedule_id",
+            format!("sched-{tag}"),
+        ),
+        ScheduleFired => (
+            "container_task_schedule_firings",
+            "schedule_id",
+            format!("sched-{tag}"),
+        ),
         ContainerStarting | ContainerRunning | ContainerUnhealthy | ContainerStopped
         | ContainerFailed | ContainerRestarted => {
             ("container_instances", "instance_id", format!("inst-{tag}"))

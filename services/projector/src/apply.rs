@@ -11,6 +11,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
+use vibehq_events::recurring::{Skipped, Status as ScheduleStatus, Timing};
 use vibehq_events::task::lane::Target;
 use vibehq_events::task::lifecycle::{self, State, Status};
 use vibehq_events::{Actor, Envelope, Payload, Recorded, Subject};
@@ -402,6 +403,113 @@ fn apply_row(
         Payload::TaskResultRefused(p) => {
             refuse(db, sequence, event, &event.actor(), &p.reason, "queue")
         }
+        Payload::ScheduleCreated(p) => {
+            let (cron, time_zone, every) = match &p.timing {
+                Timing::Cron { cron, time_zone } => (Some(cron), time_zone.as_ref(), None),
+                Timing::Every { every_seconds } => (None, None, Some(*every_seconds as i64)),
+            };
+            let parameters = p
+                .task
+                .parameters
+                .as_ref()
+                .map(|m| Value::Object(m.clone()).to_string());
+            exec(
+                "INSERT INTO container_task_schedules (schedule_id, worker_name, container_name,
+                   status, cron, time_zone, every_seconds, task_type, command, parameters,
+                   priority, max_attempts, overlap, misfire, misfire_grace_seconds, created_by,
+                   version, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?18, ?15,
+                   ?16, ?17, ?17)
+                 ON CONFLICT (schedule_id) DO NOTHING",
+                params![
+                    p.schedule_id,
+                    p.task.worker_name,
+                    p.task.container_name,
+                    ScheduleStatus::Active.as_str(),
+                    cron,
+                    time_zone,
+                    every,
+                    p.task.task_type,
+                    p.task.command,
+                    parameters,
+                    p.task.priority,
+                    p.task.max_attempts,
+                    wire(&p.overlap),
+                    wire(&p.misfire),
+                    actor,
+                    version,
+                    at,
+                    p.misfire_grace_seconds as i64
+                ],
+            )
+        }
+        Payload::SchedulePaused(p) => set_schedule(
+            db,
+            &p.schedule_id,
+            ScheduleStatus::Active,
+            ScheduleStatus::Paused,
+            version,
+            at,
+        ),
+        Payload::ScheduleResumed(p) => set_schedule(
+            db,
+            &p.schedule_id,
+            ScheduleStatus::Paused,
+            ScheduleStatus::Active,
+            version,
+            at,
+        ),
+        Payload::ScheduleDeleted(p) => exec(
+            "UPDATE container_task_schedules SET status = ?2, version = ?3, updated_at = ?4
+             WHERE schedule_id = ?1 AND status <> ?2",
+            params![p.schedule_id, ScheduleStatus::Deleted.as_str(), version, at],
+        ),
+        Payload::ScheduleFired(p) => {
+            let fired_ms = (p.fired_at.unix_timestamp_nanos() / 1_000_000) as i64;
+            let inserted = exec(
+                "INSERT INTO container_task_schedule_firings (firing_id, schedule_id, worker_name,
+                   container_name, trigger, outcome, skipped_reason, task_id, fired_at,
+                   fired_at_ms, stream_sequence, created_at)
+                 SELECT ?1, ?2, worker_name, container_name, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
+                 FROM container_task_schedules WHERE schedule_id = ?2
+                 ON CONFLICT DO NOTHING",
+                params![
+                    p.firing_id,
+                    p.schedule_id,
+                    wire(&p.trigger),
+                    if p.task_id.is_some() {
+                        "submitted"
+                    } else {
+                        "skipped"
+                    },
+                    p.skipped.map(Skipped::as_str),
+                    p.task_id,
+                    p.fired_at.unix_timestamp(),
+                    fired_ms,
+                    version,
+                    at
+                ],
+            )?;
+            if inserted == 0 {
+                return Ok(());
+            }
+            exec(
+                "UPDATE container_task_schedules
+                 SET firings = firings + (?2 IS NOT NULL), skipped = skipped + (?2 IS NULL),
+                   last_task_id = COALESCE(?2, last_task_id),
+                   last_fired_at = MAX(COALESCE(last_fired_at, 0), ?3),
+                   next_fire_at = COALESCE(?4, next_fire_at), version = ?5, updated_at = ?6
+                 WHERE schedule_id = ?1",
+                params![
+                    p.schedule_id,
+                    p.task_id,
+                    p.fired_at.unix_timestamp(),
+                    p.next_at.map(|t| t.unix_timestamp()),
+                    version,
+                    at
+                ],
+            )
+        }
         Payload::ContainerStarting(p) => exec(
             "INSERT INTO container_instances (worker_name, container_name, instance_id, state,
                port, version, created_at, updated_at, running_since_ms)
@@ -661,6 +769,37 @@ fn apply_row(
         ),
     }?;
     Ok(())
+}
+
+/// A schedule moving from `from` to `to` (an event its state does not allow changes nothing,
+/// as [`vibehq_events::recurring::Schedule::decide`] refuses it).
+fn set_schedule(
+    db: &Connection,
+    schedule_id: &str,
+    from: ScheduleStatus,
+    to: ScheduleStatus,
+    version: i64,
+    at: i64,
+) -> rusqlite::Result<usize> {
+    db.prepare_cached(
+        "UPDATE container_task_schedules SET status = ?3, version = ?4, updated_at = ?5
+         WHERE schedule_id = ?1 AND status = ?2",
+    )?
+    .execute(params![
+        schedule_id,
+        from.as_str(),
+        to.as_str(),
+        version,
+        at
+    ])
+}
+
+/// A policy's or trigger's wire name (its serde name), for a text column.
+fn wire(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => name,
+        _ => String::new(),
+    }
 }
 
 /// Accrues the time an instance's process ran, up to `at_ms`, and marks it not running.

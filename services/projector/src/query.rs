@@ -36,6 +36,7 @@ pub struct Table {
 
 /// A task's statuses are its lifecycle's states.
 const TASK_STATUSES: &[&str] = &vibehq_events::task::lifecycle::State::NAMES;
+const SCHEDULE_STATUSES: &[&str] = &["active", "paused", "deleted"];
 const INSTANCE_STATES: &[&str] = &["starting", "running", "unhealthy", "stopped", "failed"];
 const AI_TASK_STATUSES: &[&str] = &[
     "pending",
@@ -74,6 +75,24 @@ pub const TABLES: &[Table] = &[
         status: None,
         time: "created_at",
         filters: &["task_id", "event_type", "refused_by"],
+        json: &[],
+    },
+    Table {
+        name: "container_task_schedules",
+        stream: Some(StreamKind::Tasks),
+        key: "schedule_id",
+        status: Some(("status", SCHEDULE_STATUSES)),
+        time: "created_at",
+        filters: &["task_type"],
+        json: &["parameters"],
+    },
+    Table {
+        name: "container_task_schedule_firings",
+        stream: Some(StreamKind::Tasks),
+        key: "firing_id",
+        status: Some(("outcome", &["submitted", "skipped"])),
+        time: "fired_at",
+        filters: &["schedule_id", "task_id", "trigger"],
         json: &[],
     },
     Table {

@@ -41,6 +41,17 @@ pub fn router(state: QueueState) -> axum::Router {
         .route("/api/queues", get(queues))
         .route("/api/queues/throughput", get(throughput))
         .route("/api/tasks/{task_id}/retry", post(retry))
+        .route("/api/schedules", post(create_schedule).get(list_schedules))
+        .route(
+            "/api/schedules/{schedule_id}",
+            get(get_schedule).delete(delete_schedule),
+        )
+        .route("/api/schedules/{schedule_id}/pause", post(pause_schedule))
+        .route("/api/schedules/{schedule_id}/resume", post(resume_schedule))
+        .route(
+            "/api/schedules/{schedule_id}/trigger",
+            post(trigger_schedule),
+        )
         .route("/ws/tasks", get(crate::ws::tasks))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -400,6 +411,130 @@ pub async fn throughput(
     Ok(Json(series).into_response())
 }
 
+/// Creates a recurring schedule (operators only): a cron expression in a time zone, or an
+/// interval, that submits `task` at each time.
+#[utoipa::path(post, path = "/api/schedules", tag = "schedules",
+    request_body(content = Object, description = "`schedule_id` (optional, at most 96 characters), `cron` (`0 9 * * *`, six fields with seconds, or `@daily` …) with `time_zone` (IANA; default UTC), or `every_seconds`; `task`: a submission's fields (`task_type`, `command`, `parameters`, `priority`, `worker_name`, `container_name`, `max_attempts`); `overlap`: `skip` (default: no firing while the last run has not ended) or `allow`; `misfire`: `run_once` (default: a firing missed while vibehq was down runs once when it is back) or `skip`; `created_by`"),
+    responses(
+        (status = 201, body = crate::schedules::Changed), (status = 200, body = crate::schedules::Changed, description = "The same schedule existed"),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "Another schedule has this id"),
+        (status = 422, body = ErrorBody, description = "A field is wrong (the server's verdict on cron and time_zone included)"),
+    ))]
+pub async fn create_schedule(
+    State(state): State<QueueState>,
+    identity: Identity,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(&state, &identity, Op::CreateSchedule, json(body)?).await
+}
+
+/// Lists schedules from the projection.
+#[utoipa::path(get, path = "/api/schedules", tag = "schedules",
+    params(
+        ("status" = Option<String>, Query, description = "active, paused or deleted"),
+        ("worker_name" = Option<String>, Query), ("task_type" = Option<String>, Query),
+        ("order" = Option<String>, Query), ("cursor" = Option<i64>, Query), ("limit" = Option<u32>, Query),
+        ("min_seq" = Option<u64>, Query, description = "Wait for this tasks-stream sequence first"),
+    ),
+    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody)))]
+pub async fn list_schedules(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    answer(&state, &identity, Op::GetSchedules, query(params)).await
+}
+
+/// One schedule, with its 20 latest firings (`recent_firings`).
+#[utoipa::path(get, path = "/api/schedules/{schedule_id}", tag = "schedules",
+    params(("schedule_id" = String, Path), ("min_seq" = Option<u64>, Query)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+pub async fn get_schedule(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(schedule_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let input = with_schedule(schedule_id, query(params));
+    answer(&state, &identity, Op::GetSchedule, input).await
+}
+
+/// Pauses a schedule: it fires no more until resumed (operators only).
+#[utoipa::path(post, path = "/api/schedules/{schedule_id}/pause", tag = "schedules",
+    params(("schedule_id" = String, Path)),
+    request_body(content = Object, description = "Optional: `changed_by`, the operator name to record"),
+    responses((status = 200, body = crate::schedules::Changed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is not active")))]
+pub async fn pause_schedule(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(schedule_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let input = with_schedule(schedule_id, json_or_empty(body)?);
+    answer(&state, &identity, Op::PauseSchedule, input).await
+}
+
+/// Resumes a paused schedule from its next time (operators only).
+#[utoipa::path(post, path = "/api/schedules/{schedule_id}/resume", tag = "schedules",
+    params(("schedule_id" = String, Path)),
+    request_body(content = Object, description = "Optional: `changed_by`, the operator name to record"),
+    responses((status = 200, body = crate::schedules::Changed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is not paused")))]
+pub async fn resume_schedule(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(schedule_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let input = with_schedule(schedule_id, json_or_empty(body)?);
+    answer(&state, &identity, Op::ResumeSchedule, input).await
+}
+
+/// Deletes a schedule; its firings stay in the table (operators only).
+#[utoipa::path(delete, path = "/api/schedules/{schedule_id}", tag = "schedules",
+    params(("schedule_id" = String, Path)),
+    responses((status = 200, body = crate::schedules::Changed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "It was deleted before")))]
+pub async fn delete_schedule(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(schedule_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let input = with_schedule(schedule_id, Value::Object(Default::default()));
+    answer(&state, &identity, Op::DeleteSchedule, input).await
+}
+
+/// Runs a schedule's task now, whatever its time and overlap policy (operators only).
+#[utoipa::path(post, path = "/api/schedules/{schedule_id}/trigger", tag = "schedules",
+    params(("schedule_id" = String, Path)),
+    request_body(content = Object, description = "Optional: `changed_by`, the operator name to record"),
+    responses((status = 200, body = Object, description = "The firing: `firing_id`, `task_id`, `fired_at`, `trigger`"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn trigger_schedule(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(schedule_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let input = with_schedule(schedule_id, json_or_empty(body)?);
+    answer(&state, &identity, Op::TriggerSchedule, input).await
+}
+
+/// A body that may be left out (`{}` then).
+fn json_or_empty(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    match &body {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
+            Ok(Value::Object(Default::default()))
+        }
+        _ => json(body),
+    }
+}
+
+/// The request of a schedule's route: its fields with the path's id as `schedule_id`.
+fn with_schedule(schedule_id: String, mut value: Value) -> Value {
+    if let Value::Object(map) = &mut value {
+        map.insert("schedule_id".into(), Value::String(schedule_id));
+    }
+    value
+}
+
 /// The queue's part of the OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
@@ -418,6 +553,13 @@ pub async fn throughput(
         cancel,
         history,
         retry,
+        create_schedule,
+        list_schedules,
+        get_schedule,
+        pause_schedule,
+        resume_schedule,
+        delete_schedule,
+        trigger_schedule,
         crate::ws::tasks
     ),
     components(schemas(
@@ -425,6 +567,7 @@ pub async fn throughput(
         Claim,
         FailOutcome,
         Written,
+        crate::schedules::Changed,
         crate::ws::FeedEvent,
         crate::history::Entry,
         crate::why::Why,

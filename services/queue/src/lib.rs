@@ -22,6 +22,7 @@
 //! - [`history`]: a task's timeline from the stream, as the lifecycle reads it.
 //! - [`ops`]: every command and query as a request, answered once for REST and RPC alike.
 //! - [`http`]: the REST routes (`/api/tasks…`) and their OpenAPI document.
+//! - [`schedules`]: recurring schedules' commands, and the scheduler turning firings into tasks.
 //! - [`rpc`]: `ContainerTaskQueueOps`, the same operations as a NATS micro service.
 //! - [`stats`]: the work waiting per lane and the throughput per minute, for operators.
 //! - [`why`]: why a pending task has not run, each reason with its evidence.
@@ -35,6 +36,7 @@ mod lanes;
 pub mod ops;
 pub mod queue;
 pub mod rpc;
+pub mod schedules;
 pub mod stats;
 pub mod why;
 pub mod ws;
@@ -87,6 +89,18 @@ pub enum Error {
     /// A bulk submission of more tasks than one atomic batch holds.
     #[error("at most {max} tasks can be submitted at once")]
     TooMany { max: usize },
+    /// No schedule has this id.
+    #[error("no schedule {0}")]
+    ScheduleNotFound(String),
+    /// A schedule with this id exists with another definition.
+    #[error("schedule {0} exists with another definition; delete it first or choose another id")]
+    ScheduleExists(String),
+    /// The schedule's state does not allow the command now.
+    #[error(transparent)]
+    ScheduleRefused(Box<vibehq_events::recurring::Refused>),
+    /// The server refused the schedule's timing.
+    #[error(transparent)]
+    Unarmable(vibehq_events::schedule::Unarmable),
     #[error(transparent)]
     Log(#[from] vibehq_events::Error),
     /// The projection could not be read.

@@ -23,6 +23,9 @@ use vibehq_api::auth::Identity;
 use vibehq_api::body::{Body, unprocessable};
 use vibehq_api::error::ApiError;
 use vibehq_api::tables::{get_row, list_rows};
+use vibehq_events::recurring::{
+    Created, MISFIRE_GRACE_SECONDS, Misfire, Overlap, Template, Timing,
+};
 use vibehq_events::subject::validate_id;
 use vibehq_events::task::lane::MAX_PRIORITY;
 use vibehq_events::{Actor, MAX_BATCH};
@@ -81,11 +84,26 @@ pub enum Op {
     WhyPending,
     /// `task_id` (a failed or cancelled task), `new_task_id`?, `submitted_by`? → `Submitted`.
     RetryTask,
+    /// `schedule_id`?, `cron` + `time_zone`? or `every_seconds`, `task` (a submission's
+    /// fields), `overlap`?, `misfire`? → `schedules::Changed`.
+    CreateSchedule,
+    /// List filters → a page of `container_task_schedules` rows.
+    GetSchedules,
+    /// `schedule_id` → its row and its latest firings.
+    GetSchedule,
+    /// `schedule_id` → `schedules::Changed`.
+    PauseSchedule,
+    /// `schedule_id` → `schedules::Changed`.
+    ResumeSchedule,
+    /// `schedule_id` → `schedules::Changed`.
+    DeleteSchedule,
+    /// `schedule_id` → the firing (`recurring::Fired`), its task submitted now.
+    TriggerSchedule,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 22] = [
         Op::SubmitTask,
         Op::SubmitTasks,
         Op::GetTasks,
@@ -101,6 +119,13 @@ impl Op {
         Op::GetTaskHistory,
         Op::WhyPending,
         Op::RetryTask,
+        Op::CreateSchedule,
+        Op::GetSchedules,
+        Op::GetSchedule,
+        Op::PauseSchedule,
+        Op::ResumeSchedule,
+        Op::DeleteSchedule,
+        Op::TriggerSchedule,
     ];
 
     /// The operation's name, e.g. `submitTask`.
@@ -121,15 +146,38 @@ impl Op {
             Op::GetTaskHistory => "getTaskHistory",
             Op::WhyPending => "whyPending",
             Op::RetryTask => "retryTask",
+            Op::CreateSchedule => "createSchedule",
+            Op::GetSchedules => "getSchedules",
+            Op::GetSchedule => "getSchedule",
+            Op::PauseSchedule => "pauseSchedule",
+            Op::ResumeSchedule => "resumeSchedule",
+            Op::DeleteSchedule => "deleteSchedule",
+            Op::TriggerSchedule => "triggerSchedule",
+        }
+    }
+
+    /// The field naming what the operation is about (REST's path parameter), if it is about
+    /// one task or one schedule.
+    pub fn key(self) -> Option<&'static str> {
+        match self {
+            Op::SubmitTask
+            | Op::SubmitTasks
+            | Op::GetTasks
+            | Op::ClaimTask
+            | Op::CreateSchedule
+            | Op::GetSchedules => None,
+            Op::GetSchedule
+            | Op::PauseSchedule
+            | Op::ResumeSchedule
+            | Op::DeleteSchedule
+            | Op::TriggerSchedule => Some("schedule_id"),
+            _ => Some("task_id"),
         }
     }
 
     /// Whether the operation is about one task (`task_id`, REST's path).
     pub fn has_task(self) -> bool {
-        !matches!(
-            self,
-            Op::SubmitTask | Op::SubmitTasks | Op::GetTasks | Op::ClaimTask
-        )
+        self.key() == Some("task_id")
     }
 }
 
@@ -215,8 +263,11 @@ async fn answer(
         return Answer::with(status, &submitted);
     }
     let mut body = Body::from_value(input)?;
+    if op.key() == Some("schedule_id") || op == Op::CreateSchedule || op == Op::GetSchedules {
+        return schedule_answer(state, identity, op, body).await;
+    }
     let task_id = if op.has_task() {
-        Some(take_task_id(&mut body)?)
+        Some(take_key(&mut body, "task_id")?)
     } else {
         None
     };
@@ -226,7 +277,14 @@ async fn answer(
         sequence,
     };
     match op {
-        Op::SubmitTasks => unreachable!("answered above"),
+        Op::SubmitTasks
+        | Op::CreateSchedule
+        | Op::GetSchedules
+        | Op::GetSchedule
+        | Op::PauseSchedule
+        | Op::ResumeSchedule
+        | Op::DeleteSchedule
+        | Op::TriggerSchedule => unreachable!("answered above"),
         Op::SubmitTask => {
             let (by, new) = new_task(&body, "", identity)?;
             let submitted = queue.submit(&by, new).await?;
@@ -425,6 +483,22 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         match error {
             Error::NotFound(id) => ApiError::not_found("task_id", format!("no task {id}")),
+            Error::ScheduleNotFound(id) => {
+                ApiError::not_found("schedule_id", format!("no schedule {id}"))
+            }
+            error @ Error::ScheduleExists(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "schedule_exists",
+                error.to_string(),
+                Some("schedule_id".into()),
+            ),
+            Error::ScheduleRefused(refused) => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_allowed",
+                refused.to_string(),
+                None,
+            ),
+            Error::Unarmable(unarmable) => unprocessable(unarmable.field, unarmable.reason),
             Error::Refused { refusal, .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 "not_allowed",
@@ -536,13 +610,14 @@ fn attempt(body: &Body) -> Result<Option<u32>, ApiError> {
 
 /// Removes and checks `task_id`. Missing is 422; an id no task can have is 404, as it is in a
 /// REST path.
-fn take_task_id(body: &mut Body) -> Result<String, ApiError> {
-    let task_id = body
-        .string("task_id")?
-        .ok_or_else(|| unprocessable("task_id", "task_id is required"))?;
-    body.0.remove("task_id");
-    validate_id(&task_id).map_err(|e| ApiError::not_found("task_id", e.to_string()))?;
-    Ok(task_id)
+/// The id the request is about (`task_id` or `schedule_id`), taken out of its body.
+fn take_key(body: &mut Body, field: &str) -> Result<String, ApiError> {
+    let id = body
+        .string(field)?
+        .ok_or_else(|| unprocessable(field, format!("{field} is required")))?;
+    body.0.remove(field);
+    validate_id(&id).map_err(|e| ApiError::not_found(field, e.to_string()))?;
+    Ok(id)
 }
 
 /// The fields of a submission.
@@ -747,6 +822,225 @@ pub fn list_params(body: &Body, allowed: &[&str]) -> Result<HashMap<String, Stri
     Ok(params)
 }
 
+/// The schedule operations: every change is an operator's; anyone may read.
+async fn schedule_answer(
+    state: &QueueState,
+    identity: &Identity,
+    op: Op,
+    mut body: Body,
+) -> Result<Answer, ApiError> {
+    let queue = &state.queue;
+    if op == Op::GetSchedules {
+        let params = list_params(&body, SCHEDULE_FILTERS)?;
+        return Answer::ok(
+            &list_rows(&state.reader, &state.projector, schedules_table(), params).await?,
+        );
+    }
+    if op == Op::CreateSchedule {
+        identity.require_admin("create a schedule")?;
+        let (by, new) = new_schedule(&body, identity)?;
+        let (changed, created) = queue.create_schedule(&by, new).await?;
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Answer::with(status, &changed);
+    }
+    let schedule_id = take_key(&mut body, "schedule_id")?;
+    if op == Op::GetSchedule {
+        let params = list_params(&body, &["min_seq"])?;
+        let mut row = get_row(
+            &state.reader,
+            &state.projector,
+            schedules_table(),
+            &schedule_id,
+            params,
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("schedule_id", format!("no schedule {schedule_id}")))?;
+        let mut recent = HashMap::new();
+        recent.insert("schedule_id".to_owned(), schedule_id.clone());
+        recent.insert("order".to_owned(), "desc".to_owned());
+        recent.insert("limit".to_owned(), "20".to_owned());
+        let firings = list_rows(&state.reader, &state.projector, firings_table(), recent).await?;
+        row.insert(
+            "recent_firings".into(),
+            serde_json::to_value(firings.items).unwrap_or(Value::Null),
+        );
+        return Answer::ok(&row);
+    }
+    body.only(&["changed_by"])?;
+    identity.require_admin("change a schedule")?;
+    let by = Actor::worker(identity.acting_as(&body, "changed_by", Some("api"))?);
+    let changed = match op {
+        Op::PauseSchedule => queue.pause_schedule(&schedule_id, &by).await?,
+        Op::ResumeSchedule => queue.resume_schedule(&schedule_id, &by).await?,
+        Op::DeleteSchedule => queue.delete_schedule(&schedule_id, &by).await?,
+        Op::TriggerSchedule => return Answer::ok(&queue.trigger_schedule(&schedule_id).await?),
+        _ => unreachable!("the schedule operations are answered here"),
+    };
+    Answer::ok(&changed)
+}
+
+/// The filters `getSchedules` (and `GET /api/schedules`) takes.
+pub const SCHEDULE_FILTERS: &[&str] = &[
+    "status",
+    "worker_name",
+    "container_name",
+    "task_type",
+    "since",
+    "until",
+    "order",
+    "limit",
+    "cursor",
+    "min_seq",
+];
+
+fn schedules_table() -> &'static Table {
+    Table::named("container_task_schedules")
+        .unwrap_or_else(|| unreachable!("the schema has container_task_schedules"))
+}
+
+fn firings_table() -> &'static Table {
+    Table::named("container_task_schedule_firings")
+        .unwrap_or_else(|| unreachable!("the schema has container_task_schedule_firings"))
+}
+
+/// The fields of a schedule.
+const SCHEDULE: &[&str] = &[
+    "schedule_id",
+    "cron",
+    "time_zone",
+    "every_seconds",
+    "task",
+    "overlap",
+    "misfire",
+    "misfire_grace_seconds",
+    "created_by",
+];
+
+/// Longest interval a schedule may have: a year (longer is a cron expression's job).
+const MAX_EVERY_SECONDS: i64 = 366 * 24 * 3600;
+
+/// A new schedule: `cron` (5 or 6 fields, or `@daily` …) with `time_zone`, or
+/// `every_seconds`; `task`, a submission's fields without its id; `overlap` (`skip`, the
+/// default, or `allow`); `misfire` (`run_once`, the default, or `skip`).
+fn new_schedule(body: &Body, identity: &Identity) -> Result<(Actor, Created), ApiError> {
+    body.only(SCHEDULE)?;
+    let schedule_id = match body.string("schedule_id")? {
+        Some(id) => {
+            // Its firings' task ids add up to 30 characters to it.
+            if id.len() > 96 {
+                return Err(unprocessable(
+                    "schedule_id",
+                    "schedule_id is at most 96 characters",
+                ));
+            }
+            validate_id(&id).map_err(|e| unprocessable("schedule_id", e.to_string()))?;
+            id
+        }
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    let cron = body.string("cron")?;
+    let time_zone = body.string("time_zone")?;
+    let every = body.integer("every_seconds", 1..=MAX_EVERY_SECONDS)?;
+    let timing = match (cron, every) {
+        (Some(_), Some(_)) => {
+            return Err(unprocessable(
+                "every_seconds",
+                "give cron or every_seconds, not both",
+            ));
+        }
+        (Some(cron), None) => {
+            if cron.trim().is_empty() || cron.len() > 200 {
+                return Err(unprocessable("cron", "cron must be 1-200 characters"));
+            }
+            Timing::cron(&cron, time_zone)
+        }
+        (None, Some(seconds)) => {
+            if time_zone.is_some() {
+                return Err(unprocessable(
+                    "time_zone",
+                    "time_zone applies to cron schedules; an interval has none",
+                ));
+            }
+            Timing::Every {
+                every_seconds: seconds as u64,
+            }
+        }
+        (None, None) => {
+            return Err(unprocessable(
+                "cron",
+                "a schedule needs cron (\"0 9 * * *\", with time_zone) or every_seconds",
+            ));
+        }
+    };
+    let task = match body.0.get("task") {
+        Some(Value::Object(task)) => Body::from_value(Value::Object(task.clone()))?,
+        _ => {
+            return Err(unprocessable(
+                "task",
+                "task is required: the task each firing submits (task_type, command, …)",
+            ));
+        }
+    };
+    for field in [
+        "task_id",
+        "idempotency_key",
+        "run_at",
+        "delay_ms",
+        "submitted_by",
+    ] {
+        if task.0.contains_key(field) {
+            return Err(unprocessable(
+                &format!("task.{field}"),
+                "a schedule's tasks are named and timed by their firings",
+            ));
+        }
+    }
+    let (_, new) = new_task(&task, "task.", identity)?;
+    let policy = |field: &str, allowed: &[&str]| -> Result<Option<String>, ApiError> {
+        match body.string(field)? {
+            Some(value) if !allowed.contains(&value.as_str()) => Err(unprocessable(
+                field,
+                format!("{field} is one of {}", allowed.join(", ")),
+            )),
+            value => Ok(value),
+        }
+    };
+    let overlap = match policy("overlap", &["skip", "allow"])?.as_deref() {
+        Some("allow") => Overlap::Allow,
+        _ => Overlap::Skip,
+    };
+    let misfire = match policy("misfire", &["run_once", "skip"])?.as_deref() {
+        Some("skip") => Misfire::Skip,
+        _ => Misfire::RunOnce,
+    };
+    let by = Actor::worker(identity.acting_as(body, "created_by", Some("api"))?);
+    Ok((
+        by,
+        Created {
+            schedule_id,
+            timing,
+            task: Template {
+                task_type: new.task_type,
+                command: new.command,
+                parameters: new.parameters,
+                priority: new.priority,
+                worker_name: new.worker_name,
+                container_name: new.container_name,
+                max_attempts: new.max_attempts,
+            },
+            overlap,
+            misfire,
+            misfire_grace_seconds: body
+                .integer("misfire_grace_seconds", 1..=MAX_EVERY_SECONDS)?
+                .map_or(MISFIRE_GRACE_SECONDS, |s| s as u64),
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -817,12 +1111,13 @@ mod tests {
 
     #[test]
     fn a_task_id_is_required_and_must_be_an_id() {
-        let error = take_task_id(&mut body(json!({}))).expect_err("missing");
+        let error = take_key(&mut body(json!({})), "task_id").expect_err("missing");
         assert_eq!(field(error), (422, Some("task_id".into())));
-        let error = take_task_id(&mut body(json!({"task_id": "a.b"}))).expect_err("not an id");
+        let error =
+            take_key(&mut body(json!({"task_id": "a.b"})), "task_id").expect_err("not an id");
         assert_eq!(field(error), (404, Some("task_id".into())));
         let mut with_id = body(json!({"task_id": "t1", "attempt": 1}));
-        assert_eq!(take_task_id(&mut with_id).expect("ok"), "t1");
+        assert_eq!(take_key(&mut with_id, "task_id").expect("ok"), "t1");
         assert!(with_id.only(&["attempt"]).is_ok(), "task_id was taken out");
     }
 

@@ -123,6 +123,8 @@ pub(crate) struct Inner {
     /// Tasks as this process last saw them, so a command on a task this process just handled
     /// reads nothing first (its append expects that view's version; a stale view is refused).
     pub(crate) known: std::sync::Mutex<HashMap<String, Task>>,
+    /// Recurring schedules as this process last saw them (see [`crate::schedules`]).
+    pub(crate) schedules: std::sync::Mutex<HashMap<String, vibehq_events::recurring::Schedule>>,
 }
 
 /// Most tasks [`Inner::known`] holds before it starts over.
@@ -146,6 +148,7 @@ impl Queue {
                 options,
                 lanes,
                 known: std::sync::Mutex::default(),
+                schedules: std::sync::Mutex::default(),
             }),
         })
     }

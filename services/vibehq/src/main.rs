@@ -11,6 +11,8 @@ mod config;
 mod lanes;
 mod nats_auth;
 mod replay;
+mod rpc;
+mod schedule;
 mod signals;
 mod telemetry;
 mod up;
@@ -68,6 +70,7 @@ enum Command {
     Audit(audit::AuditArgs),
     Cancel(cancel::CancelArgs),
     Why(why::WhyArgs),
+    Schedule(schedule::ScheduleArgs),
     /// Call a running `vibehq up`'s AI API from a terminal: ask a model, route a prompt, get
     /// structured output, call tools, run a tool loop, evaluate, and plan with approvals.
     ///
@@ -136,6 +139,7 @@ async fn run(command: Command, settings: config::Settings) -> Result<()> {
         Command::Audit(args) => audit::run(settings, args).await,
         Command::Cancel(args) => cancel::run(settings, args).await,
         Command::Why(args) => why::run(settings, args).await,
+        Command::Schedule(args) => schedule::run(settings, args).await,
         Command::Ai(args) => ai::run(settings, args).await,
         Command::NatsAuth(args) => nats_auth::run(args),
         Command::Lanes(args) => lanes::run(settings, args).await,

@@ -95,7 +95,7 @@ async fn serve(
         reader: reader.clone(),
         projector: handle.clone(),
     };
-    tokio::spawn(reschedule_delayed(
+    tokio::spawn(restore_timers(
         queue_state.clone(),
         streams
             .iter()
@@ -181,7 +181,8 @@ async fn serve(
     tracing::info!(nats = %vibehq_nats::redact(url), http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
 
     // Whichever stops first (shutdown, or a failure) stops the other.
-    let (projected, served, answered, balanced, advised, proxied) = tokio::join!(
+    let scheduler_queue = queue_state.queue.clone();
+    let (projected, served, answered, scheduled, balanced, advised, proxied) = tokio::join!(
         async {
             let result = projector.run(shutdown.clone()).await;
             shutdown.cancel();
@@ -195,6 +196,12 @@ async fn serve(
         async {
             let client = log.jetstream().client();
             let result = vibehq_queue::rpc::run(queue_state, client, shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
+        async {
+            let result =
+                vibehq_queue::schedules::run_scheduler(scheduler_queue, shutdown.clone()).await;
             shutdown.cancel();
             result
         },
@@ -234,6 +241,7 @@ async fn serve(
     advised?;
     served?;
     answered?;
+    scheduled.context("the scheduler failed")?;
     projected?;
     Ok(())
 }
@@ -273,44 +281,30 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// Once the projection has caught up with the tasks stream as it was at start, schedules
-/// again every delayed task still waiting for its schedule to fire: one whose schedule was
-/// never stored (a crash right after its submission) fires then, and one whose schedule is
-/// stored is merely replaced. Claimers are told when each is due.
-async fn reschedule_delayed(state: QueueState, tasks_sequence: u64) {
+/// Once the projection has caught up with the tasks stream as it was at start, puts back the
+/// server's timers a crash may have left behind their events: every delayed task still
+/// waiting for its schedule to fire is scheduled again (one whose schedule was never stored
+/// fires then, one whose schedule is stored is merely replaced; claimers are told when each
+/// is due), and every recurring schedule's timer is armed or disarmed as its state says.
+async fn restore_timers(state: QueueState, tasks_sequence: u64) {
     if !state
         .projector
         .wait_for(StreamKind::Tasks, tasks_sequence, Duration::from_secs(300))
         .await
     {
         tracing::warn!(
-            "the projection did not catch up in 5 minutes; delayed tasks are not checked"
+            "the projection did not catch up in 5 minutes; delayed tasks and schedules are not checked"
         );
         return;
     }
-    let waiting = state
-        .reader
-        .read(|conn| {
-            let mut statement = conn
-                .prepare(
-                    "SELECT task_id FROM container_tasks
-                     WHERE status = 'pending' AND run_at IS NOT NULL AND due_at IS NULL",
-                )
-                .map_err(|source| vibehq_projector::Error::Sqlite {
-                    op: "find the delayed tasks",
-                    source,
-                })?;
-            let ids = statement
-                .query_map([], |row| row.get::<_, String>(0))
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(|source| vibehq_projector::Error::Sqlite {
-                    op: "find the delayed tasks",
-                    source,
-                })?;
-            Ok(ids)
-        })
-        .await;
-    match waiting {
+    let delayed = ids(
+        &state,
+        "find the delayed tasks",
+        "SELECT task_id FROM container_tasks
+         WHERE status = 'pending' AND run_at IS NOT NULL AND due_at IS NULL",
+    )
+    .await;
+    match delayed {
         Ok(ids) if ids.is_empty() => {}
         Ok(ids) => match state.queue.reschedule_pending(&ids).await {
             Ok(count) => tracing::info!(
@@ -322,4 +316,37 @@ async fn reschedule_delayed(state: QueueState, tasks_sequence: u64) {
         },
         Err(error) => tracing::warn!(%error, "cannot read the delayed tasks"),
     }
+    let schedules = ids(
+        &state,
+        "find the schedules",
+        "SELECT schedule_id FROM container_task_schedules",
+    )
+    .await;
+    match schedules {
+        Ok(ids) => match state.queue.rearm_schedules(&ids).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(changed = count, "schedules' timers put right"),
+            Err(error) => tracing::warn!(%error, "cannot check the schedules' timers"),
+        },
+        Err(error) => tracing::warn!(%error, "cannot read the schedules"),
+    }
+}
+
+/// The first column of a query's rows.
+async fn ids(
+    state: &QueueState,
+    op: &'static str,
+    sql: &'static str,
+) -> Result<Vec<String>, vibehq_projector::Error> {
+    state
+        .reader
+        .read(move |conn| {
+            let fail = |source| vibehq_projector::Error::Sqlite { op, source };
+            let mut statement = conn.prepare(sql).map_err(fail)?;
+            statement
+                .query_map([], |row| row.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(fail)
+        })
+        .await
 }

@@ -1,6 +1,6 @@
 //! `vibehq why`: why a task is still pending, asked of a running `vibehq up` over NATS.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::Value;
 
@@ -24,25 +24,8 @@ pub struct WhyArgs {
 
 pub async fn run(settings: Settings, args: WhyArgs) -> Result<()> {
     vibehq_events::subject::validate_id(&args.task_id)?;
-    let client = settings
-        .connection(&settings.client_nats_url()?, None)
-        .connect()
-        .await?;
-    let subject = vibehq_queue::rpc::SPEC.subject(vibehq_queue::ops::Op::WhyPending);
-    let request = serde_json::json!({ "task_id": args.task_id }).to_string();
-    let answer = client
-        .request(subject, request.into())
-        .await
-        .context("no answer from a running vibehq up (is one running on this NATS?)")?;
-    if let Some(headers) = &answer.headers
-        && let Some(code) = headers.get("Nats-Service-Error-Code")
-    {
-        let message = headers
-            .get("Nats-Service-Error")
-            .map_or(String::new(), |m| m.as_str().to_owned());
-        anyhow::bail!("{message} ({code})");
-    }
-    let why: Value = serde_json::from_slice(&answer.payload).context("an unreadable answer")?;
+    let request = serde_json::json!({ "task_id": args.task_id });
+    let why = crate::rpc::call(&settings, vibehq_queue::ops::Op::WhyPending, request).await?;
     if args.json {
         println!("{why}");
         return Ok(());

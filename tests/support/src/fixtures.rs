@@ -1,7 +1,7 @@
 //! Events for tests and benchmarks: one of every kind, and realistic workloads.
 
 use serde_json::json;
-use vibehq_events::{Envelope, EventKind, ai, container, task};
+use vibehq_events::{Envelope, EventKind, ai, container, recurring, task};
 
 /// At least one event of every [`EventKind`], in an order that projects cleanly (creations
 /// before updates, and task histories the task lifecycle accepts), all recorded by
@@ -14,6 +14,7 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
     let instance = format!("inst-{tag}");
     let ai_task = format!("ai-task-{tag}");
     let approval = format!("approval-{tag}");
+    let schedule = format!("sched-{tag}");
     let e =
         |payload: vibehq_events::Payload| Envelope::new(worker, payload).in_container(container);
     let submitted = |task_id: &str| task::Submitted {
@@ -84,6 +85,45 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
         e(task::Cancelled {
             task_id: cancelled,
             reason: Some("superseded".into()),
+        }
+        .into()),
+        e(recurring::Created {
+            schedule_id: schedule.clone(),
+            timing: recurring::Timing::cron("0 9 * * *", Some("Europe/Berlin".into())),
+            task: recurring::Template {
+                task_type: "health_audit".into(),
+                command: "audit".into(),
+                parameters: None,
+                priority: 0,
+                worker_name: Some(worker.into()),
+                container_name: Some(container.into()),
+                max_attempts: 3,
+            },
+            overlap: recurring::Overlap::Skip,
+            misfire: recurring::Misfire::RunOnce,
+            misfire_grace_seconds: recurring::MISFIRE_GRACE_SECONDS,
+        }
+        .into()),
+        e(recurring::Fired {
+            schedule_id: schedule.clone(),
+            firing_id: format!("{schedule}-20261203T080000Z"),
+            fired_at: time::macros::datetime!(2026-12-03 08:00 UTC),
+            trigger: recurring::Trigger::Timer,
+            task_id: Some(format!("{schedule}-20261203T080000Z")),
+            skipped: None,
+            next_at: Some(time::macros::datetime!(2026-12-04 08:00 UTC)),
+        }
+        .into()),
+        e(recurring::Paused {
+            schedule_id: schedule.clone(),
+        }
+        .into()),
+        e(recurring::Resumed {
+            schedule_id: schedule.clone(),
+        }
+        .into()),
+        e(recurring::Deleted {
+            schedule_id: schedule.clone(),
         }
         .into()),
         e(container::Starting {
