@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::actor::Actor;
 use crate::subject::Subject;
-use crate::{ai, container, recurring, task};
+use crate::{ai, container, pause, recurring, task};
 
 macro_rules! catalog {
     ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $wire:literal ),+ $(,)?) => {
@@ -87,6 +87,11 @@ catalog! {
     TaskCancelled(task::Cancelled) = "task.cancelled",
     /// A result from a claim that no longer held the task was refused (audit only).
     TaskResultRefused(task::ResultRefused) = "task.result_refused",
+
+    /// A scope of work (every lane, or a worker's) was paused.
+    QueuePaused(pause::Paused) = "queue.paused",
+    /// A paused scope was resumed.
+    QueueResumed(pause::Resumed) = "queue.resumed",
 
     /// A recurring schedule was created.
     ScheduleCreated(recurring::Created) = "schedule.created",

@@ -25,6 +25,7 @@
 //! - [`log`]: [`EventLog`], appending (one, pipelined, or atomic) and reading history back.
 //! - [`schedule`]: the server's clock: message schedules, in a stream only the service writes,
 //!   for delayed tasks and for [`recurring`] schedules (cron or interval).
+//! - [`pause`]: holding back every lane's work, or a worker's, and letting it go again.
 //! - [`trace`]: the trace context each append carries in its NATS headers.
 
 pub mod actor;
@@ -33,6 +34,7 @@ pub mod catalog;
 pub mod container;
 pub mod envelope;
 pub mod log;
+pub mod pause;
 pub mod recurring;
 pub mod schedule;
 pub mod stream;

@@ -37,6 +37,8 @@ pub enum Subject {
         step: Step,
         actor: Actor,
     },
+    /// A pause scope (`all`, `worker:<name>`): `vibehq.queue.pauses.<scope>` (see [`crate::pause`]).
+    Pause(String),
     /// A recurring schedule: `vibehq.queue.schedules.<schedule_id>` (see [`crate::recurring`]).
     Schedule(String),
     /// A container instance's lifecycle: `vibehq.containers.instances.<instance_id>`.
@@ -91,6 +93,7 @@ impl Subject {
             | Subject::Scheduled { task_id, .. }
             | Subject::TaskStep { task_id, .. } => task_id,
             Subject::Schedule(id)
+            | Subject::Pause(id)
             | Subject::Instance(id)
             | Subject::Health(id)
             | Subject::Pool(id)
@@ -110,7 +113,8 @@ impl Subject {
             Subject::Submission { .. }
             | Subject::Scheduled { .. }
             | Subject::TaskStep { .. }
-            | Subject::Schedule(_) => StreamKind::Tasks,
+            | Subject::Schedule(_)
+            | Subject::Pause(_) => StreamKind::Tasks,
             Subject::Instance(_) | Subject::Health(_) | Subject::Pool(_) => StreamKind::Containers,
             Subject::AiTask(_)
             | Subject::Evaluation(_)
@@ -228,6 +232,7 @@ impl fmt::Display for Subject {
                 );
             }
             Subject::Schedule(id) => ("vibehq.queue.schedules", id),
+            Subject::Pause(scope) => ("vibehq.queue.pauses", scope),
             Subject::Instance(id) => ("vibehq.containers.instances", id),
             Subject::Health(id) => ("vibehq.containers.health", id),
             Subject::Pool(id) => ("vibehq.containers.pools", id),

@@ -59,17 +59,22 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_task_schedules.sql",
         sql: include_str!("../migrations/0009_task_schedules.sql"),
     },
+    Migration {
+        name: "0010_task_pauses.sql",
+        sql: include_str!("../migrations/0010_task_pauses.sql"),
+    },
 ];
 
 /// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten,
 /// `ai_model_calls` (one row per AI gateway attempt, which the seed's tables have no place for),
 /// `container_task_refusals` (task events that changed nothing, and why), and the recurring
-/// schedules with their firings.
+/// schedules with their firings, and paused scopes of work.
 pub const TABLES: &[&str] = &[
     "container_tasks",
     "container_task_refusals",
     "container_task_schedules",
     "container_task_schedule_firings",
+    "container_task_pauses",
     "container_instances",
     "container_health_checks",
     "ai_tasks",
@@ -152,7 +157,7 @@ mod tests {
         let first = migrate(&mut conn).expect("first run");
         let every: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
         assert_eq!(first, every);
-        assert_eq!(every.last(), Some(&"0009_task_schedules.sql"));
+        assert_eq!(every.last(), Some(&"0010_task_pauses.sql"));
         let second = migrate(&mut conn).expect("second run");
         assert!(second.is_empty());
     }

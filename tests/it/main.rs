@@ -13,6 +13,7 @@ mod delayed;
 mod docker;
 mod metrics;
 mod outage;
+mod pauses;
 mod projection;
 mod queue;
 mod queue_api;

@@ -25,6 +25,11 @@ fn row_of(kind: EventKind, tag: &str) -> (&'static str, &'static str, String) {
         ),
         // A refused result changes no task; it is kept with its reason.
         TaskResultRefused => ("container_task_refusals", "task_id", format!("task-{tag}")),
+        QueuePaused | QueueResumed => (
+            "container_task_pauses",
+            "scope",
+            "worker:factory-1".to_owned(),
+        ),
         ScheduleCreated | SchedulePaused | ScheduleResumed | ScheduleDeleted => (
             "container_task_schedules",
             "schedule_id",
@@ -98,6 +103,10 @@ async fn every_event_kind_round_trips_into_its_row_with_worker_and_container() {
             if *kind != TaskCancelled {
                 assert_eq!(row["assigned_to"], "factory-1:container-a", "{kind}");
             }
+        } else if table.name == "container_task_pauses" {
+            // A pause covers a worker, every container of it.
+            assert_eq!(row["worker_name"], "factory-1", "{kind}");
+            assert_eq!(row["container_name"], serde_json::Value::Null, "{kind}");
         } else {
             assert_eq!(row["worker_name"], "factory-1", "{kind} in {}", table.name);
             assert_eq!(

@@ -11,6 +11,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
+use vibehq_events::pause::Scope;
 use vibehq_events::recurring::{Skipped, Status as ScheduleStatus, Timing};
 use vibehq_events::task::lane::Target;
 use vibehq_events::task::lifecycle::{self, State, Status};
@@ -403,6 +404,30 @@ fn apply_row(
         Payload::TaskResultRefused(p) => {
             refuse(db, sequence, event, &event.actor(), &p.reason, "queue")
         }
+        Payload::QueuePaused(p) => exec(
+            "INSERT INTO container_task_pauses (scope, worker_name, status, reason, changed_by,
+               paused_at, version, created_at, updated_at)
+             VALUES (?1, ?2, 'paused', ?3, ?4, ?5, ?6, ?5, ?5)
+             ON CONFLICT (scope) DO UPDATE SET status = 'paused', reason = excluded.reason,
+               changed_by = excluded.changed_by, paused_at = excluded.paused_at,
+               version = excluded.version, updated_at = excluded.updated_at",
+            params![
+                p.scope,
+                Scope::parse(&p.scope)
+                    .ok()
+                    .and_then(|s| s.worker().map(str::to_owned)),
+                p.reason,
+                actor,
+                at,
+                version
+            ],
+        ),
+        Payload::QueueResumed(p) => exec(
+            "UPDATE container_task_pauses SET status = 'resumed', changed_by = ?2, resumed_at = ?3,
+               version = ?4, updated_at = ?3
+             WHERE scope = ?1",
+            params![p.scope, actor, at, version],
+        ),
         Payload::ScheduleCreated(p) => {
             let (cron, time_zone, every) = match &p.timing {
                 Timing::Cron { cron, time_zone } => (Some(cron), time_zone.as_ref(), None),

@@ -96,6 +96,15 @@ pub const TABLES: &[Table] = &[
         json: &[],
     },
     Table {
+        name: "container_task_pauses",
+        stream: Some(StreamKind::Tasks),
+        key: "scope",
+        status: Some(("status", &["paused", "resumed"])),
+        time: "created_at",
+        filters: &[],
+        json: &[],
+    },
+    Table {
         name: "container_instances",
         stream: Some(StreamKind::Containers),
         key: "instance_id",

@@ -40,6 +40,9 @@ pub fn router(state: QueueState) -> axum::Router {
         .route("/api/tasks/{task_id}/why", get(why))
         .route("/api/queues", get(queues))
         .route("/api/queues/throughput", get(throughput))
+        .route("/api/queues/pause", post(pause))
+        .route("/api/queues/resume", post(resume))
+        .route("/api/queues/pauses", get(pauses))
         .route("/api/tasks/{task_id}/retry", post(retry))
         .route("/api/schedules", post(create_schedule).get(list_schedules))
         .route(
@@ -411,6 +414,44 @@ pub async fn throughput(
     Ok(Json(series).into_response())
 }
 
+/// Pauses a scope of work (operators only): `all`, or `worker:<name>` (the work targeted at
+/// that worker and its containers). No claimer is handed its tasks until it is resumed; they
+/// stay pending in their lanes.
+#[utoipa::path(post, path = "/api/queues/pause", tag = "tasks",
+    request_body(content = Object, description = "`scope` (`all` or `worker:<name>`), `reason`, `paused_by`"),
+    responses((status = 200, body = crate::pauses::PauseState), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is paused already"), (status = 422, body = ErrorBody)))]
+pub async fn pause(
+    State(state): State<QueueState>,
+    identity: Identity,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(&state, &identity, Op::PauseQueue, json(body)?).await
+}
+
+/// Resumes a paused scope (operators only); lanes another paused scope covers stay paused.
+#[utoipa::path(post, path = "/api/queues/resume", tag = "tasks",
+    request_body(content = Object, description = "`scope`, `resumed_by`"),
+    responses((status = 200, body = crate::pauses::PauseState), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is not paused"), (status = 422, body = ErrorBody)))]
+pub async fn resume(
+    State(state): State<QueueState>,
+    identity: Identity,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(&state, &identity, Op::ResumeQueue, json(body)?).await
+}
+
+/// Every scope ever paused, with whether it is paused now (`status`: paused, resumed).
+#[utoipa::path(get, path = "/api/queues/pauses", tag = "tasks",
+    params(("status" = Option<String>, Query, description = "paused or resumed"), ("min_seq" = Option<u64>, Query)),
+    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody)))]
+pub async fn pauses(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    answer(&state, &identity, Op::GetPauses, query(params)).await
+}
+
 /// Creates a recurring schedule (operators only): a cron expression in a time zone, or an
 /// interval, that submits `task` at each time.
 #[utoipa::path(post, path = "/api/schedules", tag = "schedules",
@@ -553,6 +594,9 @@ fn with_schedule(schedule_id: String, mut value: Value) -> Value {
         cancel,
         history,
         retry,
+        pause,
+        resume,
+        pauses,
         create_schedule,
         list_schedules,
         get_schedule,
@@ -568,6 +612,7 @@ fn with_schedule(schedule_id: String, mut value: Value) -> Value {
         FailOutcome,
         Written,
         crate::schedules::Changed,
+        crate::pauses::PauseState,
         crate::ws::FeedEvent,
         crate::history::Entry,
         crate::why::Why,

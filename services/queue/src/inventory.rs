@@ -139,7 +139,7 @@ pub async fn prune(log: &EventLog, idle: Duration, dry_run: bool) -> Result<Prun
             .await?
             .is_some_and(|last| last.record.sequence > before);
         if slipped_in {
-            create(&stream, &lane, Duration::from_secs(state.lease_secs)).await?;
+            create(&stream, &lane, Duration::from_secs(state.lease_secs), false).await?;
             tracing::info!(lane = %state.lane, "a submission reached a removed lane; created it again");
             pruned.recreated.push(state.consumer.clone());
         }
@@ -189,7 +189,7 @@ pub async fn restore(log: &EventLog, lease: Duration) -> Result<Vec<String>, Err
     for lane in lanes {
         let name = lane.consumer_name();
         if !existing.contains(&name) {
-            create(&stream, &lane, lease).await?;
+            create(&stream, &lane, lease, false).await?;
             tracing::info!(%lane, "created a lane that held submissions");
             created.push(name);
         }

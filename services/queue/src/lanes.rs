@@ -240,14 +240,21 @@ impl Lanes {
     /// process found is trusted for [`LISTING`]; then it is checked again, so a lane removed by
     /// `vibehq lanes prune` is back before its next submission here (the prune checks for any
     /// that slipped in before).
-    pub(crate) async fn open(&self, lane: &Lane) -> Result<(), Error> {
+    ///
+    /// `paused` says whether a paused scope covers the lane; it is asked only when the lane is
+    /// looked up, and a lane created then is created paused.
+    pub(crate) async fn open(
+        &self,
+        lane: &Lane,
+        paused: impl std::future::Future<Output = Result<bool, Error>>,
+    ) -> Result<(), Error> {
         let fresh = self.shared.with(lane, |known| {
             known.consumer.is_some() && known.found_at.is_some_and(|at| at.elapsed() < LISTING)
         });
         if fresh {
             return Ok(());
         }
-        let consumer = create(&self.tasks, lane, self.lease).await?;
+        let consumer = create(&self.tasks, lane, self.lease, paused.await?).await?;
         self.found(lane, consumer);
         Ok(())
     }
@@ -266,6 +273,40 @@ impl Lanes {
             }
             Err(e) => Err(Error::nats("read a lane's consumer", e)),
         }
+    }
+
+    /// Pauses every lane consumer on the server that `paused` says should be, and resumes
+    /// every other paused one.
+    pub(crate) async fn set_paused(
+        &self,
+        paused: impl Fn(&Lane) -> bool,
+    ) -> Result<PauseChanges, Error> {
+        let mut infos = self.tasks.consumers();
+        let mut changes = PauseChanges::default();
+        while let Some(info) = infos.next().await {
+            let info = info.map_err(|e| Error::nats("list the lanes", e))?;
+            let Some(lane) = Lane::from_consumer_name(&info.name) else {
+                continue;
+            };
+            let should = paused(&lane);
+            if should == info.paused {
+                continue;
+            }
+            if should {
+                self.tasks
+                    .pause_consumer(&info.name, crate::pauses::until_resumed())
+                    .await
+                    .map_err(|e| Error::nats("pause a lane", e))?;
+            } else {
+                self.tasks
+                    .resume_consumer(&info.name)
+                    .await
+                    .map_err(|e| Error::nats("resume a lane", e))?;
+                changes.resumed.push(lane);
+            }
+            changes.changed += 1;
+        }
+        Ok(changes)
     }
 
     /// The core NATS connection the lanes use (announcements, notices).
@@ -706,10 +747,13 @@ impl Drop for Claiming<'_> {
 /// delivers every submission in the lane from the stream's start: one created after its first
 /// submissions (a first submission races none: the submitter opens the lane first; a lane
 /// re-created after a prune) still hands them out, and those already ended are passed over.
+///
+/// A lane created `paused` hands nothing out until it is resumed ([`crate::pauses`]).
 pub(crate) async fn create(
     tasks: &Stream,
     lane: &Lane,
     lease: Duration,
+    paused: bool,
 ) -> Result<PullConsumer, Error> {
     let name = lane.consumer_name();
     tasks
@@ -724,11 +768,19 @@ pub(crate) async fn create(
                 ack_wait: lease,
                 max_deliver: MAX_DELIVER,
                 max_ack_pending: MAX_ACK_PENDING,
+                pause_until: paused.then(crate::pauses::until_resumed),
                 ..Default::default()
             },
         )
         .await
         .map_err(|e| Error::nats("create a lane's consumer", e))
+}
+
+/// What [`Lanes::set_paused`] changed.
+#[derive(Debug, Default)]
+pub(crate) struct PauseChanges {
+    pub(crate) changed: usize,
+    pub(crate) resumed: Vec<Lane>,
 }
 
 /// Gives deliveries nobody took back to their lane at once (first in line again).

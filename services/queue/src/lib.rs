@@ -23,6 +23,7 @@
 //! - [`ops`]: every command and query as a request, answered once for REST and RPC alike.
 //! - [`http`]: the REST routes (`/api/tasks…`) and their OpenAPI document.
 //! - [`schedules`]: recurring schedules' commands, and the scheduler turning firings into tasks.
+//! - [`pauses`]: pausing and resuming every lane, or a worker's targeted work.
 //! - [`rpc`]: `ContainerTaskQueueOps`, the same operations as a NATS micro service.
 //! - [`stats`]: the work waiting per lane and the throughput per minute, for operators.
 //! - [`why`]: why a pending task has not run, each reason with its evidence.
@@ -34,6 +35,7 @@ pub mod http;
 pub mod inventory;
 mod lanes;
 pub mod ops;
+pub mod pauses;
 pub mod queue;
 pub mod rpc;
 pub mod schedules;
@@ -89,6 +91,9 @@ pub enum Error {
     /// A bulk submission of more tasks than one atomic batch holds.
     #[error("at most {max} tasks can be submitted at once")]
     TooMany { max: usize },
+    /// The scope is paused already, or not paused.
+    #[error("{0}")]
+    PauseRefused(String),
     /// No schedule has this id.
     #[error("no schedule {0}")]
     ScheduleNotFound(String),

@@ -23,6 +23,7 @@ use vibehq_api::auth::Identity;
 use vibehq_api::body::{Body, unprocessable};
 use vibehq_api::error::ApiError;
 use vibehq_api::tables::{get_row, list_rows};
+use vibehq_events::pause::Scope;
 use vibehq_events::recurring::{
     Created, MISFIRE_GRACE_SECONDS, Misfire, Overlap, Template, Timing,
 };
@@ -84,6 +85,12 @@ pub enum Op {
     WhyPending,
     /// `task_id` (a failed or cancelled task), `new_task_id`?, `submitted_by`? → `Submitted`.
     RetryTask,
+    /// `scope` (`all`, `worker:<name>`), `reason`?, `paused_by`? → `pauses::PauseState`.
+    PauseQueue,
+    /// `scope`, `resumed_by`? → `pauses::PauseState`.
+    ResumeQueue,
+    /// List filters → a page of `container_task_pauses` rows.
+    GetPauses,
     /// `schedule_id`?, `cron` + `time_zone`? or `every_seconds`, `task` (a submission's
     /// fields), `overlap`?, `misfire`? → `schedules::Changed`.
     CreateSchedule,
@@ -103,7 +110,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 22] = [
+    pub const ALL: [Op; 25] = [
         Op::SubmitTask,
         Op::SubmitTasks,
         Op::GetTasks,
@@ -119,6 +126,9 @@ impl Op {
         Op::GetTaskHistory,
         Op::WhyPending,
         Op::RetryTask,
+        Op::PauseQueue,
+        Op::ResumeQueue,
+        Op::GetPauses,
         Op::CreateSchedule,
         Op::GetSchedules,
         Op::GetSchedule,
@@ -146,6 +156,9 @@ impl Op {
             Op::GetTaskHistory => "getTaskHistory",
             Op::WhyPending => "whyPending",
             Op::RetryTask => "retryTask",
+            Op::PauseQueue => "pauseQueue",
+            Op::ResumeQueue => "resumeQueue",
+            Op::GetPauses => "getPauses",
             Op::CreateSchedule => "createSchedule",
             Op::GetSchedules => "getSchedules",
             Op::GetSchedule => "getSchedule",
@@ -164,6 +177,9 @@ impl Op {
             | Op::SubmitTasks
             | Op::GetTasks
             | Op::ClaimTask
+            | Op::PauseQueue
+            | Op::ResumeQueue
+            | Op::GetPauses
             | Op::CreateSchedule
             | Op::GetSchedules => None,
             Op::GetSchedule
@@ -424,6 +440,31 @@ async fn answer(
             };
             Answer::with(status, &submitted)
         }
+        Op::PauseQueue | Op::ResumeQueue => {
+            let pausing = op == Op::PauseQueue;
+            let by_field = if pausing { "paused_by" } else { "resumed_by" };
+            if pausing {
+                body.only(&["scope", "reason", by_field])?;
+            } else {
+                body.only(&["scope", by_field])?;
+            }
+            identity.require_admin("pause or resume work")?;
+            let scope = body.string("scope")?.ok_or_else(|| {
+                unprocessable("scope", "scope is required: all, or worker:<name>")
+            })?;
+            let scope = Scope::parse(&scope).map_err(|e| unprocessable("scope", e.to_string()))?;
+            let by = Actor::worker(identity.acting_as(&body, by_field, Some("api"))?);
+            let state = if pausing {
+                queue.pause(&scope, &by, body.string("reason")?).await?
+            } else {
+                queue.resume(&scope, &by).await?
+            };
+            Answer::ok(&state)
+        }
+        Op::GetPauses => {
+            let params = list_params(&body, PAUSE_FILTERS)?;
+            Answer::ok(&list_rows(&state.reader, &state.projector, pauses_table(), params).await?)
+        }
         Op::CancelTask => {
             body.only(&["reason", "cancelled_by"])?;
             identity.require_admin("cancel a task")?;
@@ -483,6 +524,12 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         match error {
             Error::NotFound(id) => ApiError::not_found("task_id", format!("no task {id}")),
+            Error::PauseRefused(reason) => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_allowed",
+                reason,
+                Some("scope".into()),
+            ),
             Error::ScheduleNotFound(id) => {
                 ApiError::not_found("schedule_id", format!("no schedule {id}"))
             }
@@ -881,6 +928,21 @@ async fn schedule_answer(
         _ => unreachable!("the schedule operations are answered here"),
     };
     Answer::ok(&changed)
+}
+
+/// The filters `getPauses` (and `GET /api/queues/pauses`) takes.
+pub const PAUSE_FILTERS: &[&str] = &[
+    "status",
+    "worker_name",
+    "order",
+    "limit",
+    "cursor",
+    "min_seq",
+];
+
+fn pauses_table() -> &'static Table {
+    Table::named("container_task_pauses")
+        .unwrap_or_else(|| unreachable!("the schema has container_task_pauses"))
 }
 
 /// The filters `getSchedules` (and `GET /api/schedules`) takes.

@@ -236,7 +236,10 @@ impl Queue {
     pub async fn submit(&self, by: &Actor, new: NewTask) -> Result<Submitted, Error> {
         let event = submission(by, new);
         let lane = submitted(&event).lane();
-        self.inner.lanes.open(&lane).await?;
+        self.inner
+            .lanes
+            .open(&lane, self.lane_paused(&lane))
+            .await?;
         let outcome = match self.inner.log.append(&event, Expect::New).await {
             Ok(appended) => Submitted {
                 task_id: submitted(&event).task_id.clone(),
@@ -325,7 +328,7 @@ impl Queue {
             *lanes.entry(submitted(event).lane()).or_default() += 1;
         }
         for lane in lanes.keys() {
-            self.inner.lanes.open(lane).await?;
+            self.inner.lanes.open(lane, self.lane_paused(lane)).await?;
         }
         let batch: Vec<(Envelope, Expect)> =
             events.iter().map(|e| (e.clone(), Expect::New)).collect();

@@ -61,6 +61,8 @@ pub enum Reason {
         /// Submissions in the lane not yet handed out.
         undelivered: u64,
     },
+    /// Its lane is paused: `scope` (`all`, `worker:<name>`) holds its work back until resumed.
+    Paused { scope: String },
     /// Pending tasks its claimers take first: of a higher priority in a lane they pull, and
     /// earlier ones in its own lane.
     Ahead {
@@ -89,10 +91,24 @@ impl Queue {
             why.reasons.push(Reason::NotDue { run_at });
             return Ok(why);
         }
+        for scope in self.paused_scopes().await? {
+            if scope.covers(&lane) {
+                why.reasons.push(Reason::Paused {
+                    scope: scope.to_string(),
+                });
+            }
+        }
         if let Some(reason) = self.backoff(task_id, now).await? {
             why.reasons.push(reason);
         }
-        why.reasons.extend(self.lane_reason(&lane, now).await?);
+        // A paused lane hands nothing out: that it is idle says nothing of its claimers.
+        let paused = why
+            .reasons
+            .iter()
+            .any(|r| matches!(r, Reason::Paused { .. }));
+        if !paused {
+            why.reasons.extend(self.lane_reason(&lane, now).await?);
+        }
         let (higher_priority, earlier_in_lane) = ahead(reader, &lane, task.version).await?;
         if higher_priority + earlier_in_lane > 0 {
             why.reasons.push(Reason::Ahead {

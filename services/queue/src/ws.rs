@@ -43,7 +43,8 @@ pub struct FeedEvent {
     /// The event's sequence in `VIBEHQ_TASKS`. Pass the last one seen as `after_seq` to resume
     /// right after it.
     pub sequence: u64,
-    /// The event's wire type, e.g. `task.assigned`.
+    /// The event's wire type, e.g. `task.assigned`; `queue.paused` and `queue.resumed` (a
+    /// scope of work paused or resumed, in `payload.scope`) have an empty `task_id`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub task_id: String,
@@ -307,6 +308,21 @@ impl Known {
                 return None;
             }
         };
+        if let Payload::QueuePaused(vibehq_events::pause::Paused { scope, .. })
+        | Payload::QueueResumed(vibehq_events::pause::Resumed { scope }) = &envelope.payload
+        {
+            return pause_passes(filter, scope).then(|| FeedEvent {
+                sequence: record.sequence,
+                kind: envelope.kind().as_str(),
+                task_id: String::new(),
+                status: None,
+                refused: None,
+                worker_name: envelope.worker_name.clone(),
+                container_name: envelope.container_name.clone(),
+                occurred_at: envelope.occurred_at,
+                payload: serde_json::to_value(&envelope.payload).unwrap_or(Value::Null),
+            });
+        }
         let checked = lifecycle::read(&record.subject, &envelope)?;
         let task_id = envelope.payload.task_id().unwrap_or_default().to_owned();
         let outcome = match checked {
@@ -364,6 +380,16 @@ impl Known {
         }
         self.tasks.entry(task_id.to_owned()).or_default()
     }
+}
+
+/// Whether a pause or resumption passes the connection's filter: one that names no status or
+/// type, and no worker or the paused scope's.
+fn pause_passes(filter: &Filter, scope: &str) -> bool {
+    let worker_ok = filter.worker_name.as_ref().is_none_or(|w| {
+        vibehq_events::pause::Scope::parse(scope)
+            .is_ok_and(|s| s.worker().is_none_or(|paused| paused == w))
+    });
+    filter.status.is_none() && filter.task_type.is_none() && worker_ok
 }
 
 /// Whether an event passes the connection's filter: `status` is what it moves its task to;

@@ -10,6 +10,7 @@ mod cancel;
 mod config;
 mod lanes;
 mod nats_auth;
+mod pause;
 mod replay;
 mod rpc;
 mod schedule;
@@ -71,6 +72,8 @@ enum Command {
     Cancel(cancel::CancelArgs),
     Why(why::WhyArgs),
     Schedule(schedule::ScheduleArgs),
+    Pause(pause::PauseArgs),
+    Resume(pause::ResumeArgs),
     /// Call a running `vibehq up`'s AI API from a terminal: ask a model, route a prompt, get
     /// structured output, call tools, run a tool loop, evaluate, and plan with approvals.
     ///
@@ -140,6 +143,8 @@ async fn run(command: Command, settings: config::Settings) -> Result<()> {
         Command::Cancel(args) => cancel::run(settings, args).await,
         Command::Why(args) => why::run(settings, args).await,
         Command::Schedule(args) => schedule::run(settings, args).await,
+        Command::Pause(args) => pause::pause(settings, args).await,
+        Command::Resume(args) => pause::resume(settings, args).await,
         Command::Ai(args) => ai::run(settings, args).await,
         Command::NatsAuth(args) => nats_auth::run(args),
         Command::Lanes(args) => lanes::run(settings, args).await,

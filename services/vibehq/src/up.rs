@@ -88,6 +88,11 @@ async fn serve(
         .apply_lease()
         .await
         .context("cannot set the lanes' lease")?;
+    // A pause interrupted between its event and its lanes is finished here.
+    queue
+        .apply_pauses()
+        .await
+        .context("cannot apply the paused scopes to the lanes")?;
     // One pool of read connections to the projection, shared by every service.
     let reader = Reader::new(&database);
     let queue_state = QueueState {

@@ -51,6 +51,10 @@ fn describe(why: &Value) -> String {
     let mut text = format!("{task} is pending in lane {lane} because:");
     for reason in reasons {
         let line = match reason["reason"].as_str().unwrap_or("") {
+            "paused" => format!(
+                "its lane is paused ({}) until it is resumed",
+                reason["scope"].as_str().unwrap_or("?")
+            ),
             "not_due" => format!(
                 "it is delayed until {}",
                 reason["run_at"].as_str().unwrap_or("?")

@@ -1,7 +1,7 @@
 //! Events for tests and benchmarks: one of every kind, and realistic workloads.
 
 use serde_json::json;
-use vibehq_events::{Envelope, EventKind, ai, container, recurring, task};
+use vibehq_events::{Envelope, EventKind, ai, container, pause, recurring, task};
 
 /// At least one event of every [`EventKind`], in an order that projects cleanly (creations
 /// before updates, and task histories the task lifecycle accepts), all recorded by
@@ -85,6 +85,15 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
         e(task::Cancelled {
             task_id: cancelled,
             reason: Some("superseded".into()),
+        }
+        .into()),
+        e(pause::Paused {
+            scope: format!("worker:{worker}"),
+            reason: Some("maintenance".into()),
+        }
+        .into()),
+        e(pause::Resumed {
+            scope: format!("worker:{worker}"),
         }
         .into()),
         e(recurring::Created {
