@@ -63,6 +63,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_task_pauses.sql",
         sql: include_str!("../migrations/0010_task_pauses.sql"),
     },
+    Migration {
+        name: "0011_task_dependencies.sql",
+        sql: include_str!("../migrations/0011_task_dependencies.sql"),
+    },
 ];
 
 /// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten,
@@ -157,7 +161,7 @@ mod tests {
         let first = migrate(&mut conn).expect("first run");
         let every: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
         assert_eq!(first, every);
-        assert_eq!(every.last(), Some(&"0010_task_pauses.sql"));
+        assert_eq!(every.last(), Some(&"0011_task_dependencies.sql"));
         let second = migrate(&mut conn).expect("second run");
         assert!(second.is_empty());
     }

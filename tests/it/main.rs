@@ -10,6 +10,7 @@ mod common;
 mod crash;
 mod dashboard;
 mod delayed;
+mod dependencies;
 mod docker;
 mod metrics;
 mod outage;

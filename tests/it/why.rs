@@ -2,6 +2,7 @@
 //! evidence, read from the task's events, its lane on the server and the projection.
 
 use std::time::{Duration, Instant};
+use vibehq_events::pause::Scope;
 
 use serde_json::Value;
 use vibehq_events::StreamKind;
@@ -78,6 +79,22 @@ async fn why_names_each_reason_a_task_waits_with_its_evidence() {
         .delete_consumer_from_stream("vibehq-lane-p3-w-gone", StreamKind::Tasks.name())
         .await
         .expect("delete the lane's consumer");
+    // A delayed task; one waiting on another; one in a paused worker's lane.
+    let delayed = submit(NewTask {
+        run_at: Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
+        ..task("e", 0, None)
+    })
+    .await;
+    let dependent = submit(NewTask {
+        depends_on: vec![first.task_id.clone()],
+        ..task("f", 0, None)
+    })
+    .await;
+    h.queue
+        .pause(&Scope::Worker("held".into()), &ops, None)
+        .await
+        .expect("pause");
+    let held = submit(task("g", 0, Some("held"))).await;
     // A task that ran.
     let done = submit(task("d", 0, Some("x"))).await;
     let x = Actor::new("x", None);
@@ -105,6 +122,17 @@ async fn why_names_each_reason_a_task_waits_with_its_evidence() {
             "a task whose lane was pruned (and behind p5)",
             &orphan.task_id,
             vec!["no_lane", "ahead"],
+        ),
+        ("a delayed task", &delayed.task_id, vec!["not_due"]),
+        (
+            "a task waiting on another",
+            &dependent.task_id,
+            vec!["waiting_on"],
+        ),
+        (
+            "a task in a paused lane (and behind p5)",
+            &held.task_id,
+            vec!["paused", "ahead"],
         ),
         ("a task that is not pending", &done.task_id, vec![]),
     ];

@@ -17,7 +17,8 @@
 //! - `requeued` comes from the holder, or (when the holder's lease expired and the server
 //!   handed the task to someone else) from an actor the target admits; `failed` of a held
 //!   task only from its holder, of a pending one (out of attempts) from an actor the target
-//!   admits;
+//!   admits, or (a task that never ran, whose dependency failed) from the dependency
+//!   settler ([`task::DEPENDENCY_ACTOR`]);
 //! - `cancelled` may come from anyone the server let append it;
 //! - `result_refused` records a refusal and changes nothing.
 
@@ -276,7 +277,12 @@ pub fn decide(
         Payload::TaskFailed(p) => {
             same_attempt(p.attempt)?;
             // A held task fails only by its holder: an expired lease is a requeue first.
-            if status.state.is_held() {
+            if status.state == State::Pending
+                && status.attempt == 0
+                && actor.worker_name == task::DEPENDENCY_ACTOR
+            {
+                // A task that never ran, failed because a task it depends on did.
+            } else if status.state.is_held() {
                 holder_only()?;
             } else {
                 holder_or_eligible()?;

@@ -84,7 +84,31 @@ pub struct Submitted {
         with = "time::serde::rfc3339::option"
     )]
     pub run_at: Option<time::OffsetDateTime>,
+    /// Tasks that must complete before this one may run. Until then it waits off its lane,
+    /// like a delayed task, and when the last one completes the service hands it a due copy
+    /// (its `run_at` then set to that moment); when one fails or is cancelled, the task is
+    /// settled by `on_dependency_failure`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// What becomes of the task when a task it depends on fails or is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_dependency_failure: Option<OnDependencyFailure>,
 }
+
+/// What becomes of a task whose dependency failed or was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDependencyFailure {
+    /// It is cancelled (the default).
+    #[default]
+    Cancel,
+    /// It fails (a dead letter, retryable by an operator).
+    Fail,
+}
+
+/// Who settles tasks by their dependencies (releases them, cancels or fails them). A name no
+/// worker may have (`vibehq nats-auth` refuses names starting with `vibehq`).
+pub const DEPENDENCY_ACTOR: &str = "vibehq-dependencies";
 
 fn default_max_attempts() -> u32 {
     3
@@ -105,6 +129,8 @@ impl Default for Submitted {
             idempotency_key: None,
             retry_of: None,
             run_at: None,
+            depends_on: Vec::new(),
+            on_dependency_failure: None,
         }
     }
 }
@@ -124,15 +150,16 @@ impl Submitted {
     /// only: submitting is the service's to do, so the lane (which permissions can scope
     /// pulls by) is what the subject carries.
     ///
-    /// A delayed task's is [`Subject::Scheduled`]; when it is due, the server copies the same
-    /// event onto [`Submitted::lane_subject`].
+    /// A delayed task's, or one waiting on dependencies, is [`Subject::Scheduled`]; when it
+    /// is due, the server copies the same event onto [`Submitted::lane_subject`].
     pub fn subject(&self, _by: &Actor) -> Subject {
-        match self.run_at {
-            Some(_) => Subject::Scheduled {
+        if self.run_at.is_some() || !self.depends_on.is_empty() {
+            Subject::Scheduled {
                 task_id: self.task_id.clone(),
                 lane: self.lane(),
-            },
-            None => self.lane_subject(),
+            }
+        } else {
+            self.lane_subject()
         }
     }
 

@@ -424,6 +424,8 @@ impl Agents {
                             task_id: None,
                             retry_of: None,
                             run_at: None,
+                            depends_on: Vec::new(),
+                            on_dependency_failure: None,
                         },
                     )
                     .await?;

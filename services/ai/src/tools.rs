@@ -476,6 +476,8 @@ impl Tool for SubmitTask {
                 task_id: None,
                 retry_of: None,
                 run_at: None,
+                depends_on: Vec::new(),
+                on_dependency_failure: None,
             };
             let by = caller.clone();
             let submitted = self

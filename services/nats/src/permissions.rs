@@ -34,6 +34,12 @@ impl Worker {
             vibehq_events::validate_name(n).map_err(|e| format!("{what} {n:?}: {e}"))
         };
         check("worker", name)?;
+        if name.starts_with("vibehq") {
+            return Err(format!(
+                "worker {name:?}: names starting with vibehq are the service's own (it records \
+                 events as vibehq-scheduler and vibehq-dependencies)"
+            ));
+        }
         let containers: Vec<String> = containers
             .split(',')
             .filter(|c| !c.is_empty())

@@ -336,8 +336,8 @@ fn apply_row(
         Payload::TaskSubmitted(p) => exec(
             "INSERT INTO container_tasks (task_id, worker_name, container_name, priority, status,
                task_type, command, parameters, max_attempts, idempotency_key, version,
-               created_at, updated_at, retry_of, run_at)
-             VALUES (?1, ?2, ?3, ?4, ?12, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?13, ?14)
+               created_at, updated_at, retry_of, run_at, depends_on)
+             VALUES (?1, ?2, ?3, ?4, ?12, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?13, ?14, ?15)
              ON CONFLICT (task_id) DO UPDATE SET version = excluded.version,
                due_at = excluded.updated_at, updated_at = excluded.updated_at
              WHERE excluded.run_at IS NOT NULL",
@@ -355,7 +355,8 @@ fn apply_row(
                 at,
                 status,
                 p.retry_of,
-                p.run_at.map(|t| t.unix_timestamp())
+                p.run_at.map(|t| t.unix_timestamp()),
+                (!p.depends_on.is_empty()).then(|| Value::from(p.depends_on.clone()).to_string())
             ],
         ),
         Payload::TaskAssigned(p) => exec(

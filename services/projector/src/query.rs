@@ -66,7 +66,7 @@ pub const TABLES: &[Table] = &[
             "priority",
             "retry_of",
         ],
-        json: &["parameters"],
+        json: &["parameters", "depends_on"],
     },
     Table {
         name: "container_task_refusals",

@@ -23,6 +23,7 @@
 //! - [`ops`]: every command and query as a request, answered once for REST and RPC alike.
 //! - [`http`]: the REST routes (`/api/tasks…`) and their OpenAPI document.
 //! - [`schedules`]: recurring schedules' commands, and the scheduler turning firings into tasks.
+//! - [`dependencies`]: tasks that wait for others, released or settled when those end.
 //! - [`pauses`]: pausing and resuming every lane, or a worker's targeted work.
 //! - [`rpc`]: `ContainerTaskQueueOps`, the same operations as a NATS micro service.
 //! - [`stats`]: the work waiting per lane and the throughput per minute, for operators.
@@ -30,6 +31,7 @@
 //! - [`ws`]: `GET /ws/tasks`, task events live over a WebSocket, resumable by sequence.
 
 mod claim;
+pub mod dependencies;
 pub mod history;
 pub mod http;
 pub mod inventory;
@@ -91,6 +93,9 @@ pub enum Error {
     /// A bulk submission of more tasks than one atomic batch holds.
     #[error("at most {max} tasks can be submitted at once")]
     TooMany { max: usize },
+    /// A task named as a dependency was never submitted.
+    #[error("no task {0} to depend on")]
+    UnknownDependency(String),
     /// The scope is paused already, or not paused.
     #[error("{0}")]
     PauseRefused(String),

@@ -28,11 +28,13 @@ use vibehq_events::recurring::{
     Created, MISFIRE_GRACE_SECONDS, Misfire, Overlap, Template, Timing,
 };
 use vibehq_events::subject::validate_id;
+use vibehq_events::task::OnDependencyFailure;
 use vibehq_events::task::lane::MAX_PRIORITY;
 use vibehq_events::{Actor, MAX_BATCH};
 use vibehq_projector::query::Table;
 use vibehq_projector::{Handle, Reader};
 
+use crate::dependencies::MAX_DEPENDENCIES;
 use crate::queue::NewTask;
 use crate::{Error, Queue};
 
@@ -524,6 +526,7 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         match error {
             Error::NotFound(id) => ApiError::not_found("task_id", format!("no task {id}")),
+            error @ Error::UnknownDependency(_) => unprocessable("depends_on", error.to_string()),
             Error::PauseRefused(reason) => ApiError::new(
                 StatusCode::CONFLICT,
                 "not_allowed",
@@ -681,6 +684,8 @@ const SUBMISSION: &[&str] = &[
     "submitted_by",
     "run_at",
     "delay_ms",
+    "depends_on",
+    "on_dependency_failure",
 ];
 
 /// Longest a task may be delayed: a year.
@@ -793,10 +798,63 @@ fn new_task(body: &Body, at: &str, identity: &Identity) -> Result<(Actor, NewTas
                 "a bulk submission cannot hold delayed tasks yet: submit them one by one",
             ));
         }
+        let depends_on = match body.0.get("depends_on") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(ids)) if ids.len() <= MAX_DEPENDENCIES => {
+                let mut found = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let id = id
+                        .as_str()
+                        .filter(|id| validate_id(id).is_ok())
+                        .ok_or_else(|| {
+                            unprocessable("depends_on", format!("{id} is not a task id"))
+                        })?;
+                    found.push(id.to_owned());
+                }
+                found
+            }
+            Some(_) => {
+                return Err(unprocessable(
+                    "depends_on",
+                    format!("depends_on is an array of up to {MAX_DEPENDENCIES} task ids"),
+                ));
+            }
+        };
+        let on_dependency_failure = match body.string("on_dependency_failure")?.as_deref() {
+            None => None,
+            Some("cancel") => Some(OnDependencyFailure::Cancel),
+            Some("fail") => Some(OnDependencyFailure::Fail),
+            Some(other) => {
+                return Err(unprocessable(
+                    "on_dependency_failure",
+                    format!("on_dependency_failure is cancel or fail, not {other:?}"),
+                ));
+            }
+        };
+        if on_dependency_failure.is_some() && depends_on.is_empty() {
+            return Err(unprocessable(
+                "on_dependency_failure",
+                "on_dependency_failure needs depends_on",
+            ));
+        }
+        if !depends_on.is_empty() && run_at.is_some() {
+            return Err(unprocessable(
+                "depends_on",
+                "a task waits for its dependencies or for a time, not both yet",
+            ));
+        }
+        if !depends_on.is_empty() && !at.is_empty() {
+            return Err(unprocessable(
+                "depends_on",
+                "a bulk submission cannot hold tasks with dependencies yet: submit them one by one",
+            ));
+        }
         let new = NewTask {
             task_id,
             retry_of: None,
             run_at,
+            depends_on,
+            on_dependency_failure,
             task_type,
             command,
             parameters,

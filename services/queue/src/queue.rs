@@ -65,6 +65,10 @@ pub struct NewTask {
     pub retry_of: Option<String>,
     /// Not handed out before this time (a delayed task); a time already past runs it now.
     pub run_at: Option<time::OffsetDateTime>,
+    /// Tasks that must complete first (see [`crate::dependencies`]).
+    pub depends_on: Vec<String>,
+    /// What becomes of the task when one of them fails or is cancelled.
+    pub on_dependency_failure: Option<task::OnDependencyFailure>,
 }
 
 /// The result of a submission.
@@ -234,6 +238,11 @@ impl Queue {
     /// second submission of the same task returns the first (`created: false`); the same key
     /// with a different task is refused ([`Error::KeyReused`]).
     pub async fn submit(&self, by: &Actor, new: NewTask) -> Result<Submitted, Error> {
+        for dependency in &new.depends_on {
+            if self.load(dependency).await?.is_none() {
+                return Err(Error::UnknownDependency(dependency.clone()));
+            }
+        }
         let event = submission(by, new);
         let lane = submitted(&event).lane();
         self.inner
@@ -251,6 +260,9 @@ impl Queue {
         };
         match submitted(&event).run_at {
             Some(run_at) => self.schedule(&event, &lane, run_at).await,
+            None if !submitted(&event).depends_on.is_empty() => {
+                self.settle_waiting(&outcome.task_id).await?;
+            }
             None => self.inner.lanes.announce(&lane, 1).await,
         }
         Ok(outcome)
@@ -260,7 +272,12 @@ impl Queue {
     /// its lane will have it. Should the schedule not be stored (NATS away), the task stays
     /// pending until `vibehq up` next starts, which schedules such tasks again
     /// ([`Queue::reschedule_pending`]).
-    async fn schedule(&self, event: &Envelope, lane: &Lane, run_at: time::OffsetDateTime) {
+    pub(crate) async fn schedule(
+        &self,
+        event: &Envelope,
+        lane: &Lane,
+        run_at: time::OffsetDateTime,
+    ) {
         let mut tries = 0;
         loop {
             match self.inner.log.schedule(event).await {
@@ -744,6 +761,9 @@ impl Queue {
                 task_id,
                 retry_of: Some(dead.to_owned()),
                 run_at: None,
+                // A retry runs now: what the dead task waited for has ended.
+                depends_on: Vec::new(),
+                on_dependency_failure: None,
             },
         )
         .await
@@ -834,6 +854,8 @@ fn submission(by: &Actor, new: NewTask) -> Envelope {
         run_at: new
             .run_at
             .filter(|at| *at > time::OffsetDateTime::now_utc()),
+        depends_on: new.depends_on,
+        on_dependency_failure: new.on_dependency_failure,
     })
 }
 

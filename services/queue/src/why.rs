@@ -61,6 +61,12 @@ pub enum Reason {
         /// Submissions in the lane not yet handed out.
         undelivered: u64,
     },
+    /// It waits for tasks it depends on to complete: those not completed yet, with their
+    /// states.
+    WaitingOn {
+        #[schema(value_type = Vec<Object>)]
+        tasks: Vec<crate::dependencies::Dependency>,
+    },
     /// Its lane is paused: `scope` (`all`, `worker:<name>`) holds its work back until resumed.
     Paused { scope: String },
     /// Pending tasks its claimers take first: of a higher priority in a lane they pull, and
@@ -89,6 +95,16 @@ impl Queue {
         let now = OffsetDateTime::now_utc();
         if let Some(run_at) = submitted.run_at.filter(|at| *at > now) {
             why.reasons.push(Reason::NotDue { run_at });
+            return Ok(why);
+        }
+        let waiting: Vec<_> = self
+            .waiting_on(&task)
+            .await?
+            .into_iter()
+            .filter(|d| d.status != "completed")
+            .collect();
+        if !waiting.is_empty() {
+            why.reasons.push(Reason::WaitingOn { tasks: waiting });
             return Ok(why);
         }
         for scope in self.paused_scopes().await? {

@@ -187,7 +187,8 @@ async fn serve(
 
     // Whichever stops first (shutdown, or a failure) stops the other.
     let scheduler_queue = queue_state.queue.clone();
-    let (projected, served, answered, scheduled, balanced, advised, proxied) = tokio::join!(
+    let watcher_state = queue_state.clone();
+    let (projected, served, answered, scheduled, watched, balanced, advised, proxied) = tokio::join!(
         async {
             let result = projector.run(shutdown.clone()).await;
             shutdown.cancel();
@@ -207,6 +208,12 @@ async fn serve(
         async {
             let result =
                 vibehq_queue::schedules::run_scheduler(scheduler_queue, shutdown.clone()).await;
+            shutdown.cancel();
+            result
+        },
+        async {
+            let result =
+                vibehq_queue::dependencies::run_watcher(watcher_state, shutdown.clone()).await;
             shutdown.cancel();
             result
         },
@@ -247,6 +254,7 @@ async fn serve(
     served?;
     answered?;
     scheduled.context("the scheduler failed")?;
+    watched.context("the dependency watcher failed")?;
     projected?;
     Ok(())
 }
@@ -290,7 +298,8 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
 /// server's timers a crash may have left behind their events: every delayed task still
 /// waiting for its schedule to fire is scheduled again (one whose schedule was never stored
 /// fires then, one whose schedule is stored is merely replaced; claimers are told when each
-/// is due), and every recurring schedule's timer is armed or disarmed as its state says.
+/// is due), every task waiting on others is settled (for an end handled while vibehq was
+/// down), and every recurring schedule's timer is armed or disarmed as its state says.
 async fn restore_timers(state: QueueState, tasks_sequence: u64) {
     if !state
         .projector
@@ -320,6 +329,16 @@ async fn restore_timers(state: QueueState, tasks_sequence: u64) {
             Err(error) => tracing::warn!(%error, "cannot schedule the delayed tasks again"),
         },
         Err(error) => tracing::warn!(%error, "cannot read the delayed tasks"),
+    }
+    match vibehq_queue::dependencies::waiting_tasks(&state, None).await {
+        Ok(waiting) => {
+            for task_id in &waiting {
+                if let Err(error) = state.queue.settle_waiting(task_id).await {
+                    tracing::warn!(%error, task_id, "cannot settle a task waiting on others");
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the tasks waiting on others"),
     }
     let schedules = ids(
         &state,

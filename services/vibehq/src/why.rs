@@ -51,6 +51,21 @@ fn describe(why: &Value) -> String {
     let mut text = format!("{task} is pending in lane {lane} because:");
     for reason in reasons {
         let line = match reason["reason"].as_str().unwrap_or("") {
+            "waiting_on" => format!(
+                "it waits for {}",
+                reason["tasks"]
+                    .as_array()
+                    .map(|tasks| tasks
+                        .iter()
+                        .map(|t| format!(
+                            "{} ({})",
+                            t["task_id"].as_str().unwrap_or("?"),
+                            t["status"].as_str().unwrap_or("?")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
             "paused" => format!(
                 "its lane is paused ({}) until it is resumed",
                 reason["scope"].as_str().unwrap_or("?")
