@@ -16,7 +16,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, DeliverPolicy, pull};
-use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use vibehq_events::task::lifecycle::{State, Task};
@@ -127,40 +126,19 @@ pub async fn run_watcher(state: QueueState, shutdown: CancellationToken) -> Resu
     let ends = ["completed", "failed", "cancelled"]
         .map(|step| format!("vibehq.tasks.*.{step}.*.*"))
         .to_vec();
-    let consumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                description: Some("vibehq: tasks waiting on the tasks that end".to_owned()),
-                filter_subjects: ends,
-                // What ended before the consumer existed is settled at start (see the module).
-                deliver_policy: DeliverPolicy::New,
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_deliver: 20,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| Error::nats("create the dependency watcher's consumer", e))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| Error::nats("pull the tasks' ends", e))?;
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            next = messages.next() => match next {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "the dependency watcher's pull failed; pulling again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                None => return Ok(()),
-            },
-        };
+    let config = pull::Config {
+        durable_name: Some(CONSUMER.to_owned()),
+        description: Some("vibehq: tasks waiting on the tasks that end".to_owned()),
+        filter_subjects: ends,
+        // What ended before the consumer existed is settled at start (see the module).
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: 20,
+        ..Default::default()
+    };
+    let mut messages = crate::durable::open(&stream, config).await?;
+    while let Some(message) = messages.next(&shutdown).await {
         let ended = Subject::parse(&message.subject).map(|s| s.id().to_owned());
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
         let outcome = match ended {
@@ -182,6 +160,7 @@ pub async fn run_watcher(state: QueueState, shutdown: CancellationToken) -> Resu
             tracing::debug!(%error, "cannot acknowledge a task's end; it comes again");
         }
     }
+    Ok(())
 }
 
 /// Settles every task the projection (once it has `sequence`) shows waiting on `task_id`.

@@ -32,6 +32,7 @@
 
 mod claim;
 pub mod dependencies;
+mod durable;
 pub mod history;
 pub mod http;
 pub mod inventory;

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, pull};
-use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use vibehq_events::recurring::{
@@ -379,41 +378,21 @@ pub async fn run_scheduler(queue: Queue, shutdown: CancellationToken) -> Result<
         .get_stream(STREAM)
         .await
         .map_err(|e| Error::nats("find the schedules stream", e))?;
-    let consumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                description: Some("vibehq: recurring schedules' firings into tasks".to_owned()),
-                filter_subject: FIRED.to_owned(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_deliver: MAX_DELIVER,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| Error::nats("create the scheduler's consumer", e))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| Error::nats("pull the schedules' firings", e))?;
+    let config = pull::Config {
+        durable_name: Some(CONSUMER.to_owned()),
+        description: Some("vibehq: recurring schedules' firings into tasks".to_owned()),
+        filter_subject: FIRED.to_owned(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: MAX_DELIVER,
+        ..Default::default()
+    };
     let mut superseding: HashMap<String, u64> = HashMap::new();
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            next = messages.next() => match next {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "the scheduler's pull failed; pulling again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                None => return Ok(()),
-            },
-        };
+    let mut messages = crate::durable::open(&stream, config).await?;
+    while let Some(message) = messages.next(&shutdown).await {
         handle_firing(&queue, &stream, &message, &mut superseding).await;
     }
+    Ok(())
 }
 
 /// Handles one delivered firing and acknowledges it; a firing that cannot be handled now is
