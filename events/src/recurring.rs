@@ -237,8 +237,9 @@ pub struct Schedule {
     pub status: Status,
     /// The task the last run submitted.
     pub last_task_id: Option<String>,
-    /// The last firing recorded, so a redelivered firing is recognised.
-    pub last_firing_id: Option<String>,
+    /// The last firing recorded, so a redelivered firing is recognised (and its task
+    /// submitted, should a crash have come between the two).
+    pub last_fired: Option<Fired>,
     /// The sequence of its last event, which the next append expects.
     pub version: u64,
 }
@@ -265,7 +266,7 @@ impl Schedule {
                         definition: created.clone(),
                         status: Status::Active,
                         last_task_id: None,
-                        last_firing_id: None,
+                        last_fired: None,
                         version: sequence,
                     });
                 }
@@ -315,7 +316,7 @@ impl Schedule {
             Payload::ScheduleResumed(_) => self.status = Status::Active,
             Payload::ScheduleDeleted(_) => self.status = Status::Deleted,
             Payload::ScheduleFired(fired) => {
-                self.last_firing_id = Some(fired.firing_id.clone());
+                self.last_fired = Some(fired.clone());
                 if fired.task_id.is_some() {
                     self.last_task_id = fired.task_id.clone();
                 }
@@ -398,7 +399,10 @@ mod tests {
             Some("t1"),
             "paused firings run nothing"
         );
-        assert_eq!(s.last_firing_id.as_deref(), Some("f3"));
+        assert_eq!(
+            s.last_fired.as_ref().map(|f| f.firing_id.as_str()),
+            Some("f3")
+        );
         assert_eq!(s.version, 6);
         assert!(s.decide(&resumed).is_err());
         assert!(s.decide(&paused).is_ok());

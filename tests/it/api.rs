@@ -122,6 +122,11 @@ async fn bad_input_gets_a_4xx_json_error_naming_the_field() {
         ),
         ("/api/tables/ai_evaluations?status=pending", 400, "status"),
         ("/api/tables/container_tasks?min_seq=abc", 400, "min_seq"),
+        (
+            "/api/tables/container_health_checks?healthy=banana",
+            400,
+            "healthy",
+        ),
         ("/api/tables/no_such_table", 404, "table"),
         ("/api/tables/container_tasks/no-such-task", 404, "key"),
         ("/api/nothing-here", 404, "path"),
@@ -136,6 +141,11 @@ async fn bad_input_gets_a_4xx_json_error_naming_the_field() {
                 .is_some_and(|m| !m.is_empty()),
             "{path}"
         );
+    }
+    for flag in ["true", "false", "1", "0"] {
+        let path = format!("/api/tables/container_health_checks?healthy={flag}");
+        let (got, body) = get_json(&format!("{base}{path}")).await;
+        assert_eq!(got, 200, "{path}: {body}");
     }
 }
 

@@ -257,6 +257,19 @@ fn parse_filter(
             }
             "min_seq" => min_seq = Some(parse_number(&name, &value)?),
             other => match table.filters.iter().find(|f| **f == other) {
+                Some(column) if table.flags.contains(column) => {
+                    let flag = match value.as_str() {
+                        "true" | "1" => "1",
+                        "false" | "0" => "0",
+                        _ => {
+                            return Err(ApiError::invalid(
+                                other.to_owned(),
+                                format!("{other} is true or false, not {value:?}"),
+                            ));
+                        }
+                    };
+                    filter.columns.push((column, flag.to_owned()));
+                }
                 Some(column) => filter.columns.push((column, value)),
                 None => return Err(unknown_param(table, other)),
             },

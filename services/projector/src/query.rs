@@ -32,6 +32,8 @@ pub struct Table {
     pub filters: &'static [&'static str],
     /// Columns holding JSON text, returned as JSON values.
     pub json: &'static [&'static str],
+    /// Filter columns holding a flag (0 or 1): filtered by `true`/`false` (or `1`/`0`).
+    pub flags: &'static [&'static str],
 }
 
 /// A task's statuses are its lifecycle's states.
@@ -67,6 +69,7 @@ pub const TABLES: &[Table] = &[
             "retry_of",
         ],
         json: &["parameters", "depends_on"],
+        flags: &[],
     },
     Table {
         name: "container_task_refusals",
@@ -76,6 +79,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &["task_id", "event_type", "refused_by"],
         json: &[],
+        flags: &[],
     },
     Table {
         name: "container_task_schedules",
@@ -85,6 +89,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &["task_type"],
         json: &["parameters"],
+        flags: &[],
     },
     Table {
         name: "container_task_schedule_firings",
@@ -94,6 +99,7 @@ pub const TABLES: &[Table] = &[
         time: "fired_at",
         filters: &["schedule_id", "task_id", "trigger"],
         json: &[],
+        flags: &[],
     },
     Table {
         name: "container_task_pauses",
@@ -103,6 +109,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &[],
         json: &[],
+        flags: &[],
     },
     Table {
         name: "container_instances",
@@ -112,6 +119,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &[],
         json: &[],
+        flags: &[],
     },
     Table {
         name: "container_health_checks",
@@ -121,6 +129,7 @@ pub const TABLES: &[Table] = &[
         time: "checked_at",
         filters: &["instance_id", "healthy"],
         json: &[],
+        flags: &["healthy"],
     },
     Table {
         name: "ai_tasks",
@@ -130,6 +139,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &["plan_id", "queue_task_id"],
         json: &[],
+        flags: &[],
     },
     Table {
         name: "ai_tasks_hitl",
@@ -139,6 +149,7 @@ pub const TABLES: &[Table] = &[
         time: "requested_at",
         filters: &["task_id"],
         json: &["details"],
+        flags: &[],
     },
     Table {
         name: "ai_evaluations",
@@ -148,6 +159,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &["evaluation_id", "model", "passed"],
         json: &[],
+        flags: &[],
     },
     Table {
         name: "ai_routing_decisions",
@@ -157,6 +169,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &["tier", "model", "provider"],
         json: &["reasons", "features"],
+        flags: &[],
     },
     Table {
         name: "ai_structured_outputs",
@@ -166,6 +179,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &["model", "valid"],
         json: &["schema", "output", "errors"],
+        flags: &[],
     },
     Table {
         name: "ai_tool_calls",
@@ -175,6 +189,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &["run_id", "tool_name"],
         json: &["arguments", "result"],
+        flags: &[],
     },
     Table {
         name: "ai_tool_call_streams",
@@ -184,6 +199,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &["run_id", "model"],
         json: &["tool_calls", "chunks"],
+        flags: &[],
     },
     Table {
         name: "ai_model_calls",
@@ -193,6 +209,7 @@ pub const TABLES: &[Table] = &[
         time: "created_at",
         filters: &["request_id", "provider", "model", "outcome", "operation"],
         json: &[],
+        flags: &[],
     },
     Table {
         name: "projector_rejected",
@@ -202,6 +219,7 @@ pub const TABLES: &[Table] = &[
         time: "published_at",
         filters: &["stream_name", "subject"],
         json: &[],
+        flags: &[],
     },
 ];
 

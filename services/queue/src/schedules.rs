@@ -268,13 +268,16 @@ impl Queue {
     async fn fire(&self, firing: &Firing) -> Result<Fired, Error> {
         for _ in 0..RETRIES {
             let schedule = self.require_schedule(&firing.schedule_id).await?;
-            if schedule.last_firing_id.as_deref() == Some(firing.firing_id.as_str()) {
+            if let Some(fired) = schedule
+                .last_fired
+                .as_ref()
+                .filter(|f| f.firing_id == firing.firing_id)
+            {
                 // Recorded before a crash or a lost ack: make sure its task exists.
-                let fired = self.judge(&schedule, firing).await?;
                 if let Some(task_id) = &fired.task_id {
                     self.submit_firing(&schedule, task_id).await?;
                 }
-                return Ok(fired);
+                return Ok(fired.clone());
             }
             let fired = self.judge(&schedule, firing).await?;
             let event = scheduler().envelope(fired.clone());

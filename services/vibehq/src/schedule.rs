@@ -32,6 +32,7 @@ enum ScheduleCommand {
     /// Example, the daily health audit of factory-1 at 09:00 Berlin time:
     ///   vibehq schedule create audit-factory-1 --cron "0 9 * * *" --time-zone Europe/Berlin \
     ///     --task-type health_audit --command audit --worker factory-1
+    #[command(verbatim_doc_comment)]
     Create(Box<CreateArgs>),
     /// List schedules (all but deleted ones, unless --status says otherwise).
     List {
