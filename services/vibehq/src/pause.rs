@@ -32,7 +32,7 @@ pub struct ResumeArgs {
 }
 
 pub async fn pause(settings: Settings, args: PauseArgs) -> Result<()> {
-    let request = json!({ "scope": args.scope, "reason": args.reason });
+    let request = json!({ "scope": args.scope, "reason": args.reason, "paused_by": "cli" });
     let state = crate::rpc::call(&settings, Op::PauseQueue, request).await?;
     println!(
         "paused {} ({} lanes paused)",
@@ -42,7 +42,7 @@ pub async fn pause(settings: Settings, args: PauseArgs) -> Result<()> {
 }
 
 pub async fn resume(settings: Settings, args: ResumeArgs) -> Result<()> {
-    let request = json!({ "scope": args.scope });
+    let request = json!({ "scope": args.scope, "resumed_by": "cli" });
     let state = crate::rpc::call(&settings, Op::ResumeQueue, request).await?;
     println!(
         "resumed {} ({} lanes resumed)",

@@ -108,15 +108,18 @@ pub async fn run(settings: Settings, args: ScheduleArgs) -> Result<()> {
         ScheduleCommand::Get { schedule_id } => {
             (Op::GetSchedule, json!({ "schedule_id": schedule_id }))
         }
-        ScheduleCommand::Pause { schedule_id } => {
-            (Op::PauseSchedule, json!({ "schedule_id": schedule_id }))
-        }
-        ScheduleCommand::Resume { schedule_id } => {
-            (Op::ResumeSchedule, json!({ "schedule_id": schedule_id }))
-        }
-        ScheduleCommand::Delete { schedule_id } => {
-            (Op::DeleteSchedule, json!({ "schedule_id": schedule_id }))
-        }
+        ScheduleCommand::Pause { schedule_id } => (
+            Op::PauseSchedule,
+            json!({ "schedule_id": schedule_id, "changed_by": "cli" }),
+        ),
+        ScheduleCommand::Resume { schedule_id } => (
+            Op::ResumeSchedule,
+            json!({ "schedule_id": schedule_id, "changed_by": "cli" }),
+        ),
+        ScheduleCommand::Delete { schedule_id } => (
+            Op::DeleteSchedule,
+            json!({ "schedule_id": schedule_id, "changed_by": "cli" }),
+        ),
         ScheduleCommand::Trigger { schedule_id } => {
             (Op::TriggerSchedule, json!({ "schedule_id": schedule_id }))
         }
@@ -164,6 +167,7 @@ impl CreateArgs {
             }
         }
         request.insert("task".into(), Value::Object(task));
+        request.insert("created_by".into(), "cli".into());
         request.insert("overlap".into(), self.overlap.into());
         request.insert("misfire".into(), self.misfire.into());
         Ok(Value::Object(request))
