@@ -100,7 +100,7 @@ async fn serve(
         reader: reader.clone(),
         projector: handle.clone(),
     };
-    tokio::spawn(restore_timers(
+    tokio::spawn(restore_held_work(
         queue_state.clone(),
         streams
             .iter()
@@ -300,7 +300,7 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
 /// fires then, one whose schedule is stored is merely replaced; claimers are told when each
 /// is due), every task waiting on others is settled (for an end handled while vibehq was
 /// down), and every recurring schedule's timer is armed or disarmed as its state says.
-async fn restore_timers(state: QueueState, tasks_sequence: u64) {
+async fn restore_held_work(state: QueueState, tasks_sequence: u64) {
     if !state
         .projector
         .wait_for(StreamKind::Tasks, tasks_sequence, Duration::from_secs(300))
