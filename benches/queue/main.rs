@@ -20,6 +20,9 @@
 //!   first submission until every task is completed and projected; and the same with no
 //!   projector, so the report shows what projecting into SQLite costs.
 //!
+//! Then **keyed**: vibehq end to end again at the largest worker count, each task naming one
+//! of 100 concurrency keys (limit 1 each), against the unkeyed rate of the same run.
+//!
 //! Then, at half of vibehq's one-per-claim peak with W = 4, tasks are submitted one at a time at
 //! a steady rate while the claimers wait: the time from submitting a task to a claimer holding
 //! it (p50/p99), with the projector running. CPU is read from `/proc` for this process and the
@@ -57,6 +60,8 @@ use vibehq::{end_to_end, paced};
 
 /// Worker counts (one only with `VIBEHQ_BENCH_WORKERS`).
 const WORKERS: [usize; 3] = [1, 4, 16];
+/// Concurrency keys in the keyed run.
+const KEYS: usize = 100;
 /// Tasks per claim (and per raw pull) in the batched runs.
 pub(crate) const BATCH: usize = 16;
 /// Tasks per bulk submission.
@@ -103,7 +108,7 @@ async fn run() {
     if size("VIBEHQ_BENCH_PROFILE", 0) > 0 {
         let nats = NatsServer::start().await;
         for (round, per_claim) in [1, BATCH].into_iter().cycle().take(6).enumerate() {
-            let run = end_to_end(&nats, tasks, workers[0], per_claim, round, true).await;
+            let run = end_to_end(&nats, tasks, workers[0], per_claim, round, true, 0).await;
             println!(
                 "vibehq, {per_claim} per claim: {:.0} tasks/s, {} per task",
                 run.rate,
@@ -121,14 +126,37 @@ async fn run() {
                 per_claim,
                 raw: raw_round_trip(&nats, tasks, w, per_claim).await,
                 floor: floor(&nats, tasks, w, per_claim).await,
-                vibehq: end_to_end(&nats, tasks, w, per_claim, 0, true).await,
-                unprojected: end_to_end(&nats, tasks, w, per_claim, 1, false).await,
+                vibehq: end_to_end(&nats, tasks, w, per_claim, 0, true, 0).await,
+                unprojected: end_to_end(&nats, tasks, w, per_claim, 1, false, 0).await,
             };
             row.report(tasks);
             rows.push(row);
         }
     }
     summary(&rows, tasks);
+
+    // Concurrency keys: the same workload with each task naming one of KEYS keys (limit 1
+    // each), against the unkeyed vibehq rate of the same run and worker count.
+    println!("\n{KEYS} concurrency keys, limit 1 each (target: at least 50% of unkeyed)");
+    for row in rows
+        .iter()
+        .filter(|r| r.workers == *workers.last().unwrap_or(&1))
+    {
+        let nats = NatsServer::start().await;
+        let keyed = end_to_end(&nats, tasks, row.workers, row.per_claim, 2, true, KEYS).await;
+        println!(
+            "  W = {}, {} per claim: keyed {:.0} tasks/s vs unkeyed {:.0} tasks/s = {:.1}%; take {}; finish {}; {} per task; NATS messages {:.1} out per task",
+            row.workers,
+            row.per_claim,
+            keyed.rate,
+            row.vibehq.rate,
+            100.0 * keyed.rate / row.vibehq.rate.max(1e-9),
+            percentiles(&keyed.take),
+            percentiles(&keyed.finish),
+            keyed.cpu.per(tasks),
+            keyed.sent as f64 / tasks as f64,
+        );
+    }
 
     let Some(peak) = rows
         .iter()

@@ -172,7 +172,9 @@ async fn caught_up(handle: &Handle, sequence: u64) {
     }
 }
 
-/// vibehq end to end: bulk submissions → claims → completions → projected.
+/// vibehq end to end: bulk submissions → claims → completions → projected. With `keys` > 0,
+/// the tasks name one of that many concurrency keys in turn (each undeclared: one task at a
+/// time).
 pub(crate) async fn end_to_end(
     nats: &NatsServer,
     tasks: usize,
@@ -180,9 +182,10 @@ pub(crate) async fn end_to_end(
     batch: usize,
     round: usize,
     project: bool,
+    keys: usize,
 ) -> Run {
     // A fresh projection file each time: the streams start over too.
-    let name = format!("queue-{workers}-{batch}-{round}");
+    let name = format!("queue-{workers}-{batch}-{round}-{keys}");
     let vibehq = Vibehq::start(nats, &name, project).await;
     let finish = Finish::new(tasks);
     let clock = Clock::start(&[&vibehq.client]);
@@ -192,8 +195,13 @@ pub(crate) async fn end_to_end(
             let by = Actor::worker("bench");
             for chunk in 0..tasks.div_ceil(BULK) {
                 let count = BULK.min(tasks - chunk * BULK);
+                let task = |i: usize| NewTask {
+                    concurrency_key: (keys > 0)
+                        .then(|| format!("key-{}", (chunk * BULK + i) % keys)),
+                    ..new_task(None)
+                };
                 queue
-                    .submit_many(&by, (0..count).map(|_| new_task(None)).collect())
+                    .submit_many(&by, (0..count).map(task).collect())
                     .await
                     .unwrap_or_else(|e| panic!("submit: {e}"));
             }

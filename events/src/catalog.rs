@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::actor::Actor;
 use crate::subject::Subject;
-use crate::{ai, container, pause, recurring, task};
+use crate::{ai, container, limit, pause, recurring, task};
 
 macro_rules! catalog {
     ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $wire:literal ),+ $(,)?) => {
@@ -92,6 +92,15 @@ catalog! {
     QueuePaused(pause::Paused) = "queue.paused",
     /// A paused scope was resumed.
     QueueResumed(pause::Resumed) = "queue.resumed",
+
+    /// A concurrency key's limits were declared.
+    KeyLimited(limit::Limited) = "key.limited",
+    /// Tasks joined a key's waiting line.
+    KeyQueued(limit::Queued) = "key.queued",
+    /// A task of a rate-limited key was claimed (the start its rate counts).
+    KeyStarted(limit::Started) = "key.started",
+    /// A task of a key ended, or left its waiting line: its slot is free.
+    KeyReleased(limit::Released) = "key.released",
 
     /// A recurring schedule was created.
     ScheduleCreated(recurring::Created) = "schedule.created",

@@ -24,6 +24,7 @@ use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use crate::catalog::Payload;
 use crate::envelope::{DecodeError, Envelope};
 use crate::stream::StreamKind;
 use crate::subject::{InvalidToken, Subject};
@@ -431,6 +432,23 @@ impl EventLog {
             .map_err(|e| publish_error(e, subject, expect))
     }
 
+    /// Appends a held submission (a dependent, or a keyed task its key admitted; its
+    /// `run_at` set to the moment it was let through) onto its lane, expecting its task at
+    /// `version`: a task that moved on meanwhile (cancelled, or released already) is refused
+    /// with [`Error::Conflict`].
+    pub async fn release(&self, event: &Envelope, version: u64) -> Result<Appended, Error> {
+        let Payload::TaskSubmitted(submitted) = &event.payload else {
+            return Err(Error::Nats {
+                op: "release a task",
+                source: "only a submission can be released".into(),
+            });
+        };
+        let subject = submitted.lane_subject();
+        let expect = Expect::at(version);
+        let ack = self.send(event, &subject, expect).await?;
+        finish(self.ack_or_cut(ack).await, &subject, expect)
+    }
+
     /// The last event under `filter` (an aggregate's [`Subject::version`]) on `kind`'s
     /// stream, if there is one: one direct get, answered by any replica.
     pub async fn last(&self, kind: StreamKind, filter: &str) -> Result<Option<Last>, Error> {
@@ -470,7 +488,19 @@ impl EventLog {
         filter: &str,
         until: u64,
     ) -> Result<Vec<Recorded>, Error> {
-        let mut from = 1;
+        self.history_after(kind, filter, 0, until).await
+    }
+
+    /// The events under `filter` on `kind`'s stream after sequence `after` and up to `until`,
+    /// oldest first: what a view last caught up at `after` has not seen.
+    pub async fn history_after(
+        &self,
+        kind: StreamKind,
+        filter: &str,
+        after: u64,
+        until: u64,
+    ) -> Result<Vec<Recorded>, Error> {
+        let mut from = after + 1;
         let mut history = Vec::new();
         loop {
             let request = serde_json::json!({

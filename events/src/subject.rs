@@ -41,6 +41,8 @@ pub enum Subject {
     Pause(String),
     /// A recurring schedule: `vibehq.queue.schedules.<schedule_id>` (see [`crate::recurring`]).
     Schedule(String),
+    /// A concurrency key: `vibehq.queue.keys.<key>` (see [`crate::limit`]).
+    Key(String),
     /// A container instance's lifecycle: `vibehq.containers.instances.<instance_id>`.
     Instance(String),
     /// A container instance's health probes: `vibehq.containers.health.<instance_id>`.
@@ -93,6 +95,7 @@ impl Subject {
             | Subject::Scheduled { task_id, .. }
             | Subject::TaskStep { task_id, .. } => task_id,
             Subject::Schedule(id)
+            | Subject::Key(id)
             | Subject::Pause(id)
             | Subject::Instance(id)
             | Subject::Health(id)
@@ -114,6 +117,7 @@ impl Subject {
             | Subject::Scheduled { .. }
             | Subject::TaskStep { .. }
             | Subject::Schedule(_)
+            | Subject::Key(_)
             | Subject::Pause(_) => StreamKind::Tasks,
             Subject::Instance(_) | Subject::Health(_) | Subject::Pool(_) => StreamKind::Containers,
             Subject::AiTask(_)
@@ -233,6 +237,7 @@ impl fmt::Display for Subject {
             }
             Subject::Schedule(id) => ("vibehq.queue.schedules", id),
             Subject::Pause(scope) => ("vibehq.queue.pauses", scope),
+            Subject::Key(key) => ("vibehq.queue.keys", key),
             Subject::Instance(id) => ("vibehq.containers.instances", id),
             Subject::Health(id) => ("vibehq.containers.health", id),
             Subject::Pool(id) => ("vibehq.containers.pools", id),

@@ -67,18 +67,23 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_task_dependencies.sql",
         sql: include_str!("../migrations/0011_task_dependencies.sql"),
     },
+    Migration {
+        name: "0012_task_keys.sql",
+        sql: include_str!("../migrations/0012_task_keys.sql"),
+    },
 ];
 
 /// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten,
 /// `ai_model_calls` (one row per AI gateway attempt, which the seed's tables have no place for),
 /// `container_task_refusals` (task events that changed nothing, and why), and the recurring
-/// schedules with their firings, and paused scopes of work.
+/// schedules with their firings, paused scopes of work, and declared concurrency keys.
 pub const TABLES: &[&str] = &[
     "container_tasks",
     "container_task_refusals",
     "container_task_schedules",
     "container_task_schedule_firings",
     "container_task_pauses",
+    "container_task_keys",
     "container_instances",
     "container_health_checks",
     "ai_tasks",
@@ -161,7 +166,7 @@ mod tests {
         let first = migrate(&mut conn).expect("first run");
         let every: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
         assert_eq!(first, every);
-        assert_eq!(every.last(), Some(&"0011_task_dependencies.sql"));
+        assert_eq!(every.last(), Some(&"0012_task_keys.sql"));
         let second = migrate(&mut conn).expect("second run");
         assert!(second.is_empty());
     }

@@ -12,6 +12,7 @@ mod dashboard;
 mod delayed;
 mod dependencies;
 mod docker;
+mod keys;
 mod metrics;
 mod outage;
 mod pauses;

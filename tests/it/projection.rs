@@ -35,6 +35,10 @@ fn row_of(kind: EventKind, tag: &str) -> (&'static str, &'static str, String) {
             "schedule_id",
             format!("sched-{tag}"),
         ),
+        // A key's line and holders are the queue's; its declared limits are a row.
+        KeyLimited | KeyQueued | KeyStarted | KeyReleased => {
+            ("container_task_keys", "key", format!("key-{tag}"))
+        }
         ScheduleFired => (
             "container_task_schedule_firings",
             "schedule_id",

@@ -95,6 +95,31 @@ async fn why_names_each_reason_a_task_waits_with_its_evidence() {
         .await
         .expect("pause");
     let held = submit(task("g", 0, Some("held"))).await;
+    // A key held by one task (an undeclared key runs one at a time), and a key whose rate
+    // limit (one start an hour) its first task used up.
+    let keyed = |key: &str| NewTask {
+        concurrency_key: Some(key.into()),
+        ..task("h", 0, Some("k"))
+    };
+    let holder = submit(keyed("repo:acme/api")).await;
+    let blocked = submit(keyed("repo:acme/api")).await;
+    let hourly = vibehq_events::limit::Limits {
+        concurrency: None,
+        rate: Some(vibehq_events::limit::Rate {
+            max: 1,
+            per_ms: 3_600_000,
+        }),
+    };
+    h.queue
+        .set_key_limits("api:hourly", hourly, &ops)
+        .await
+        .expect("limits");
+    let used = submit(keyed("api:hourly")).await;
+    h.queue
+        .claim_task(&used.task_id, &Actor::new("k", None))
+        .await
+        .expect("the first start of the hour");
+    let limited = submit(keyed("api:hourly")).await;
     // A task that ran.
     let done = submit(task("d", 0, Some("x"))).await;
     let x = Actor::new("x", None);
@@ -134,6 +159,16 @@ async fn why_names_each_reason_a_task_waits_with_its_evidence() {
             &held.task_id,
             vec!["paused", "ahead"],
         ),
+        (
+            "a task whose key is at its limit",
+            &blocked.task_id,
+            vec!["key_at_limit"],
+        ),
+        (
+            "a task its key's rate limit holds",
+            &limited.task_id,
+            vec!["rate_limited"],
+        ),
         ("a task that is not pending", &done.task_id, vec![]),
     ];
     for (what, id, expected) in cases {
@@ -157,6 +192,24 @@ async fn why_names_each_reason_a_task_waits_with_its_evidence() {
     let backoff = why(&base, &retried.task_id, last).await;
     assert_eq!(backoff["reasons"][0]["attempt"], 2, "{backoff}");
     assert!(backoff["reasons"][0]["retry_at"].is_string());
+    let at_limit = why(&base, &blocked.task_id, last).await;
+    assert_eq!(at_limit["reasons"][0]["key"], "repo:acme/api");
+    assert_eq!(at_limit["reasons"][0]["concurrency"], 1);
+    assert_eq!(
+        at_limit["reasons"][0]["held_by"],
+        serde_json::json!([holder.task_id]),
+        "{at_limit}"
+    );
+    let rate = why(&base, &limited.task_id, last).await;
+    let until = time::OffsetDateTime::parse(
+        rate["reasons"][0]["until"].as_str().expect("until"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("a time");
+    assert!(
+        until > time::OffsetDateTime::now_utc() + time::Duration::minutes(59),
+        "{rate}"
+    );
     let done_why = why(&base, &done.task_id, last).await;
     assert_eq!(done_why["status"], "completed");
 

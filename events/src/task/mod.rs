@@ -93,6 +93,10 @@ pub struct Submitted {
     /// What becomes of the task when a task it depends on fails or is cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_dependency_failure: Option<OnDependencyFailure>,
+    /// The concurrency key the task runs under ([`crate::limit`]): it waits off its lane until
+    /// its key admits it, and is then handed a due copy, as a dependent is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 /// What becomes of a task whose dependency failed or was cancelled.
@@ -131,6 +135,7 @@ impl Default for Submitted {
             run_at: None,
             depends_on: Vec::new(),
             on_dependency_failure: None,
+            concurrency_key: None,
         }
     }
 }
@@ -153,7 +158,7 @@ impl Submitted {
     /// A delayed task's, or one waiting on dependencies, is [`Subject::Scheduled`]; when it
     /// is due, the server copies the same event onto [`Submitted::lane_subject`].
     pub fn subject(&self, _by: &Actor) -> Subject {
-        if self.run_at.is_some() || !self.depends_on.is_empty() {
+        if self.run_at.is_some() || !self.depends_on.is_empty() || self.concurrency_key.is_some() {
             Subject::Scheduled {
                 task_id: self.task_id.clone(),
                 lane: self.lane(),

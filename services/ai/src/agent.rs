@@ -426,6 +426,7 @@ impl Agents {
                             run_at: None,
                             depends_on: Vec::new(),
                             on_dependency_failure: None,
+                            concurrency_key: None,
                         },
                     )
                     .await?;

@@ -478,6 +478,7 @@ impl Tool for SubmitTask {
                 run_at: None,
                 depends_on: Vec::new(),
                 on_dependency_failure: None,
+                concurrency_key: None,
             };
             let by = caller.clone();
             let submitted = self

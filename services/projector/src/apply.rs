@@ -336,8 +336,8 @@ fn apply_row(
         Payload::TaskSubmitted(p) => exec(
             "INSERT INTO container_tasks (task_id, worker_name, container_name, priority, status,
                task_type, command, parameters, max_attempts, idempotency_key, version,
-               created_at, updated_at, retry_of, run_at, depends_on)
-             VALUES (?1, ?2, ?3, ?4, ?12, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?13, ?14, ?15)
+               created_at, updated_at, retry_of, run_at, depends_on, concurrency_key)
+             VALUES (?1, ?2, ?3, ?4, ?12, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?13, ?14, ?15, ?16)
              ON CONFLICT (task_id) DO UPDATE SET version = excluded.version,
                due_at = excluded.updated_at, updated_at = excluded.updated_at
              WHERE excluded.run_at IS NOT NULL",
@@ -356,7 +356,8 @@ fn apply_row(
                 status,
                 p.retry_of,
                 p.run_at.map(|t| t.unix_timestamp()),
-                (!p.depends_on.is_empty()).then(|| Value::from(p.depends_on.clone()).to_string())
+                (!p.depends_on.is_empty()).then(|| Value::from(p.depends_on.clone()).to_string()),
+                p.concurrency_key
             ],
         ),
         Payload::TaskAssigned(p) => exec(
@@ -429,6 +430,30 @@ fn apply_row(
              WHERE scope = ?1",
             params![p.scope, actor, at, version],
         ),
+        Payload::KeyLimited(p) => exec(
+            "INSERT INTO container_task_keys (key, concurrency, rate_max, rate_per_ms,
+               worker_name, container_name, changed_by, version, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+             ON CONFLICT (key) DO UPDATE SET concurrency = excluded.concurrency,
+               rate_max = excluded.rate_max, rate_per_ms = excluded.rate_per_ms,
+               worker_name = excluded.worker_name, container_name = excluded.container_name,
+               changed_by = excluded.changed_by, version = excluded.version,
+               updated_at = excluded.updated_at",
+            params![
+                p.key,
+                p.limits.concurrency,
+                p.limits.rate.map(|r| r.max),
+                p.limits.rate.map(|r| r.per_ms as i64),
+                worker,
+                container,
+                actor,
+                version,
+                at
+            ],
+        ),
+        // A key's waiting line and holders are the queue's to keep (the aggregate); the
+        // tasks' own rows show where each task is.
+        Payload::KeyQueued(_) | Payload::KeyStarted(_) | Payload::KeyReleased(_) => Ok(0),
         Payload::ScheduleCreated(p) => {
             let (cron, time_zone, every) = match &p.timing {
                 Timing::Cron { cron, time_zone } => (Some(cron), time_zone.as_ref(), None),

@@ -211,7 +211,7 @@ impl Queue {
                     error,
                 });
                 match self.append(&task, failed).await {
-                    Ok(_) => {}
+                    Ok(now) => self.release_key_after(&now, claimer).await,
                     Err(Error::Conflict { .. }) => continue,
                     Err(e) => return Err(e),
                 }
@@ -221,7 +221,12 @@ impl Queue {
             let attempt = task.status.attempt + 1;
             let assigned = offer.assignment(claimer, attempt);
             match self.append(&task, assigned.clone()).await {
-                Ok(now) => return Ok(Some(self.claim_of(&now, now.version, offer.trace()))),
+                Ok(now) => {
+                    if attempt == 1 {
+                        self.key_started(&now, claimer).await;
+                    }
+                    return Ok(Some(self.claim_of(&now, now.version, offer.trace())));
+                }
                 Err(Error::Conflict { .. }) => continue,
                 Err(Error::Refused { refusal, .. }) => {
                     tracing::warn!(task_id = %offer.task_id, %refusal, "cannot claim a delivered task");

@@ -11,7 +11,8 @@
 //! durable consumer of every task's end in `vibehq up` ([`run_watcher`]), which finds the
 //! waiting tasks in the projection once it has caught up with the end. Settling reads the
 //! tasks' events and is safe to repeat; `vibehq up` settles every waiting task at start, for
-//! an end handled while it was down.
+//! an end handled while it was down. The same watcher frees an ended task's concurrency key
+//! ([`crate::keys`]) when the process that ended it could not.
 
 use std::time::Duration;
 
@@ -95,7 +96,13 @@ impl Queue {
                         attempt: 0,
                         error: reason,
                     });
-                    self.append(&task, failed).await.map(|_| ())
+                    match self.append(&task, failed).await {
+                        Ok(now) => {
+                            self.release_key_after(&now, &settler()).await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
             };
             return match settled {
@@ -105,11 +112,16 @@ impl Queue {
             };
         }
         if dependencies.iter().all(|d| d.status == "completed") {
-            let now = time::OffsetDateTime::now_utc();
-            let mut released = task.submitted.clone();
-            released.run_at = Some(now);
-            let event = task.submitted_by.envelope(released);
-            self.schedule(&event, &task.submitted.lane(), now).await;
+            if let Some(key) = task.submitted.concurrency_key.as_deref() {
+                // Its key lets it through from here.
+                if !self.key(key).await?.knows(task_id) {
+                    self.queue_keyed(&task.submitted_by, &[&task.submitted])
+                        .await?;
+                }
+                return Ok(());
+            }
+            self.release(task_id, time::OffsetDateTime::now_utc())
+                .await?;
         }
         Ok(())
     }
@@ -179,6 +191,12 @@ async fn settle_dependents(state: &QueueState, task_id: &str, sequence: u64) -> 
     let waiting = waiting_tasks(state, Some(ended)).await?;
     for id in waiting {
         state.queue.settle_waiting(&id).await?;
+    }
+    // The process that ended it frees its key; this is the backstop if it could not.
+    if let Some(task) = state.queue.load(task_id).await?
+        && task.status.state.is_terminal()
+    {
+        state.queue.key_released(&task, &settler()).await?;
     }
     Ok(())
 }

@@ -55,6 +55,8 @@ pub fn router(state: QueueState) -> axum::Router {
             "/api/schedules/{schedule_id}/trigger",
             post(trigger_schedule),
         )
+        .route("/api/keys", get(list_keys))
+        .route("/api/keys/{*key}", get(get_key).put(set_key))
         .route("/ws/tasks", get(crate::ws::tasks))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -576,6 +578,64 @@ fn with_schedule(schedule_id: String, mut value: Value) -> Value {
     value
 }
 
+/// The request of a key's route: its fields with the path's key as `key`.
+fn with_key(key: String, mut value: Value) -> Value {
+    if let Value::Object(map) = &mut value {
+        map.insert("key".into(), Value::String(key));
+    }
+    value
+}
+
+/// Declares a concurrency key's limits (operators only), replacing earlier ones: at most
+/// `concurrency` of its tasks run at once, and at most `rate.max` start per
+/// `rate.per_seconds`, across every process. Waiting tasks the new limits allow start now.
+/// A key may hold `/` and `:` (`repo:acme/api`), in the path as they are or URL-encoded.
+#[utoipa::path(put, path = "/api/keys/{key}", tag = "tasks",
+    params(("key" = String, Path)),
+    request_body(content = Object, description = "`concurrency` (1-100000) and/or `rate`: `{\"max\": N, \"per_seconds\": S}`; `changed_by`"),
+    responses((status = 200, body = crate::keys::KeyView), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_key(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(
+        &state,
+        &identity,
+        Op::SetKeyLimits,
+        with_key(key, json(body)?),
+    )
+    .await
+}
+
+/// A concurrency key as its events say it is now: its limits, the tasks holding it and the
+/// tasks waiting for it in the order it lets them through. A key never declared runs one
+/// task at a time.
+#[utoipa::path(get, path = "/api/keys/{key}", tag = "tasks",
+    params(("key" = String, Path)),
+    responses((status = 200, body = crate::keys::KeyView), (status = 404, body = ErrorBody)))]
+pub async fn get_key(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let input = with_key(key, Value::Object(Default::default()));
+    answer(&state, &identity, Op::GetKey, input).await
+}
+
+/// The keys whose limits were declared (`container_task_keys`).
+#[utoipa::path(get, path = "/api/keys", tag = "tasks",
+    params(("min_seq" = Option<u64>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody)))]
+pub async fn list_keys(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    answer(&state, &identity, Op::GetKeys, query(params)).await
+}
+
 /// The queue's part of the OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
@@ -604,6 +664,9 @@ fn with_schedule(schedule_id: String, mut value: Value) -> Value {
         resume_schedule,
         delete_schedule,
         trigger_schedule,
+        set_key,
+        get_key,
+        list_keys,
         crate::ws::tasks
     ),
     components(schemas(
@@ -613,6 +676,8 @@ fn with_schedule(schedule_id: String, mut value: Value) -> Value {
         Written,
         crate::schedules::Changed,
         crate::pauses::PauseState,
+        crate::keys::KeyView,
+        crate::keys::RateView,
         crate::ws::FeedEvent,
         crate::history::Entry,
         crate::why::Why,

@@ -23,6 +23,7 @@
 //! - [`ops`]: every command and query as a request, answered once for REST and RPC alike.
 //! - [`http`]: the REST routes (`/api/tasks…`) and their OpenAPI document.
 //! - [`schedules`]: recurring schedules' commands, and the scheduler turning firings into tasks.
+//! - [`keys`]: concurrency keys and rate limits, admitting their waiting tasks.
 //! - [`dependencies`]: tasks that wait for others, released or settled when those end.
 //! - [`pauses`]: pausing and resuming every lane, or a worker's targeted work.
 //! - [`rpc`]: `ContainerTaskQueueOps`, the same operations as a NATS micro service.
@@ -36,6 +37,7 @@ mod durable;
 pub mod history;
 pub mod http;
 pub mod inventory;
+pub mod keys;
 mod lanes;
 pub mod ops;
 pub mod pauses;

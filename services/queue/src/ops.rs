@@ -23,6 +23,7 @@ use vibehq_api::auth::Identity;
 use vibehq_api::body::{Body, unprocessable};
 use vibehq_api::error::ApiError;
 use vibehq_api::tables::{get_row, list_rows};
+use vibehq_events::limit;
 use vibehq_events::pause::Scope;
 use vibehq_events::recurring::{
     Created, MISFIRE_GRACE_SECONDS, Misfire, Overlap, Template, Timing,
@@ -108,11 +109,17 @@ pub enum Op {
     DeleteSchedule,
     /// `schedule_id` → the firing (`recurring::Fired`), its task submitted now.
     TriggerSchedule,
+    /// `key`, `concurrency`?, `rate`? (`max`, `per_seconds`), `changed_by`? → `keys::KeyView`.
+    SetKeyLimits,
+    /// `key` → `keys::KeyView`: its limits, holders and waiting line.
+    GetKey,
+    /// List filters → a page of `container_task_keys` rows (the declared keys).
+    GetKeys,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 25] = [
+    pub const ALL: [Op; 28] = [
         Op::SubmitTask,
         Op::SubmitTasks,
         Op::GetTasks,
@@ -138,6 +145,9 @@ impl Op {
         Op::ResumeSchedule,
         Op::DeleteSchedule,
         Op::TriggerSchedule,
+        Op::SetKeyLimits,
+        Op::GetKey,
+        Op::GetKeys,
     ];
 
     /// The operation's name, e.g. `submitTask`.
@@ -168,6 +178,9 @@ impl Op {
             Op::ResumeSchedule => "resumeSchedule",
             Op::DeleteSchedule => "deleteSchedule",
             Op::TriggerSchedule => "triggerSchedule",
+            Op::SetKeyLimits => "setKeyLimits",
+            Op::GetKey => "getKey",
+            Op::GetKeys => "getKeys",
         }
     }
 
@@ -183,7 +196,9 @@ impl Op {
             | Op::ResumeQueue
             | Op::GetPauses
             | Op::CreateSchedule
-            | Op::GetSchedules => None,
+            | Op::GetSchedules
+            | Op::GetKeys => None,
+            Op::SetKeyLimits | Op::GetKey => Some("key"),
             Op::GetSchedule
             | Op::PauseSchedule
             | Op::ResumeSchedule
@@ -284,6 +299,9 @@ async fn answer(
     if op.key() == Some("schedule_id") || op == Op::CreateSchedule || op == Op::GetSchedules {
         return schedule_answer(state, identity, op, body).await;
     }
+    if matches!(op, Op::SetKeyLimits | Op::GetKey | Op::GetKeys) {
+        return key_answer(state, identity, op, body).await;
+    }
     let task_id = if op.has_task() {
         Some(take_key(&mut body, "task_id")?)
     } else {
@@ -302,7 +320,10 @@ async fn answer(
         | Op::PauseSchedule
         | Op::ResumeSchedule
         | Op::DeleteSchedule
-        | Op::TriggerSchedule => unreachable!("answered above"),
+        | Op::TriggerSchedule
+        | Op::SetKeyLimits
+        | Op::GetKey
+        | Op::GetKeys => unreachable!("answered above"),
         Op::SubmitTask => {
             let (by, new) = new_task(&body, "", identity)?;
             let submitted = queue.submit(&by, new).await?;
@@ -686,6 +707,7 @@ const SUBMISSION: &[&str] = &[
     "delay_ms",
     "depends_on",
     "on_dependency_failure",
+    "concurrency_key",
 ];
 
 /// Longest a task may be delayed: a year.
@@ -732,12 +754,6 @@ fn run_at(body: &Body) -> Result<Option<time::OffsetDateTime>, ApiError> {
 /// line; `container_name` needs `worker_name` (container names are unique only within a
 /// worker); `priority` is 0-9, `max_attempts` 1-100 (default 3).
 fn new_task(body: &Body, at: &str, identity: &Identity) -> Result<(Actor, NewTask), ApiError> {
-    let named = |mut error: ApiError| {
-        if let Some(field) = error.detail.field.as_mut() {
-            *field = format!("{at}{field}");
-        }
-        error
-    };
     let read = || -> Result<(Actor, NewTask), ApiError> {
         body.only(SUBMISSION)?;
         let task_type = body.required_string("task_type", 128)?;
@@ -849,9 +865,23 @@ fn new_task(body: &Body, at: &str, identity: &Identity) -> Result<(Actor, NewTas
                 "a bulk submission cannot hold tasks with dependencies yet: submit them one by one",
             ));
         }
+        let concurrency_key = match body.string("concurrency_key")? {
+            Some(key) => {
+                validate_id(&key).map_err(|e| unprocessable("concurrency_key", e.to_string()))?;
+                Some(key)
+            }
+            None => None,
+        };
+        if concurrency_key.is_some() && run_at.is_some() {
+            return Err(unprocessable(
+                "concurrency_key",
+                "a task waits for its key or for a time, not both yet",
+            ));
+        }
         let new = NewTask {
             task_id,
             retry_of: None,
+            concurrency_key,
             run_at,
             depends_on,
             on_dependency_failure,
@@ -867,7 +897,7 @@ fn new_task(body: &Body, at: &str, identity: &Identity) -> Result<(Actor, NewTas
         let by = Actor::worker(identity.acting_as(body, "submitted_by", Some("api"))?);
         Ok((by, new))
     };
-    read().map_err(named)
+    read().map_err(|e| prefixed(at, e))
 }
 
 /// A bulk submission: an array of 1 to 1,000 submissions, all by one submitter.
@@ -925,6 +955,83 @@ pub fn list_params(body: &Body, allowed: &[&str]) -> Result<HashMap<String, Stri
         params.insert(name.clone(), text);
     }
     Ok(params)
+}
+
+/// The filters `getKeys` (and `GET /api/keys`) takes.
+pub const KEY_FILTERS: &[&str] = &["order", "limit", "cursor", "min_seq"];
+
+/// Longest window a rate limit may have: a day.
+const MAX_RATE_SECONDS: f64 = 86_400.0;
+
+/// The key operations: declaring limits is an operator's; anyone may read.
+async fn key_answer(
+    state: &QueueState,
+    identity: &Identity,
+    op: Op,
+    mut body: Body,
+) -> Result<Answer, ApiError> {
+    if op == Op::GetKeys {
+        let params = list_params(&body, KEY_FILTERS)?;
+        let table = Table::named("container_task_keys")
+            .unwrap_or_else(|| unreachable!("the schema has container_task_keys"));
+        return Answer::ok(&list_rows(&state.reader, &state.projector, table, params).await?);
+    }
+    let key = take_key(&mut body, "key")?;
+    if op == Op::GetKey {
+        body.only(&[])?;
+        return Answer::ok(&crate::keys::KeyView::from(&state.queue.key(&key).await?));
+    }
+    body.only(&["concurrency", "rate", "changed_by"])?;
+    identity.require_admin("set a key's limits")?;
+    let concurrency = body.integer("concurrency", 1..=100_000)?.map(|c| c as u32);
+    let rate = match body.0.get("rate") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(rate)) => {
+            let rate = Body(rate.clone());
+            rate.only(&["max", "per_seconds"])
+                .map_err(|e| prefixed("rate.", e))?;
+            let max = rate
+                .integer("max", 1..=1_000_000)
+                .map_err(|e| prefixed("rate.", e))?
+                .ok_or_else(|| unprocessable("rate.max", "rate.max is required"))?;
+            let per = match rate.0.get("per_seconds").and_then(Value::as_f64) {
+                Some(per) if per > 0.0 && per <= MAX_RATE_SECONDS => per,
+                _ => {
+                    return Err(unprocessable(
+                        "rate.per_seconds",
+                        format!(
+                            "rate.per_seconds is a number of seconds above 0, at most {MAX_RATE_SECONDS}"
+                        ),
+                    ));
+                }
+            };
+            Some(limit::Rate {
+                max: max as u32,
+                per_ms: (per * 1000.0).round().max(1.0) as u64,
+            })
+        }
+        Some(_) => {
+            return Err(unprocessable(
+                "rate",
+                "rate is an object: {\"max\": N, \"per_seconds\": S}",
+            ));
+        }
+    };
+    let limits = limit::Limits { concurrency, rate };
+    limits
+        .validate()
+        .map_err(|e| unprocessable(e.field, e.to_string()))?;
+    let by = Actor::worker(identity.acting_as(&body, "changed_by", Some("api"))?);
+    let key = state.queue.set_key_limits(&key, limits, &by).await?;
+    Answer::ok(&crate::keys::KeyView::from(&key))
+}
+
+/// An error of a nested object's field, named from the outer body (`rate.max`).
+fn prefixed(prefix: &str, mut error: ApiError) -> ApiError {
+    if let Some(field) = error.detail.field.as_mut() {
+        *field = format!("{prefix}{field}");
+    }
+    error
 }
 
 /// The schedule operations: every change is an operator's; anyone may read.

@@ -69,6 +69,8 @@ pub struct NewTask {
     pub depends_on: Vec<String>,
     /// What becomes of the task when one of them fails or is cancelled.
     pub on_dependency_failure: Option<task::OnDependencyFailure>,
+    /// The concurrency key it runs under (see [`crate::keys`]).
+    pub concurrency_key: Option<String>,
 }
 
 /// The result of a submission.
@@ -129,6 +131,8 @@ pub(crate) struct Inner {
     pub(crate) known: std::sync::Mutex<HashMap<String, Task>>,
     /// Recurring schedules as this process last saw them (see [`crate::schedules`]).
     pub(crate) schedules: std::sync::Mutex<HashMap<String, vibehq_events::recurring::Schedule>>,
+    /// Concurrency keys as this process last saw them (see [`crate::keys`]).
+    pub(crate) keys: std::sync::Mutex<HashMap<String, vibehq_events::limit::Key>>,
 }
 
 /// Most tasks [`Inner::known`] holds before it starts over.
@@ -153,6 +157,7 @@ impl Queue {
                 lanes,
                 known: std::sync::Mutex::default(),
                 schedules: std::sync::Mutex::default(),
+                keys: std::sync::Mutex::default(),
             }),
         })
     }
@@ -255,13 +260,24 @@ impl Queue {
                 sequence: appended.sequence,
                 created: true,
             },
-            Err(vibehq_events::Error::Conflict { .. }) => return self.existing(&event).await,
+            Err(vibehq_events::Error::Conflict { .. }) => {
+                let existing = self.existing(&event).await?;
+                if submitted(&event).concurrency_key.is_some() {
+                    // The first submission may have been stored without joining its key.
+                    self.restore_keys(std::slice::from_ref(&existing.task_id))
+                        .await?;
+                }
+                return Ok(existing);
+            }
             Err(e) => return Err(e.into()),
         };
         match submitted(&event).run_at {
             Some(run_at) => self.schedule(&event, &lane, run_at).await,
             None if !submitted(&event).depends_on.is_empty() => {
                 self.settle_waiting(&outcome.task_id).await?;
+            }
+            None if submitted(&event).concurrency_key.is_some() => {
+                self.queue_keyed(by, &[submitted(&event)]).await?;
             }
             None => self.inner.lanes.announce(&lane, 1).await,
         }
@@ -404,6 +420,14 @@ impl Queue {
             }
             Err(e) => return Err(unknown(e)),
         }
+        let keyed: Vec<&task::Submitted> = events
+            .iter()
+            .zip(&answers)
+            .filter(|(_, answer)| answer.as_ref().is_some_and(|a| a.created))
+            .map(|(event, _)| submitted(event))
+            .filter(|s| s.concurrency_key.is_some())
+            .collect();
+        self.queue_keyed(by, &keyed).await?;
         for (lane, count) in &lanes {
             self.inner.lanes.announce(lane, *count).await;
         }
@@ -426,10 +450,17 @@ impl Queue {
             .await?;
         let first = history.first();
         let sequence = first.map_or(0, |r| r.sequence);
-        let ours = first
-            .and_then(|r| r.decode().ok())
+        let original = first.and_then(|r| r.decode().ok());
+        let ours = original
+            .as_ref()
             .is_some_and(|stored| stored.id == event.id);
-        if task.submitted != *wanted {
+        // Compared with the submission as first stored: a held task's release copy carries
+        // the run_at it was let through at, which the submitter never sent.
+        let stored = match original.as_ref().map(|e| &e.payload) {
+            Some(Payload::TaskSubmitted(first)) => first,
+            _ => &task.submitted,
+        };
+        if stored != wanted {
             return Err(match &wanted.idempotency_key {
                 Some(key) => Error::KeyReused {
                     task_id: wanted.task_id.clone(),
@@ -587,6 +618,7 @@ impl Queue {
             match self.append(&task, completed).await {
                 Ok(now) => {
                     self.signal(task.lease.as_deref(), AckKind::Ack).await?;
+                    self.release_key_after(&now, claimer).await;
                     return Ok(now.version);
                 }
                 Err(Error::Conflict { .. }) => continue,
@@ -657,6 +689,7 @@ impl Queue {
             });
             let now = self.append(task, failed).await?;
             self.signal(task.lease.as_deref(), AckKind::Term).await?;
+            self.release_key_after(&now, claimer).await;
             Ok(FailOutcome {
                 retried: false,
                 backoff_ms: 0,
@@ -683,6 +716,7 @@ impl Queue {
             match self.append(&task, cancelled).await {
                 Ok(now) => {
                     self.signal(task.lease.as_deref(), AckKind::Term).await?;
+                    self.release_key_after(&now, by).await;
                     if let Some(holder) = task.status.holder.as_ref() {
                         self.notify_cancelled(holder, task_id).await;
                     }
@@ -764,6 +798,7 @@ impl Queue {
                 // A retry runs now: what the dead task waited for has ended.
                 depends_on: Vec::new(),
                 on_dependency_failure: None,
+                concurrency_key: old.concurrency_key,
             },
         )
         .await
@@ -856,6 +891,7 @@ fn submission(by: &Actor, new: NewTask) -> Envelope {
             .filter(|at| *at > time::OffsetDateTime::now_utc()),
         depends_on: new.depends_on,
         on_dependency_failure: new.on_dependency_failure,
+        concurrency_key: new.concurrency_key,
     })
 }
 
@@ -866,7 +902,7 @@ fn submitted(event: &Envelope) -> &task::Submitted {
     }
 }
 
-fn kept_changing(task_id: &str) -> Error {
+pub(crate) fn kept_changing(task_id: &str) -> Error {
     Error::Conflict {
         task_id: task_id.to_owned(),
         reason: "the task kept changing while the command was recorded; send it again".into(),

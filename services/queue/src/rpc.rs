@@ -100,6 +100,7 @@ mod tests {
         let subjects: Vec<String> = Op::ALL.iter().map(|o| SPEC.subject(*o)).collect();
         assert_eq!(subjects[0], "vibehq.rpc.tasks.submitTask");
         assert!(subjects.contains(&"vibehq.rpc.tasks.heartbeatTask".to_owned()));
-        assert_eq!(subjects.len(), 25);
+        assert!(subjects.contains(&"vibehq.rpc.tasks.setKeyLimits".to_owned()));
+        assert_eq!(subjects.len(), 28);
     }
 }

@@ -67,6 +67,19 @@ pub enum Reason {
         #[schema(value_type = Vec<Object>)]
         tasks: Vec<crate::dependencies::Dependency>,
     },
+    /// Its concurrency key is at its limit: `held_by` hold it (admitted, not ended).
+    KeyAtLimit {
+        key: String,
+        concurrency: u32,
+        held_by: Vec<String>,
+    },
+    /// Its key's rate limit lets its next task start at `until`.
+    RateLimited {
+        key: String,
+        #[serde(with = "time::serde::rfc3339")]
+        #[schema(value_type = String, format = DateTime)]
+        until: OffsetDateTime,
+    },
     /// Its lane is paused: `scope` (`all`, `worker:<name>`) holds its work back until resumed.
     Paused { scope: String },
     /// Pending tasks its claimers take first: of a higher priority in a lane they pull, and
@@ -107,6 +120,10 @@ impl Queue {
             why.reasons.push(Reason::WaitingOn { tasks: waiting });
             return Ok(why);
         }
+        if let Some(reason) = self.key_reason(&task, now).await? {
+            why.reasons.push(reason);
+            return Ok(why);
+        }
         for scope in self.paused_scopes().await? {
             if scope.covers(&lane) {
                 why.reasons.push(Reason::Paused {
@@ -133,6 +150,46 @@ impl Queue {
             });
         }
         Ok(why)
+    }
+
+    /// What its concurrency key says: it waits behind the key's holders, or for its rate
+    /// limit's window.
+    async fn key_reason(
+        &self,
+        task: &vibehq_events::task::lifecycle::Task,
+        now: OffsetDateTime,
+    ) -> Result<Option<Reason>, Error> {
+        let Some(name) = task.submitted.concurrency_key.as_deref() else {
+            return Ok(None);
+        };
+        let key = self.key(name).await?;
+        if key.is_waiting(task.id()) {
+            if let Some(concurrency) = key
+                .limits
+                .concurrency
+                .filter(|c| key.holders.len() >= *c as usize)
+            {
+                return Ok(Some(Reason::KeyAtLimit {
+                    key: name.to_owned(),
+                    concurrency,
+                    held_by: key.holders.iter().map(|h| h.task_id.clone()).collect(),
+                }));
+            }
+            if let Some(until) = key.next_start(now) {
+                return Ok(Some(Reason::RateLimited {
+                    key: name.to_owned(),
+                    until,
+                }));
+            }
+        }
+        let admitted_later = key
+            .holders
+            .iter()
+            .find(|h| h.task_id == task.id() && h.start_at > now);
+        Ok(admitted_later.map(|h| Reason::RateLimited {
+            key: name.to_owned(),
+            until: h.start_at,
+        }))
     }
 
     /// The backoff the task's last event (a requeue) set, while it lasts.

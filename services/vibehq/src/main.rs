@@ -8,6 +8,7 @@ mod ai;
 mod audit;
 mod cancel;
 mod config;
+mod key;
 mod lanes;
 mod nats_auth;
 mod pause;
@@ -74,6 +75,7 @@ enum Command {
     Schedule(schedule::ScheduleArgs),
     Pause(pause::PauseArgs),
     Resume(pause::ResumeArgs),
+    Key(key::KeyArgs),
     /// Call a running `vibehq up`'s AI API from a terminal: ask a model, route a prompt, get
     /// structured output, call tools, run a tool loop, evaluate, and plan with approvals.
     ///
@@ -111,7 +113,7 @@ async fn main() -> std::process::ExitCode {
         let service = match cli.command {
             Command::Up(_) => "vibehq",
             Command::Worker(_) => "vibehq-worker",
-            _ => "vibehq-cli",
+            _ => telemetry::CLI_SERVICE,
         };
         let telemetry =
             telemetry::init(cli.log_format, settings.otlp_endpoint.as_deref(), service)?;
@@ -145,6 +147,7 @@ async fn run(command: Command, settings: config::Settings) -> Result<()> {
         Command::Schedule(args) => schedule::run(settings, args).await,
         Command::Pause(args) => pause::pause(settings, args).await,
         Command::Resume(args) => pause::resume(settings, args).await,
+        Command::Key(args) => key::run(settings, args).await,
         Command::Ai(args) => ai::run(settings, args).await,
         Command::NatsAuth(args) => nats_auth::run(args),
         Command::Lanes(args) => lanes::run(settings, args).await,

@@ -19,8 +19,14 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::LogFormat;
 
-/// What the logs show when `VIBEHQ_LOG` is not set.
+/// What the logs show when `VIBEHQ_LOG` is not set: a service's progress at info.
 const DEFAULT_LOG: &str = "info,async_nats=warn,tower_http=warn";
+/// The same for a one-shot command at a terminal (`vibehq why`, `vibehq key`, …): its answer
+/// is what it prints, so only what went wrong is logged.
+const DEFAULT_CLI_LOG: &str = "warn";
+
+/// The service name of the one-shot commands.
+pub const CLI_SERVICE: &str = "vibehq-cli";
 
 /// The OTLP path traces are posted to under a collector's base URL.
 const TRACES_PATH: &str = "/v1/traces";
@@ -80,8 +86,12 @@ fn traces_url(endpoint: &str) -> Result<String> {
 /// Installs logging, and span export when `otlp_endpoint` (or the OTEL_* environment) asks
 /// for it; `service` names this process in the traces (OTEL_SERVICE_NAME overrides it).
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>, service: &str) -> Result<Telemetry> {
-    let filter =
-        EnvFilter::try_from_env("VIBEHQ_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    let default = if service == CLI_SERVICE {
+        DEFAULT_CLI_LOG
+    } else {
+        DEFAULT_LOG
+    };
+    let filter = EnvFilter::try_from_env("VIBEHQ_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     // Colours only for a terminal: a log file or a collector gets plain text.
     let logs = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -340,6 +340,22 @@ async fn restore_held_work(state: QueueState, tasks_sequence: u64) {
         }
         Err(error) => tracing::warn!(%error, "cannot read the tasks waiting on others"),
     }
+    let keyed = ids(
+        &state,
+        "find the keyed tasks",
+        "SELECT task_id FROM container_tasks
+         WHERE concurrency_key IS NOT NULL AND status IN ('pending', 'assigned', 'running')",
+    )
+    .await;
+    match keyed {
+        Ok(ids) if ids.is_empty() => {}
+        Ok(ids) => match state.queue.restore_keys(&ids).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(changed = count, "concurrency keys put right"),
+            Err(error) => tracing::warn!(%error, "cannot check the concurrency keys"),
+        },
+        Err(error) => tracing::warn!(%error, "cannot read the keyed tasks"),
+    }
     let schedules = ids(
         &state,
         "find the schedules",

@@ -1,7 +1,7 @@
 //! Events for tests and benchmarks: one of every kind, and realistic workloads.
 
 use serde_json::json;
-use vibehq_events::{Envelope, EventKind, ai, container, pause, recurring, task};
+use vibehq_events::{Envelope, EventKind, ai, container, limit, pause, recurring, task};
 
 /// At least one event of every [`EventKind`], in an order that projects cleanly (creations
 /// before updates, and task histories the task lifecycle accepts), all recorded by
@@ -94,6 +94,35 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
         .into()),
         e(pause::Resumed {
             scope: format!("worker:{worker}"),
+        }
+        .into()),
+        e(limit::Limited {
+            key: format!("key-{tag}"),
+            limits: limit::Limits {
+                concurrency: Some(2),
+                rate: Some(limit::Rate {
+                    max: 10,
+                    per_ms: 60_000,
+                }),
+            },
+        }
+        .into()),
+        e(limit::Queued {
+            key: format!("key-{tag}"),
+            tasks: vec![limit::Entry {
+                task_id: format!("keyed-{tag}"),
+                priority: 0,
+            }],
+        }
+        .into()),
+        e(limit::Started {
+            key: format!("key-{tag}"),
+            task_id: format!("keyed-{tag}"),
+        }
+        .into()),
+        e(limit::Released {
+            key: format!("key-{tag}"),
+            task_id: format!("keyed-{tag}"),
         }
         .into()),
         e(recurring::Created {
