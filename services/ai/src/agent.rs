@@ -9,10 +9,14 @@
 //! therefore loses nothing, and two deciders race on the task's version (the loser gets a 409).
 //!
 //! A step that names a command is submitted to the task queue once it may run (its
-//! `queue_task_id` is recorded and the step is `running`), and the plan waits for that task:
-//! completed, the plan goes on; failed or cancelled, the step fails and the plan stops. A step
-//! without a command is done when it is reached. A rejected or failed step stops the plan: the
-//! steps after it are `cancelled`.
+//! `queue_task_id` is recorded and the step is `running`). Consecutive command steps are
+//! submitted together, each depending on the one before (`depends_on`): the queue, not this
+//! module, holds each back until the previous completed, and cancels the rest when one fails.
+//! The plan records each end as it sees it: completed, the plan goes on; failed or cancelled,
+//! the step fails and the plan stops. A step without a command, or one needing approval, waits
+//! until the steps before it ended; a step without a command is done when it is reached. A
+//! rejected or failed step stops the plan: the steps after it are `cancelled` (their queue
+//! tasks too).
 
 use std::time::Duration;
 
@@ -232,17 +236,35 @@ impl Agents {
     /// Safe to call any time: reading a plan this way also moves on a plan whose queue task
     /// ended while nothing watched it (across a restart, say).
     pub async fn advance(&self, plan_id: &str, sequence: u64) -> Result<Plan, AgentError> {
+        self.advance_from(plan_id, sequence, true).await
+    }
+
+    /// [`Agents::advance`]; a watch of the plan is started when it submitted steps and
+    /// `watch` (the watch itself advances with `watch` false: one watch a plan).
+    async fn advance_from(
+        &self,
+        plan_id: &str,
+        sequence: u64,
+        watch: bool,
+    ) -> Result<Plan, AgentError> {
         let mut plan = self.plan(plan_id, sequence).await?;
         let owner = plan.owner();
         let caller = &owner;
         let mut last = sequence;
         let mut stopped = false;
+        // The queue task of the last step still running: the next command step depends on it.
+        let mut after: Option<String> = None;
+        // Whether this call submitted steps (which a watch then follows).
+        let mut submitted = false;
         for task in &plan.tasks {
             let task_id = text(task, "task_id").to_owned();
             let version = task.get("version").and_then(Value::as_u64).unwrap_or(0);
             let status = text(task, "status");
             if stopped {
-                if status == "pending" {
+                if status == "running" {
+                    self.cancel_queued(caller, task).await;
+                }
+                if matches!(status, "pending" | "running" | "approved") {
                     let cancelled = updated(&task_id, "cancelled", None, None);
                     match self.step(caller, cancelled, version).await? {
                         Some(sequence) => last = sequence,
@@ -251,8 +273,15 @@ impl Agents {
                 }
                 continue;
             }
+            let needs_approval = task.get("requires_approval").and_then(Value::as_i64) == Some(1);
+            let command = task.get("command").and_then(Value::as_str).is_some();
+            let asks = status == "pending" && needs_approval;
+            if after.is_some() && matches!(status, "pending" | "approved") && (asks || !command) {
+                // Asked, or done, only once the steps before it ended.
+                break;
+            }
             let next = match status {
-                "pending" if task.get("requires_approval").and_then(Value::as_i64) == Some(1) => {
+                "pending" if needs_approval => {
                     let request = ApprovalRequested {
                         approval_id: uuid::Uuid::now_v7().to_string(),
                         task_id: task_id.clone(),
@@ -267,7 +296,13 @@ impl Agents {
                     }
                     break;
                 }
-                "pending" | "approved" => self.run_step(caller, task, &task_id, version).await?,
+                "pending" | "approved" => {
+                    let next = self
+                        .run_step(caller, task, &task_id, version, after.as_deref())
+                        .await?;
+                    submitted |= matches!(next, Next::Running { .. });
+                    next
+                }
                 "running" => self.settle(caller, task, &task_id, version).await?,
                 "awaiting_approval" => break,
                 "rejected" | "failed" => {
@@ -278,6 +313,13 @@ impl Agents {
             };
             match next {
                 Next::Continue(sequence) => last = sequence,
+                Next::Running {
+                    sequence,
+                    queue_task_id,
+                } => {
+                    last = sequence.unwrap_or(last);
+                    after = Some(queue_task_id);
+                }
                 Next::Wait(sequence) => {
                     last = sequence.unwrap_or(last);
                     break;
@@ -288,10 +330,31 @@ impl Agents {
                 }
             }
         }
+        if submitted && watch {
+            self.watch(plan_id.to_owned());
+        }
         if last != sequence {
             plan = self.plan(plan_id, last).await?;
         }
         Ok(plan)
+    }
+
+    /// Cancels a stopped plan's step still on the queue (held behind the failed step, as a
+    /// rule: the queue may have cancelled it already, which is as good).
+    async fn cancel_queued(&self, caller: &Actor, task: &Map<String, Value>) {
+        let (Some(queue), queue_task_id) = (&self.queue, text(task, "queue_task_id")) else {
+            return;
+        };
+        if queue_task_id.is_empty() {
+            return;
+        }
+        let reason = Some("an earlier step of its plan failed".to_owned());
+        match queue.cancel(queue_task_id, caller, reason).await {
+            Ok(_) | Err(vibehq_queue::Error::Refused { .. }) => {}
+            Err(error) => {
+                tracing::warn!(%error, queue_task_id, "cannot cancel a stopped plan's step")
+            }
+        }
     }
 
     /// Appends a step's change if the step is still at `version`; `None` when another
@@ -338,7 +401,12 @@ impl Agents {
         let (status, go_on) = match column("status").as_deref() {
             Some("completed") => ("completed", true),
             Some("failed" | "cancelled") => ("failed", false),
-            _ => return Ok(Next::Wait(None)),
+            _ => {
+                return Ok(Next::Running {
+                    sequence: None,
+                    queue_task_id: text(task, "queue_task_id").to_owned(),
+                });
+            }
         };
         let result = column("output").or_else(|| column("error"));
         let Some(sequence) = self
@@ -354,18 +422,15 @@ impl Agents {
         })
     }
 
-    /// Advances `plan_id` whenever the queue task of its running step changes, until the
-    /// step is no longer running. Each change is announced on the task's subject; the
-    /// projection is read once it has caught up with the tasks stream. A restart drops this
-    /// watch; reading the plan (`getPlan`) advances it again.
-    fn watch(&self, plan_id: String, task_id: String, queue_task_id: String) {
+    /// Advances `plan_id` whenever the queue task of its first running step changes, until
+    /// no step runs. Each change is announced on the task's subject; the projection is read
+    /// once it has caught up with the tasks stream. A restart drops this watch; reading the
+    /// plan (`getPlan`) advances it again.
+    fn watch(&self, plan_id: String) {
         let agents = self.clone();
         tokio::spawn(async move {
-            let subject = vibehq_events::Subject::task(&queue_task_id);
             let client = agents.gateway.log().jetstream().client();
-            let Ok(mut changes) = client.subscribe(subject).await else {
-                return;
-            };
+            let mut following: Option<(String, async_nats::Subscriber)> = None;
             loop {
                 // Checked once before the first change too: the task may have ended already.
                 if let Ok(info) = agents.gateway.log().stream_info(StreamKind::Tasks).await {
@@ -375,16 +440,34 @@ impl Agents {
                         .wait_for(StreamKind::Tasks, last, READ_YOUR_WRITES)
                         .await;
                 }
-                match agents.advance(&plan_id, 0).await {
-                    Ok(plan)
-                        if plan.tasks.iter().any(|t| {
-                            text(t, "task_id") == task_id && text(t, "status") == "running"
-                        }) => {}
-                    Ok(_) => return,
-                    Err(error) => tracing::warn!(%plan_id, %error, "cannot advance the plan"),
+                let running = match agents.advance_from(&plan_id, 0, false).await {
+                    Ok(plan) => plan
+                        .tasks
+                        .iter()
+                        .find(|t| text(t, "status") == "running")
+                        .map(|t| text(t, "queue_task_id").to_owned()),
+                    Err(error) => {
+                        tracing::warn!(%plan_id, %error, "cannot advance the plan");
+                        following.as_ref().map(|(id, _)| id.clone())
+                    }
+                };
+                let Some(queue_task_id) = running else {
+                    return;
+                };
+                if following
+                    .as_ref()
+                    .is_none_or(|(id, _)| *id != queue_task_id)
+                {
+                    let subject = vibehq_events::Subject::task(&queue_task_id);
+                    let Ok(changes) = client.subscribe(subject).await else {
+                        return;
+                    };
+                    following = Some((queue_task_id, changes));
                 }
-                let next =
-                    tokio::time::timeout(WATCH_RECHECK, futures::StreamExt::next(&mut changes));
+                let Some((_, changes)) = following.as_mut() else {
+                    return;
+                };
+                let next = tokio::time::timeout(WATCH_RECHECK, futures::StreamExt::next(changes));
                 if let Ok(None) = next.await {
                     return;
                 }
@@ -392,14 +475,15 @@ impl Agents {
         });
     }
 
-    /// Runs one step: a command goes to the queue (and the plan waits for it), anything else
-    /// is done when reached.
+    /// Runs one step: a command goes to the queue, after the queue task `after` (the step
+    /// before, still running) when there is one; anything else is done when reached.
     async fn run_step(
         &self,
         caller: &Actor,
         task: &Map<String, Value>,
         task_id: &str,
         version: u64,
+        after: Option<&str>,
     ) -> Result<Next, AgentError> {
         let command = task.get("command").and_then(Value::as_str);
         let event = match (command, &self.queue) {
@@ -424,7 +508,7 @@ impl Agents {
                             task_id: None,
                             retry_of: None,
                             run_at: None,
-                            depends_on: Vec::new(),
+                            depends_on: after.map(str::to_owned).into_iter().collect(),
                             on_dependency_failure: None,
                             concurrency_key: None,
                         },
@@ -434,9 +518,10 @@ impl Agents {
                 let Some(sequence) = self.step(caller, running, version).await? else {
                     return Ok(Next::Wait(None));
                 };
-                let plan_id = text(task, "plan_id").to_owned();
-                self.watch(plan_id, task_id.to_owned(), submitted.task_id);
-                return Ok(Next::Wait(Some(sequence)));
+                return Ok(Next::Running {
+                    sequence: Some(sequence),
+                    queue_task_id: submitted.task_id,
+                });
             }
             _ => updated(task_id, "completed", Some("done".into()), None),
         };
@@ -533,7 +618,12 @@ impl Plan {
 enum Next {
     /// Go on to the next step.
     Continue(u64),
-    /// Stop here for now (a command is running, or another process moved the step).
+    /// The step's queue task has not ended: the next command step is submitted after it.
+    Running {
+        sequence: Option<u64>,
+        queue_task_id: String,
+    },
+    /// Stop here for now (another process moved the step).
     Wait(Option<u64>),
     /// The plan ends: the remaining steps are cancelled.
     Stop(u64),

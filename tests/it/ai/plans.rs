@@ -165,3 +165,124 @@ async fn the_model_turns_a_goal_into_the_plan_when_no_steps_are_given() {
     );
     assert_eq!(plan["tasks"][1]["status"], "pending");
 }
+
+#[tokio::test]
+async fn consecutive_command_steps_are_queued_as_a_chain_and_a_failed_one_cancels_the_rest() {
+    let rig = Rig::start().await;
+    // The dependency watcher, as `vibehq up` runs it: the queue releases each step.
+    tokio::spawn(vibehq_queue::dependencies::run_watcher(
+        crate::common::queue_state(&rig.live, &rig.harness),
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    let steps = json!([
+        {"title": "Build", "command": "build"},
+        {"title": "Test", "command": "test"},
+        {"title": "Deploy", "command": "deploy"},
+        {"title": "Announce"}
+    ]);
+    let (status, plan) = rig
+        .post(
+            "/api/ai/plans",
+            json!({"worker_name": "orchestrator", "goal": "Ship it", "steps": steps}),
+        )
+        .await;
+    assert_eq!(status, 200, "{plan}");
+    let plan_id = plan["plan_id"].as_str().expect("plan id").to_owned();
+    let statuses: Vec<&str> = plan["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|t| t["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["running", "running", "running", "pending"]);
+    let queued: Vec<String> = (0..3)
+        .map(|i| {
+            plan["tasks"][i]["queue_task_id"]
+                .as_str()
+                .expect("queued")
+                .to_owned()
+        })
+        .collect();
+    // Each waits on the step before it, in the queue.
+    for i in 1..3 {
+        let task = rig
+            .harness
+            .queue
+            .load(&queued[i])
+            .await
+            .expect("load")
+            .expect("queued step");
+        assert_eq!(task.submitted.depends_on, [queued[i - 1].clone()]);
+    }
+
+    // Only the first is handed out; when it completes, the queue hands out the second.
+    let container = Actor::new("factory-1", Some("c1".into()));
+    let claim = |wanted: String| {
+        let queue = rig.harness.queue.clone();
+        let container = container.clone();
+        async move {
+            let claim = queue
+                .claim(&container, Duration::from_secs(5))
+                .await
+                .expect("claim")
+                .expect("the next step");
+            assert_eq!(claim.task_id, wanted);
+            assert!(
+                queue
+                    .claim(&container, Duration::from_millis(200))
+                    .await
+                    .expect("claim")
+                    .is_none(),
+                "one step at a time"
+            );
+            claim
+        }
+    };
+    let first = claim(queued[0].clone()).await;
+    rig.harness
+        .queue
+        .complete(
+            &queued[0],
+            Some(first.attempt),
+            &container,
+            Some("built".into()),
+        )
+        .await
+        .expect("complete");
+    let second = claim(queued[1].clone()).await;
+    rig.harness
+        .queue
+        .fail(
+            &queued[1],
+            Some(second.attempt),
+            &container,
+            "3 tests failed".into(),
+            false,
+        )
+        .await
+        .expect("fail");
+
+    // The plan records it by itself: the failed step stops it, the rest are cancelled, the
+    // deploy's queue task too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = rig.rows("ai_tasks", "plan_id", &plan_id).await;
+        let now: Vec<&str> = rows.iter().filter_map(|r| r["status"].as_str()).collect();
+        if now == ["completed", "failed", "cancelled", "cancelled"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the plan did not settle: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deploy = rig
+        .harness
+        .queue
+        .load(&queued[2])
+        .await
+        .expect("load")
+        .expect("queued step");
+    assert_eq!(deploy.status.state.as_str(), "cancelled");
+}
