@@ -710,8 +710,18 @@ fn headers(event: &Envelope, subject: &Subject, expect: Expect) -> HeaderMap {
     if let Subject::Submission { task_id, .. } | Subject::TaskStep { task_id, .. } = subject {
         headers.insert(EXPECTED_SUBJECT, Subject::task(task_id).as_str());
     }
+    if matches!(subject, Subject::Submission { .. }) && expected > 0 {
+        // A submission appended onto its lane after other events of its task: a release.
+        headers.insert(RELEASED_HEADER, expected.to_string().as_str());
+    }
     headers
 }
+
+/// On a held task's release copy ([`EventLog::release`]): the task's version it was appended
+/// after. Such a copy, unlike one the server's scheduler stored, was appended only if nothing
+/// happened to its task since, so a claim may take it the fast way (expecting the copy as
+/// the task's version).
+pub const RELEASED_HEADER: &str = "Vibehq-Released";
 
 /// Returns once `client` is not connected (checked every [`CONNECTION_CHECK`]).
 async fn disconnected(client: &async_nats::Client) {

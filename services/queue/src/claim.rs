@@ -100,8 +100,13 @@ impl Queue {
             match Offer::read(delivery) {
                 Ok(offer) if fresh.len() + again.len() == max => surplus.push(offer),
                 // A delayed task's copy may follow other events of its task (a cancel):
-                // decided on the task's events, never the fast way.
-                Ok(offer) if offer.delivered == 1 && !offer.is_due_copy() => fresh.push(offer),
+                // decided on the task's events, never the fast way. A released copy was
+                // appended expecting its task unchanged, so it may.
+                Ok(offer)
+                    if offer.delivered == 1 && (!offer.is_due_copy() || offer.is_released()) =>
+                {
+                    fresh.push(offer)
+                }
                 Ok(offer) => again.push(offer),
                 Err(delivery) => {
                     // Not a submission (the projector keeps it in projector_rejected): make
@@ -132,7 +137,18 @@ impl Queue {
         let outcomes = self.inner.log.append_many(&appends).await;
         for ((offer, (event, _)), outcome) in fresh.into_iter().zip(appends).zip(outcomes) {
             match outcome {
-                Ok(appended) => claims.extend(self.claimed(&offer, event, appended.sequence)),
+                Ok(appended) => {
+                    let Some(claim) = self.claimed(&offer, event, appended.sequence) else {
+                        continue;
+                    };
+                    if offer.is_released()
+                        && let Some(task) = self.known(&claim.task_id)
+                    {
+                        // A keyed task's start, which its key's rate limit counts.
+                        self.key_started(&task, claimer).await;
+                    }
+                    claims.push(claim);
+                }
                 Err(vibehq_events::Error::Conflict { .. }) => again.push(offer),
                 Err(error) => failed = Some(Error::from(error)),
             }
@@ -380,6 +396,15 @@ impl Offer {
     }
 
     /// Whether this is a delayed task's submission, copied into its lane when it came due.
+    /// Whether it is a held task's release copy ([`vibehq_events::log::RELEASED_HEADER`]).
+    fn is_released(&self) -> bool {
+        self.delivery
+            .message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(vibehq_events::log::RELEASED_HEADER).is_some())
+    }
+
     fn is_due_copy(&self) -> bool {
         self.submission
             .as_ref()

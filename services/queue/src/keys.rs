@@ -195,9 +195,20 @@ impl Queue {
         task_id: &str,
         at: time::OffsetDateTime,
     ) -> Result<(), Error> {
-        for _ in 0..crate::queue::RETRIES {
-            let Some(task) = self.load(task_id).await? else {
-                return Ok(());
+        for round in 0..crate::queue::RETRIES {
+            // This process's view first: the append expects it, so a stale one only costs a
+            // second round, read from the stream.
+            let known = if round == 0 {
+                self.known(task_id)
+            } else {
+                None
+            };
+            let task = match known {
+                Some(task) => task,
+                None => match self.load(task_id).await? {
+                    Some(task) => task,
+                    None => return Ok(()),
+                },
             };
             if !is_held(&task) {
                 return Ok(());
