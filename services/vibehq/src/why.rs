@@ -70,6 +70,24 @@ fn describe(why: &Value) -> String {
                 "its lane is paused ({}) until it is resumed",
                 reason["scope"].as_str().unwrap_or("?")
             ),
+            "key_at_limit" => format!(
+                "its key {} runs {} at once, held by {}",
+                reason["key"].as_str().unwrap_or("?"),
+                reason["concurrency"],
+                reason["held_by"]
+                    .as_array()
+                    .map(|ids| ids
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
+            "rate_limited" => format!(
+                "its key {}'s rate limit lets it start at {}",
+                reason["key"].as_str().unwrap_or("?"),
+                reason["until"].as_str().unwrap_or("?")
+            ),
             "not_due" => format!(
                 "it is delayed until {}",
                 reason["run_at"].as_str().unwrap_or("?")
