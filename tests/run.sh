@@ -17,8 +17,14 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; th
   echo "the browser test needs Chromium and Node.js: apt-get install chromium chromium-driver nodejs npm (.ci/run does)" >&2
   exit 1
 fi
-echo "==> npm ci (tests/browser)"
+echo "==> npm ci (tests/browser, tests/node)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+
+# The outside Python clients (the `openai` package), pinned.
+echo "==> pip install -r tests/python/requirements.txt"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+  -r tests/python/requirements.txt
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

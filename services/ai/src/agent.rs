@@ -170,6 +170,7 @@ impl Agents {
             &self.gateway,
             caller,
             Ask {
+                conversation: None,
                 prompt: &prompt,
                 schema: &schema,
                 max_attempts: 3,

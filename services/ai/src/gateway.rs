@@ -74,6 +74,8 @@ pub enum Operation {
     Tools,
     Evaluate,
     Plan,
+    /// A chat through the OpenAI-compatible door (`/v1/chat/completions`).
+    Chat,
 }
 
 impl Operation {
@@ -85,6 +87,7 @@ impl Operation {
             Operation::Tools => "tools",
             Operation::Evaluate => "evaluate",
             Operation::Plan => "plan",
+            Operation::Chat => "chat",
         }
     }
 }

@@ -17,12 +17,15 @@
 //! - [`figures`]: calls, tokens, cost, fallbacks and approvals for `/metrics`.
 //! - [`ops`]: each operation's request parsed and answered once, for every door.
 //! - [`http`] and [`rpc`]: the REST routes (SSE, `/ws/ai`) and the `AIOps` NATS micro service.
+//! - [`openai`]: the OpenAI-compatible door (`/v1/chat/completions`, `/v1/models`) for
+//!   unmodified SDKs.
 
 pub mod agent;
 pub mod evaluate;
 pub mod figures;
 pub mod gateway;
 pub mod http;
+pub mod openai;
 pub mod ops;
 pub mod provider;
 pub mod route;

@@ -176,14 +176,7 @@ pub async fn handle(ai: &Ai, identity: &Identity, op: Op, body: Body) -> Result<
         }
         Op::RoutePrompt => {
             let prompt = required(&body, "prompt", MAX_PROMPT)?;
-            Ok(json!(
-                route::route(&ai.gateway, &caller, &prompt)
-                    .await
-                    .map_err(|e| match e {
-                        route::RouteError::NoProvider => GatewayError::NoProviders.into(),
-                        route::RouteError::Record(e) => ApiError::from(GatewayError::Record(e)),
-                    })?
-            ))
+            Ok(json!(route::route(&ai.gateway, &caller, &prompt).await?))
         }
         Op::GenerateStructuredOutput => {
             let prompt = required(&body, "prompt", MAX_PROMPT)?;
@@ -202,6 +195,7 @@ pub async fn handle(ai: &Ai, identity: &Identity, op: Op, body: Body) -> Result<
                 .unwrap_or(3) as u32;
             let provider = provider(&body, &ai.gateway)?;
             let ask = structured::Ask {
+                conversation: None,
                 prompt: &prompt,
                 schema: &schema,
                 max_attempts,
@@ -453,6 +447,15 @@ impl From<GatewayError> for ApiError {
                 ApiError::new(StatusCode::BAD_GATEWAY, "provider_failed", message, None)
             }
             GatewayError::Record(_) => ApiError::unavailable(message),
+        }
+    }
+}
+
+impl From<route::RouteError> for ApiError {
+    fn from(error: route::RouteError) -> Self {
+        match error {
+            route::RouteError::NoProvider => GatewayError::NoProviders.into(),
+            route::RouteError::Record(e) => GatewayError::Record(e).into(),
         }
     }
 }

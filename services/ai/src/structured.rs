@@ -27,6 +27,9 @@ pub struct Ask<'a> {
     pub provider: Option<&'a str>,
     /// Recorded with each model call: `Structured`, or `Plan` for the agent's planner.
     pub operation: Operation,
+    /// The conversation to answer (an OpenAI-style chat), instead of `prompt` alone; `prompt`
+    /// is then what is recorded.
+    pub conversation: Option<&'a Conversation>,
 }
 
 /// A valid output.
@@ -74,11 +77,22 @@ pub async fn generate(
 ) -> Result<Output, StructuredError> {
     let validator = check_schema(ask.schema)?;
     let output_id = uuid::Uuid::now_v7().to_string();
-    let mut conversation = Conversation::prompt(ask.prompt).system(format!(
+    let instruction = format!(
         "Answer with a single JSON value and nothing else: no prose, no code fence. \
          It must satisfy this JSON Schema:\n{}",
         ask.schema
-    ));
+    );
+    let mut conversation = match ask.conversation {
+        Some(given) => {
+            let mut conversation = given.clone();
+            conversation.system = Some(match conversation.system.take() {
+                Some(system) => format!("{system}\n\n{instruction}"),
+                None => instruction,
+            });
+            conversation
+        }
+        None => Conversation::prompt(ask.prompt).system(instruction),
+    };
     let mut errors = Vec::new();
     let mut last = None;
     for attempt in 1..=ask.max_attempts.clamp(1, MAX_ATTEMPTS) {
@@ -149,7 +163,7 @@ pub async fn generate(
 }
 
 /// The JSON in an answer, with a surrounding Markdown code fence tolerated.
-fn parse(text: &str) -> Result<Value, serde_json::Error> {
+pub fn parse(text: &str) -> Result<Value, serde_json::Error> {
     let trimmed = text.trim();
     let unfenced = trimmed
         .strip_prefix("```json")

@@ -128,10 +128,15 @@ async fn serve(
     let gateway = vibehq_ai::Gateway::new(settings.ai.clone(), log.clone())
         .context("cannot set up the AI gateway ([ai] in the config file)")?;
     let ai = vibehq_ai::ops::Ai::new(gateway, queue_state.queue.clone(), reader.clone(), handle);
-    let api = api.extend(
-        vibehq_ai::http::router(ai.clone()),
-        vibehq_ai::http::AiDoc::openapi(),
-    );
+    let api = api
+        .extend(
+            vibehq_ai::http::router(ai.clone()),
+            vibehq_ai::http::AiDoc::openapi(),
+        )
+        .extend(
+            vibehq_ai::openai::router(ai.clone()),
+            vibehq_ai::openai::OpenAiDoc::openapi(),
+        );
     let (pool, proxy) = match &settings.balancer {
         Some(config) => {
             let (mut spec, policy, strategy) = config.parts()?;

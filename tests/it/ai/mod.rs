@@ -22,6 +22,7 @@ mod anthropic;
 mod cli;
 mod gateway;
 mod input;
+mod openai;
 mod plans;
 mod replay;
 mod rpc;
@@ -84,8 +85,17 @@ impl Rig {
             log: live.log.clone(),
             nats_url: live.nats.url(),
         };
-        let routes = vibehq_ai::http::router(ai.clone());
-        let app = vibehq_api::router(state, vec![(routes, vibehq_ai::http::AiDoc::openapi())]);
+        let routes = vec![
+            (
+                vibehq_ai::http::router(ai.clone()),
+                vibehq_ai::http::AiDoc::openapi(),
+            ),
+            (
+                vibehq_ai::openai::router(ai.clone()),
+                vibehq_ai::openai::OpenAiDoc::openapi(),
+            ),
+        ];
+        let app = vibehq_api::router(state, routes);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

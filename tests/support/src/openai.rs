@@ -175,6 +175,7 @@ async fn push_script(
 
 async fn chat(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> Response {
     let model = request["model"].as_str().unwrap_or("fake").to_owned();
+    let request_streamed = request["stream"] == true;
     lock(&script.requests).push(request);
     let mut reply = lock(&script.replies)
         .pop_front()
@@ -182,6 +183,24 @@ async fn chat(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> 
     while let Reply::Slow { delay, then } = reply {
         tokio::time::sleep(delay).await;
         reply = *then;
+    }
+    // A streamed request gets its scripted answer streamed, as a real provider streams it.
+    if request_streamed {
+        reply = match reply {
+            Reply::Text(text) => {
+                Reply::Stream(text.split_inclusive(' ').map(str::to_owned).collect())
+            }
+            Reply::ToolCall { name, arguments } => {
+                let json = arguments.to_string();
+                let half = json.char_indices().nth(json.chars().count() / 2);
+                let (head, tail) = json.split_at(half.map_or(0, |(at, _)| at));
+                Reply::StreamToolCall {
+                    name,
+                    parts: vec![head.to_owned(), tail.to_owned()],
+                }
+            }
+            other => other,
+        };
     }
     match reply {
         Reply::Text(text) => Json(completion(

@@ -1,0 +1,233 @@
+//! The unmodified `openai` Python package, pointed at vibehq's `/v1` by its base URL: a chat,
+//! a streamed chat, a tool-call round trip with a caller-defined tool (also streamed), a
+//! `json_schema` answer and an unknown model; each call is a row of `ai_model_calls` with the
+//! caller's identity.
+
+use super::*;
+
+/// What the Python client reported, by case.
+fn cases(stdout: &str) -> BTreeMap<String, Value> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|case| Some((case["case"].as_str()?.to_owned(), case)))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_openai_python_package_chats_streams_and_calls_tools_through_the_gateway() {
+    let rig = Rig::start().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/python/openai_client.py"
+    );
+    let fake = rig.a.url();
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .env("OPENAI_BASE_URL", format!("{}/v1", rig.base))
+        .env("VIBEHQ_FAKE", fake.trim_end_matches("/v1"))
+        .output()
+        .await
+        .expect("python3 runs (pip install -r tests/python/requirements.txt)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let seen = cases(&stdout);
+    let case = |name: &str| {
+        seen.get(name)
+            .unwrap_or_else(|| panic!("no {name}: {stdout}"))
+    };
+
+    let ids = case("models")["ids"].as_array().expect("ids").clone();
+    for id in [
+        "vibehq/auto",
+        "vibehq/small",
+        "a/model-a",
+        "a/model-a-small",
+        "b/model-b",
+    ] {
+        assert!(ids.contains(&json!(id)), "{id} in {ids:?}");
+    }
+    let chat = case("chat");
+    assert_eq!(chat["content"], "Paris is the capital of France.");
+    assert_eq!(chat["finish"], "stop");
+    assert_eq!(chat["model"], "vibehq/small");
+    assert_eq!(chat["total_tokens"], 17, "the provider's usage");
+    let stream = case("stream");
+    assert_eq!(
+        stream["pieces"].as_array().map(|p| p.len() > 1),
+        Some(true),
+        "{stream}"
+    );
+    let text: String = stream["pieces"]
+        .as_array()
+        .expect("pieces")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(text, "one two three four");
+    assert_eq!(stream["finish"], "stop");
+    assert_eq!(stream["total_tokens"], 17);
+    let tools = case("tools");
+    assert_eq!(tools["finish"], "tool_calls");
+    assert_eq!(tools["name"], "get_weather");
+    assert_eq!(tools["arguments"], json!({"city": "Paris"}));
+    assert_eq!(tools["answer"], "It is 18 C in Paris.");
+    let streamed = case("streamed_tools");
+    assert_eq!(
+        (
+            &streamed["name"],
+            &streamed["arguments"],
+            &streamed["finish"]
+        ),
+        (
+            &json!("get_weather"),
+            &json!({"city": "Oslo"}),
+            &json!("tool_calls")
+        )
+    );
+    assert_eq!(
+        case("json_schema")["content"],
+        json!({"city": "Paris", "celsius": 18})
+    );
+    let unknown = case("unknown_model");
+    assert_eq!(
+        (&unknown["status"], &unknown["param"]),
+        (&json!(404), &json!("model"))
+    );
+
+    // What the provider was sent: the system prompt and settings, the caller's tool with its
+    // schema, and the tool's result tied to its call.
+    let sent = rig.a.requests();
+    let first = &sent[0];
+    assert_eq!(first["model"], "model-a-small");
+    assert_eq!(first["temperature"], 0.2);
+    assert_eq!(first["max_tokens"], 50);
+    assert!(
+        first["messages"]
+            .to_string()
+            .contains("Answer in one sentence."),
+        "{first}"
+    );
+    let round_trip = sent
+        .iter()
+        .find(|r| r["messages"].to_string().contains("18 C"))
+        .expect("the tool's result went to the provider");
+    assert!(
+        round_trip["tools"].to_string().contains("get_weather"),
+        "{round_trip}"
+    );
+    assert!(
+        round_trip["messages"].to_string().contains("tool_call_id"),
+        "{round_trip}"
+    );
+
+    // Every call is recorded with who made it.
+    let calls = rig
+        .rows("ai_model_calls", "worker_name", "acme-fixer")
+        .await;
+    let chats: Vec<_> = calls.iter().filter(|c| c["operation"] == "chat").collect();
+    assert!(chats.len() >= 6, "{calls:?}");
+    assert!(chats.iter().all(|c| c["container_name"] == "c1"));
+    assert!(chats.iter().any(|c| c["streamed"] == 1));
+}
+
+#[tokio::test]
+async fn a_chat_request_that_cannot_be_answered_names_its_field_in_openais_error_shape() {
+    let rig = Rig::start().await;
+    let chat = |body: Value| rig.post("/v1/chat/completions", body);
+    let user = json!([{"role": "user", "content": "hi"}]);
+    for (body, param) in [
+        (json!({"messages": user}), "model"),
+        (json!({"model": "vibehq/small"}), "messages"),
+        (json!({"model": "vibehq/small", "messages": []}), "messages"),
+        (
+            json!({"model": "vibehq/small", "messages": [{"role": "robot", "content": "hi"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"model": "vibehq/small", "messages": user, "temperature": 3}),
+            "temperature",
+        ),
+        (
+            json!({"model": "vibehq/small", "messages": user, "tools": [{"type": "function", "function": {"name": "bad name"}}]}),
+            "tools[0].function.name",
+        ),
+        (
+            json!({"model": "vibehq/small", "messages": user, "response_format": {"type": "json_schema"}}),
+            "response_format.json_schema.schema",
+        ),
+        (
+            json!({"model": "vibehq/small", "messages": user, "stop": 5}),
+            "stop",
+        ),
+    ] {
+        let (status, error) = chat(body.clone()).await;
+        assert_eq!(status, 400, "{body}: {error}");
+        assert_eq!(error["error"]["param"], param, "{body}: {error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    }
+    assert!(rig.a.requests().is_empty(), "nothing reached the provider");
+
+    // A stop sequence cuts the answer where it first occurs.
+    rig.a.push(Reply::Text("alpha beta STOP gamma".into()));
+    let (status, answer) =
+        chat(json!({"model": "vibehq/small", "messages": user, "stop": ["STOP"]})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], "alpha beta ");
+    assert_eq!(answer["object"], "chat.completion");
+}
+
+#[tokio::test]
+async fn the_vercel_ai_sdk_generates_streams_and_runs_tools_through_the_gateway() {
+    let rig = Rig::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/node/ai-sdk.mjs");
+    let fake = rig.a.url();
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .env("VIBEHQ_BASE_URL", &rig.base)
+        .env("VIBEHQ_FAKE", fake.trim_end_matches("/v1"))
+        .output()
+        .await
+        .expect("node runs (npm ci --prefix tests/node)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let seen = cases(&stdout);
+    let case = |name: &str| {
+        seen.get(name)
+            .unwrap_or_else(|| panic!("no {name}: {stdout}"))
+    };
+
+    let chat = case("chat");
+    assert_eq!(chat["text"], "Paris is the capital of France.");
+    assert_eq!(chat["finish"], "stop");
+    assert_eq!(chat["tokens"], 17);
+    let stream = case("stream");
+    let text: String = stream["pieces"]
+        .as_array()
+        .expect("pieces")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(text, "one two three four");
+    assert_eq!(stream["tokens"], 17, "{stream}");
+    let tools = case("tools");
+    assert_eq!(tools["calls"], json!(["Paris"]), "{tools}");
+    assert_eq!(tools["text"], "It is 18 C in Paris.");
+    let streamed = case("streamed_tools");
+    assert_eq!(streamed["calls"], json!(["Oslo"]), "{streamed}");
+    assert_eq!(streamed["text"], "Cold in Oslo.");
+    assert_eq!(
+        case("json_schema")["output"],
+        json!({"city": "Paris", "celsius": 18})
+    );
+
+    let calls = rig
+        .rows("ai_model_calls", "worker_name", "ai-sdk-app")
+        .await;
+    assert!(
+        calls.len() >= 7 && calls.iter().all(|c| c["container_name"] == "web-1"),
+        "{calls:?}"
+    );
+}
