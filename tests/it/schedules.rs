@@ -101,9 +101,11 @@ async fn a_cron_schedule_fires_on_time_three_times_and_each_firing_is_a_row() {
         .map(|r| r["fired_at_ms"].as_i64().expect("ms"))
         .collect();
     for pair in due.windows(2) {
+        // The server's store times: ~2000 ms apart when idle; a store on a 2-core machine
+        // running every test at once has been seen ~150 ms late.
         let period = pair[1] - pair[0];
         assert!(
-            (1900..=2100).contains(&period),
+            (1750..=2250).contains(&period),
             "fired {period} ms apart: {rows:?}"
         );
     }

@@ -423,8 +423,8 @@ impl Agents {
         })
     }
 
-    /// Advances `plan_id` whenever the queue task of its first running step changes, until
-    /// no step runs. Each change is announced on the task's subject; the projection is read
+    /// Advances `plan_id` whenever the queue task of its first running step changes, while
+    /// the plan runs (not once it is done, stopped or waiting for a human). Each change is announced on the task's subject; the projection is read
     /// once it has caught up with the tasks stream. A restart drops this watch; reading the
     /// plan (`getPlan`) advances it again.
     fn watch(&self, plan_id: String) {
@@ -434,14 +434,19 @@ impl Agents {
             let mut following: Option<(String, async_nats::Subscriber)> = None;
             loop {
                 // Checked once before the first change too: the task may have ended already.
-                if let Ok(info) = agents.gateway.log().stream_info(StreamKind::Tasks).await {
-                    let last = info.state.last_sequence;
-                    agents
-                        .projector
-                        .wait_for(StreamKind::Tasks, last, READ_YOUR_WRITES)
-                        .await;
+                // The plan's own rows and its queue tasks' are read once projected.
+                for stream in [StreamKind::Tasks, StreamKind::Ai] {
+                    if let Ok(info) = agents.gateway.log().stream_info(stream).await {
+                        let last = info.state.last_sequence;
+                        agents
+                            .projector
+                            .wait_for(stream, last, READ_YOUR_WRITES)
+                            .await;
+                    }
                 }
                 let running = match agents.advance_from(&plan_id, 0, false).await {
+                    // Done, stopped, or waiting for a human: nothing left to follow.
+                    Ok(plan) if plan.status != "running" => return,
                     Ok(plan) => plan
                         .tasks
                         .iter()
@@ -449,11 +454,15 @@ impl Agents {
                         .map(|t| text(t, "queue_task_id").to_owned()),
                     Err(error) => {
                         tracing::warn!(%plan_id, %error, "cannot advance the plan");
-                        following.as_ref().map(|(id, _)| id.clone())
+                        None
                     }
                 };
-                let Some(queue_task_id) = running else {
-                    return;
+                // No step shows running yet (the projection, or another process, is behind):
+                // keep following what was followed, or look again shortly.
+                let followed = following.as_ref().map(|(id, _)| id.clone());
+                let Some(queue_task_id) = running.or(followed) else {
+                    tokio::time::sleep(WATCH_RECHECK).await;
+                    continue;
                 };
                 if following
                     .as_ref()

@@ -31,7 +31,6 @@ use vibehq_api::body::Body;
 use vibehq_api::error::ApiError;
 
 use crate::gateway::{Operation, Reply, Request};
-use crate::ops::Ai;
 use crate::provider::{Answer, Conversation, Delta, Tier, ToolCall, ToolSpec, Turn};
 use crate::structured;
 use crate::{Actor, Gateway};
@@ -47,12 +46,12 @@ pub const ALIASES: [&str; 4] = [
 /// Longest a chat's messages may be in all, in bytes.
 const MAX_CHAT: usize = 1 << 20;
 
-/// The OpenAI-compatible routes.
-pub fn router(ai: Ai) -> axum::Router {
+/// The OpenAI-compatible routes: the gateway is all they need.
+pub fn router(gateway: Gateway) -> axum::Router {
     axum::Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
-        .with_state(ai)
+        .with_state(gateway)
 }
 
 /// An error in OpenAI's shape: the same status and words as every other vibehq refusal.
@@ -96,12 +95,12 @@ pub struct OpenAiDoc;
 /// The configured models and the aliases, as OpenAI lists models.
 #[utoipa::path(get, path = "/v1/models", tag = "openai",
     responses((status = 200, description = "OpenAI's model list: the aliases vibehq/auto, vibehq/small, vibehq/medium, vibehq/large, then each provider's models as <provider>/<model>", body = Object)))]
-async fn models(State(ai): State<Ai>) -> Json<Value> {
+async fn models(State(gateway): State<Gateway>) -> Json<Value> {
     let mut data: Vec<Value> = ALIASES
         .iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "vibehq"}))
         .collect();
-    for provider in ai.gateway.providers() {
+    for provider in gateway.providers() {
         let mut seen = Vec::new();
         for tier in [Tier::Small, Tier::Medium, Tier::Large] {
             let model = provider.model_for(tier);
@@ -503,20 +502,20 @@ fn caller(headers: &HeaderMap, body: &Body, identity: &Identity) -> Result<Actor
         (status = 404, description = "Unknown model (code model_not_found)", body = Object),
         (status = 502, description = "Every provider failed", body = Object)))]
 async fn chat(
-    State(ai): State<Ai>,
+    State(gateway): State<Gateway>,
     identity: Identity,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
     let body = Body::from_json(&body)?;
     let caller = caller(&headers, &body, &identity)?;
-    let chat = Chat::parse(&body, &ai.gateway)?;
-    let (tier, provider) = chat.target(&ai.gateway, &caller).await?;
+    let chat = Chat::parse(&body, &gateway)?;
+    let (tier, provider) = chat.target(&gateway, &caller).await?;
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
     if chat.stream {
-        return Ok(stream(ai, caller, chat, tier, provider, created).into_response());
+        return Ok(stream(gateway, caller, chat, tier, provider, created).into_response());
     }
-    let answer = answer(&ai.gateway, &caller, &chat, tier, provider.as_deref()).await?;
+    let answer = answer(&gateway, &caller, &chat, tier, provider.as_deref()).await?;
     Ok(Json(completion(&chat, &answer, created)).into_response())
 }
 
@@ -679,7 +678,7 @@ fn completion(chat: &Chat, answered: &Answered, created: i64) -> Value {
 
 /// A streamed chat: `chat.completion.chunk`s as Server-Sent Events, then `[DONE]`.
 fn stream(
-    ai: Ai,
+    gateway: Gateway,
     caller: Actor,
     chat: Chat,
     tier: Tier,
@@ -710,7 +709,7 @@ fn stream(
         ));
         let finished = if chat.schema.is_some() {
             // A JSON answer is shown once it is valid: validated and repaired first.
-            answer(&ai.gateway, &caller, &chat, tier, provider.as_deref())
+            answer(&gateway, &caller, &chat, tier, provider.as_deref())
                 .await
                 .map(|answered| {
                     let _ = tx.send(chunk(delta(json!({"content": answered.text}), None), None));
@@ -740,7 +739,7 @@ fn stream(
                 };
                 let _ = events.send(send(delta(piece, None), None));
             };
-            ai.gateway
+            gateway
                 .stream(
                     request(&caller, &chat, tier, provider.as_deref()),
                     &mut sink,

@@ -134,7 +134,7 @@ async fn serve(
             vibehq_ai::http::AiDoc::openapi(),
         )
         .extend(
-            vibehq_ai::openai::router(ai.clone()),
+            vibehq_ai::openai::router(ai.gateway.clone()),
             vibehq_ai::openai::OpenAiDoc::openapi(),
         );
     let (pool, proxy) = match &settings.balancer {

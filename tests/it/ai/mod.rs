@@ -91,7 +91,7 @@ impl Rig {
                 vibehq_ai::http::AiDoc::openapi(),
             ),
             (
-                vibehq_ai::openai::router(ai.clone()),
+                vibehq_ai::openai::router(ai.gateway.clone()),
                 vibehq_ai::openai::OpenAiDoc::openapi(),
             ),
         ];
