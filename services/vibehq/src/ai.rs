@@ -156,6 +156,26 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         steps: Option<PathBuf>,
     },
+    /// Write a README for a worker's folder from its code and config, through the gateway
+    /// (the seed's readme-generator).
+    ///
+    /// Reads the folder's source and config files (Rust, Python, TypeScript/JavaScript, TOML,
+    /// JSON, YAML, shell, Dockerfile; not target/, node_modules/ or dot folders; at most 16 KiB
+    /// a file and 96 KiB in all, the rest named but not sent), asks the model for a README of
+    /// what the worker does, how to configure, run and test it, and writes PATH/README.md. An
+    /// existing README is kept unless --force.
+    Readme {
+        /// The worker's folder.
+        path: PathBuf,
+        /// Where to write it; `-` prints it [default: PATH/README.md].
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace an existing README.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        model: Model,
+    },
     /// Show a plan's steps and its approvals.
     PlanStatus {
         /// The plan's id, as `vibehq ai plan` printed it.
@@ -355,6 +375,47 @@ pub async fn run(settings: Settings, args: AiArgs) -> Result<()> {
                 "tier": model.tier, "provider": model.provider,
             });
             show(&api.post(&["evaluate"], body).await?, &print_evaluation);
+        }
+        Command::Readme {
+            path,
+            output,
+            force,
+            model,
+        } => {
+            let output = output.unwrap_or_else(|| path.join("README.md"));
+            let printing = output == Path::new("-");
+            if !printing && output.exists() && !force {
+                bail!(
+                    "{} exists; pass --force to replace it, or --output to write elsewhere",
+                    output.display()
+                );
+            }
+            let folder = crate::readme::Folder::read(&path)?;
+            eprintln!(
+                "read {} files ({} bytes) of {}{}; asking the model…",
+                folder.files.len(),
+                folder.bytes(),
+                path.display(),
+                if folder.left_out.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} more named only", folder.left_out.len())
+                }
+            );
+            let body = json!({
+                "prompt": folder.prompt(), "system": crate::readme::SYSTEM,
+                "tier": model.tier, "provider": model.provider,
+            });
+            let reply = api.post(&["ask"], body).await?;
+            let text = crate::readme::unfence(field(&reply["answer"], "text"));
+            if printing {
+                println!("{text}");
+            } else {
+                std::fs::write(&output, format!("{}\n", text.trim_end()))
+                    .with_context(|| format!("cannot write {}", output.display()))?;
+                eprintln!("wrote {}", output.display());
+            }
+            eprintln!("{}", summary(&reply));
         }
         Command::Plan { goal, steps } => {
             let steps = steps

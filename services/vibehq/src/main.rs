@@ -12,6 +12,7 @@ mod key;
 mod lanes;
 mod nats_auth;
 mod pause;
+mod readme;
 mod replay;
 mod rpc;
 mod schedule;

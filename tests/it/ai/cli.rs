@@ -124,3 +124,51 @@ async fn vibehq_ai_fails_with_the_servers_reason_or_names_the_unreadable_file() 
         "a refused call reached a provider"
     );
 }
+
+#[tokio::test]
+async fn vibehq_ai_readme_writes_a_workers_readme_from_its_code_through_the_gateway() {
+    let rig = Rig::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let worker = dir.path().join("acme-fixer");
+    std::fs::create_dir_all(worker.join("src")).expect("dir");
+    std::fs::write(
+        worker.join("Cargo.toml"),
+        "[package]\nname = \"acme-fixer\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        worker.join("src/main.rs"),
+        "// handles the `fix-disk` command\nfn main() {}\n",
+    )
+    .expect("write");
+    let path = worker.to_string_lossy().into_owned();
+
+    rig.a.push(text(
+        "```markdown\n# acme-fixer\n\nHandles the `fix-disk` command.\n```",
+    ));
+    let (ok, _, stderr) = aicli(&rig, &["readme", &path]).await;
+    assert!(ok, "{stderr}");
+    let readme = std::fs::read_to_string(worker.join("README.md")).expect("README written");
+    assert_eq!(readme, "# acme-fixer\n\nHandles the `fix-disk` command.\n");
+    assert!(stderr.contains("read 2 files"), "{stderr}");
+    // The model was shown the code, with the instructions.
+    let sent = rig.a.requests();
+    let asked = sent.last().expect("a request").to_string();
+    assert!(
+        asked.contains("fix-disk") && asked.contains("README.md"),
+        "{asked}"
+    );
+    let request_id = stderr
+        .lines()
+        .find(|l| l.contains("request "))
+        .and_then(|l| l.rsplit(' ').next())
+        .expect("a summary");
+    let calls = rig.rows("ai_model_calls", "request_id", request_id).await;
+    assert_eq!(calls[0]["worker_name"], "cli-test");
+
+    // An existing README is kept unless --force.
+    let (ok, _, stderr) = aicli(&rig, &["readme", &path]).await;
+    assert!(!ok && stderr.contains("--force"), "{stderr}");
+    let (ok, _, stderr) = aicli(&rig, &["readme", "/no/such/folder"]).await;
+    assert!(!ok && stderr.contains("is not a folder"), "{stderr}");
+}
