@@ -127,6 +127,11 @@ async fn bad_input_gets_a_4xx_json_error_naming_the_field() {
             400,
             "healthy",
         ),
+        (
+            "/api/tables/container_tasks?worker_name=a&worker_name=b",
+            400,
+            "worker_name",
+        ),
         ("/api/tables/no_such_table", 404, "table"),
         ("/api/tables/container_tasks/no-such-task", 404, "key"),
         ("/api/nothing-here", 404, "path"),

@@ -401,7 +401,7 @@ fn finish(tx: &mpsc::UnboundedSender<Named>, result: Result<Value, ApiError>) {
         Err(error) => (
             "error",
             json!(ErrorBody {
-                error: error.detail
+                error: *error.detail
             }),
         ),
     });
@@ -438,7 +438,7 @@ async fn serve_socket(mut socket: WebSocket, ai: Ai, identity: Identity) {
                     &mut socket,
                     "error",
                     json!(ErrorBody {
-                        error: refusal.detail
+                        error: *refusal.detail
                     }),
                 )
                 .await
@@ -456,7 +456,7 @@ async fn serve_socket(mut socket: WebSocket, ai: Ai, identity: Identity) {
                 let (name, data) = (
                     "error",
                     json!(ErrorBody {
-                        error: error.detail
+                        error: *error.detail
                     }),
                 );
                 if send(&mut socket, name, data).await.is_err() {

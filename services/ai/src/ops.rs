@@ -414,40 +414,53 @@ fn provider(body: &Body, gateway: &Gateway) -> Result<Option<String>, ApiError> 
 
 impl From<GatewayError> for ApiError {
     fn from(error: GatewayError) -> Self {
-        let message = error.to_string();
-        match error {
-            GatewayError::UnknownProvider(_) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_provider",
-                message,
-                Some("provider".into()),
-            ),
-            GatewayError::NoProviders => {
-                ApiError::new(StatusCode::CONFLICT, "not_configured", message, None)
-            }
-            GatewayError::Exhausted {
-                rate_limited: true,
-                retry_after,
-                ..
-            } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "rate_limited",
-                match retry_after {
-                    Some(wait) => format!(
-                        "every provider asked to wait (retry after {:.1} s): {message}",
-                        wait.as_secs_f64()
-                    ),
-                    None => format!("every provider is rate limiting: {message}"),
-                },
-                None,
-            ),
-            GatewayError::Exhausted { .. }
-            | GatewayError::Failed { .. }
-            | GatewayError::Interrupted { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "provider_failed", message, None)
-            }
-            GatewayError::Record(_) => ApiError::unavailable(message),
+        let request_id = match &error {
+            GatewayError::Exhausted { request_id, .. }
+            | GatewayError::Failed { request_id, .. }
+            | GatewayError::Interrupted { request_id, .. } => Some(request_id.clone()),
+            _ => None,
+        };
+        let mut refusal = refuse(error);
+        refusal.detail.request_id = request_id;
+        refusal
+    }
+}
+
+/// The status, code and words of a gateway error.
+fn refuse(error: GatewayError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        GatewayError::UnknownProvider(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_provider",
+            message,
+            Some("provider".into()),
+        ),
+        GatewayError::NoProviders => {
+            ApiError::new(StatusCode::CONFLICT, "not_configured", message, None)
         }
+        GatewayError::Exhausted {
+            rate_limited: true,
+            retry_after,
+            ..
+        } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rate_limited",
+            match retry_after {
+                Some(wait) => format!(
+                    "every provider asked to wait (retry after {:.1} s): {message}",
+                    wait.as_secs_f64()
+                ),
+                None => format!("every provider is rate limiting: {message}"),
+            },
+            None,
+        ),
+        GatewayError::Exhausted { .. }
+        | GatewayError::Failed { .. }
+        | GatewayError::Interrupted { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "provider_failed", message, None)
+        }
+        GatewayError::Record(_) => ApiError::unavailable(message),
     }
 }
 

@@ -29,13 +29,17 @@ pub struct ErrorDetail {
     /// For `outcome_unknown` of a bulk submission: every task's id, in input order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_ids: Option<Vec<String>>,
+    /// For a model call that failed: its id, whose attempts `vibehq audit ai-call` shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// An error that renders as [`ErrorBody`] with its HTTP status.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub detail: ErrorDetail,
+    /// Boxed: errors travel in every `Result` of the request path, which should stay small.
+    pub detail: Box<ErrorDetail>,
 }
 
 impl ApiError {
@@ -77,20 +81,27 @@ impl ApiError {
     ) -> Self {
         Self {
             status,
-            detail: ErrorDetail {
+            detail: Box::new(ErrorDetail {
                 code,
                 message: message.into(),
                 field,
                 task_id: None,
                 task_ids: None,
-            },
+                request_id: None,
+            }),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.detail })).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                error: *self.detail,
+            }),
+        )
+            .into_response()
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`auth`]: bearer tokens (required beyond loopback).
 //! - [`error`]: the JSON error body.
 //! - [`body`]: JSON request bodies, parsed so every error names its field (REST and RPC alike).
+//! - [`params`]: query parameters, each given at most once.
 //! - [`rpc`]: the plumbing of the NATS micro services (`$SRV.*`) other services expose.
 
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod body;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod params;
 pub mod rpc;
 pub mod tables;
 

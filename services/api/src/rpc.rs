@@ -279,7 +279,7 @@ pub fn json(value: &impl Serialize) -> Result<Bytes, ApiError> {
 pub fn service_error(error: ApiError) -> service::error::Error {
     let code = usize::from(error.status.as_u16());
     let body = ErrorBody {
-        error: error.detail,
+        error: *error.detail,
     };
     // Compact JSON escapes every control character inside strings, so the description has no
     // raw CR or LF and is a valid header value (async-nats panics on one that is not).

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::params::Params;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -94,7 +95,7 @@ pub async fn index() -> Json<Vec<TableInfo>> {
 pub async fn list(
     State(state): State<AppState>,
     Path(table): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Json<RowsPage>, ApiError> {
     let table = lookup(&table)?;
     Ok(Json(
@@ -155,7 +156,7 @@ pub async fn get_row(
 pub async fn get(
     State(state): State<AppState>,
     Path((table, key)): Path<(String, String)>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let table = lookup(&table)?;
     let row = get_row(&state.reader, &state.projector, table, &key, params).await?;

@@ -1,16 +1,15 @@
 //! The load balancer's REST API, its health endpoint and `/ws/containers`.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use vibehq_api::auth::Identity;
 use vibehq_api::error::{ApiError, ErrorBody};
+use vibehq_api::params::Params;
 use vibehq_projector::Reader;
 
 use crate::Error;
@@ -198,7 +197,7 @@ pub struct WorkerUsage {
 )]
 async fn usage(
     State(state): State<BalancerState>,
-    Query(mut params): Query<HashMap<String, String>>,
+    Params(mut params): Params,
 ) -> Result<Json<Vec<WorkerUsage>>, ApiError> {
     let worker = params.remove("worker_name");
     if let Some(unknown) = params.keys().next() {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +18,7 @@ use serde_json::Value;
 use vibehq_api::auth::Identity;
 use vibehq_api::body::{MAX_BODY, too_large, unprocessable};
 use vibehq_api::error::{ApiError, ErrorBody};
+use vibehq_api::params::Params;
 use vibehq_api::tables::RowsPage;
 
 use crate::ops::{self, Op, QueueState, Written};
@@ -153,7 +154,7 @@ pub async fn submit(
 pub async fn list(
     State(state): State<QueueState>,
     identity: Identity,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     answer(&state, &identity, Op::GetTasks, query(params)).await
 }
@@ -166,7 +167,7 @@ pub async fn get_task(
     State(state): State<QueueState>,
     identity: Identity,
     Path(task_id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     let mut input = query(params);
     if let Value::Object(map) = &mut input {
@@ -362,7 +363,7 @@ pub async fn retry(
     responses((status = 200, body = Vec<crate::stats::LaneLoad>)))]
 pub async fn queues(
     State(state): State<QueueState>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     if let Some(unknown) = params.keys().next() {
         return Err(ApiError::invalid(
@@ -384,7 +385,7 @@ pub async fn queues(
     responses((status = 200, body = Vec<crate::stats::Minute>), (status = 400, body = ErrorBody)))]
 pub async fn throughput(
     State(state): State<QueueState>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     let mut minutes = 60;
     for (name, value) in &params {
@@ -449,7 +450,7 @@ pub async fn resume(
 pub async fn pauses(
     State(state): State<QueueState>,
     identity: Identity,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     answer(&state, &identity, Op::GetPauses, query(params)).await
 }
@@ -483,7 +484,7 @@ pub async fn create_schedule(
 pub async fn list_schedules(
     State(state): State<QueueState>,
     identity: Identity,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     answer(&state, &identity, Op::GetSchedules, query(params)).await
 }
@@ -496,7 +497,7 @@ pub async fn get_schedule(
     State(state): State<QueueState>,
     identity: Identity,
     Path(schedule_id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     let input = with_schedule(schedule_id, query(params));
     answer(&state, &identity, Op::GetSchedule, input).await
@@ -631,7 +632,7 @@ pub async fn get_key(
 pub async fn list_keys(
     State(state): State<QueueState>,
     identity: Identity,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     answer(&state, &identity, Op::GetKeys, query(params)).await
 }

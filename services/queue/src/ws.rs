@@ -18,9 +18,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -28,6 +28,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tracing::Instrument;
 use vibehq_api::error::{ApiError, ErrorBody};
+use vibehq_api::params::Params;
 use vibehq_events::task::lifecycle::{self, State as TaskState, Task};
 use vibehq_events::{Envelope, Payload, Recorded, StreamKind};
 
@@ -161,7 +162,7 @@ fn non_empty(field: &str, value: String) -> Result<String, ApiError> {
     ))]
 pub async fn tasks(
     State(state): State<QueueState>,
-    Query(params): Query<HashMap<String, String>>,
+    Params(params): Params,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let filter = Filter::parse(params)?;

@@ -98,6 +98,15 @@ async fn a_slow_provider_times_out_and_the_next_answers_and_server_errors_fall_b
         .await;
     assert_eq!(status, 502, "{error}");
     assert_eq!(error["error"]["code"], "provider_failed");
+    // The refusal names the call, whose attempts were recorded (`vibehq audit ai-call`).
+    let failed = rig.attempts(&error["error"]).await;
+    assert_eq!(
+        failed
+            .iter()
+            .map(|a| a["outcome"].clone())
+            .collect::<Vec<_>>(),
+        [json!("server_error"), json!("server_error")]
+    );
 }
 
 #[tokio::test]
