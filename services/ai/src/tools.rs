@@ -83,8 +83,12 @@ pub struct Called {
     pub tool_name: String,
     #[schema(value_type = Object)]
     pub arguments: Value,
+    /// What the tool answered (null when it failed).
     #[schema(value_type = Object)]
     pub result: Value,
+    /// Why it failed (bad arguments, or the tool's own error), as the model was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub duration_ms: f64,
 }
 
@@ -214,6 +218,7 @@ impl Registry {
                 tool_name: name.to_owned(),
                 arguments,
                 result,
+                error: None,
                 duration_ms,
             }),
             Err(_) if !problems.is_empty() => Err(ToolError::InvalidArguments {
@@ -348,6 +353,7 @@ pub async fn run(
                 run_id: Some(&run_id),
                 step: Some(step),
             };
+            let called_at = std::time::Instant::now();
             let outcome = registry
                 .call(gateway, caller, &call.name, call.arguments.clone(), within)
                 .await;
@@ -374,6 +380,19 @@ pub async fn run(
                 Err(ToolError::Failed { call_id, error, .. }) => (call_id, None, Some(error)),
                 Err(other) => return Err(other),
             };
+            if let Some(error) = &error
+                && !call_id.is_empty()
+            {
+                // A recorded call that failed is one of the run's calls too.
+                calls.push(Called {
+                    call_id: call_id.clone(),
+                    tool_name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                    result: Value::Null,
+                    error: Some(error.clone()),
+                    duration_ms: called_at.elapsed().as_secs_f64() * 1000.0,
+                });
+            }
             if let Some(sink) = on_event.as_deref_mut() {
                 sink(RunEvent::ToolResult {
                     step,

@@ -104,3 +104,38 @@ async fn a_streamed_two_step_tool_loop_calls_a_built_in_tool_and_the_deltas_reas
     assert_eq!(streams[0]["tool_calls"][0]["name"], "get_task_status");
     assert!(streams.iter().all(|s| s["worker_name"] == "specialist-2"));
 }
+
+#[tokio::test]
+async fn a_runs_failed_tool_calls_are_among_its_calls_as_they_are_in_the_table() {
+    let rig = Rig::start().await;
+    rig.a.push(Reply::ToolCall {
+        name: "get_task_status".into(),
+        arguments: json!({"wrong": 1}),
+    });
+    rig.a.push(text("I could not look it up."));
+    let (status, done) = rig
+        .post(
+            "/api/ai/runs",
+            json!({"worker_name": "w", "prompt": "How is task x?"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let calls = done["calls"].as_array().expect("calls");
+    assert_eq!(calls.len(), 1, "{done}");
+    assert_eq!(calls[0]["tool_name"], "get_task_status");
+    assert!(
+        calls[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("invalid arguments")),
+        "{done}"
+    );
+    let recorded = rig
+        .rows(
+            "ai_tool_calls",
+            "run_id",
+            done["run_id"].as_str().expect("id"),
+        )
+        .await;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0]["call_id"], calls[0]["call_id"]);
+}
