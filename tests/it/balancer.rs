@@ -794,6 +794,7 @@ async fn the_live_feed_sends_the_status_then_every_change() {
         "/api/containers/{container_id}/restart",
         "/api/containers/usage",
         "/health/load-balancer",
+        "/ws/containers",
     ] {
         assert!(
             doc["paths"][path].is_object(),

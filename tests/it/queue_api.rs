@@ -70,6 +70,9 @@ async fn the_rest_api_runs_a_task_from_submission_to_completion() {
         "/api/tasks/claim",
         "/api/tasks/{task_id}/complete",
         "/api/tasks/{task_id}/fail",
+        "/api/keys/{key}",
+        "/api/keys",
+        "/ws/tasks",
     ] {
         assert!(doc["paths"].get(path).is_some(), "OpenAPI lacks {path}");
     }

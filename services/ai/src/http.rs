@@ -58,7 +58,8 @@ pub fn router(ai: Ai) -> axum::Router {
         create_plan,
         get_plan,
         approve,
-        reject
+        reject,
+        live
     ),
     components(schemas(
         ToolSpec,
@@ -423,6 +424,11 @@ fn sse(
 /// `/ws/ai`: send one request `{"op": "ask" | "runTools", …the same body…}`; receive each
 /// event as `{"event": name, "data": …}`, ending with `done` or `error`. Several requests may
 /// follow one another on one connection.
+#[utoipa::path(get, path = "/ws/ai", tag = "ai",
+    responses(
+        (status = 101, description = "Switching Protocols. Send a text message `{\"op\": \"ask\" | \"runTools\", …the same body as POST /api/ai/ask or /api/ai/runs…}`; receive `{\"event\": name, \"data\": …}` messages (delta, step, tool_result), ending with done or error"),
+        (status = 400, body = ErrorBody, description = "Not a WebSocket upgrade"),
+    ))]
 async fn live(State(ai): State<Ai>, identity: Identity, upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(move |socket| serve_socket(socket, ai, identity))
 }

@@ -65,7 +65,7 @@ pub fn router(state: BalancerState) -> axum::Router {
 /// The balancer's part of the OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(scale, status, instance_health, restart, usage, health),
+    paths(scale, status, instance_health, restart, usage, health, live),
     components(schemas(PoolStatus, InstanceStatus, BalancerHealth, WorkerUsage, ErrorBody))
 )]
 pub struct BalancerDoc;
@@ -299,6 +299,11 @@ pub(crate) fn balancer_health(state: &BalancerState) -> (StatusCode, BalancerHea
 }
 
 /// `GET /ws/containers`: the pool's status, then every instance change as it happens.
+#[utoipa::path(get, path = "/ws/containers", tag = "containers",
+    responses(
+        (status = 101, description = "Switching Protocols. The first WebSocket text message is the pool's status (as GET /api/containers/status answers it); each one after is an instance change"),
+        (status = 409, body = ErrorBody, description = "No load balancer is configured ([balancer] in the config file)"),
+    ))]
 async fn live(State(state): State<BalancerState>, upgrade: WebSocketUpgrade) -> Response {
     match state.pool() {
         Ok(pool) => {

@@ -176,6 +176,11 @@ async fn a_chat_request_that_cannot_be_answered_names_its_field_in_openais_error
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["choices"][0]["message"]["content"], "alpha beta ");
     assert_eq!(answer["object"], "chat.completion");
+
+    let (_, doc) = crate::common::get_json(&format!("{}/openapi.json", rig.base)).await;
+    for path in ["/v1/chat/completions", "/v1/models", "/ws/ai"] {
+        assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
+    }
 }
 
 #[tokio::test]
