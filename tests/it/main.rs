@@ -5,6 +5,7 @@ mod ai;
 mod api;
 mod balancer;
 mod cli;
+mod client;
 mod cluster;
 mod common;
 mod crash;
