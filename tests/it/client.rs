@@ -125,3 +125,22 @@ async fn a_worker_submits_claims_reports_and_watches_through_the_client() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_python_client_does_a_workers_round_against_a_real_vibehq() {
+    let (_live, _h, base) = serve().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../clients/python/test_client.py"
+    );
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .env("VIBEHQ_URL", &base)
+        .output()
+        .await
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "ok");
+}
