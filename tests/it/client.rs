@@ -144,3 +144,23 @@ async fn the_python_client_does_a_workers_round_against_a_real_vibehq() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert_eq!(stdout.trim(), "ok");
 }
+
+#[tokio::test]
+async fn the_typescript_client_does_a_workers_round_and_watches_the_feed() {
+    let (_live, _h, base) = serve().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../clients/typescript/test.mjs"
+    );
+    let output = tokio::process::Command::new("node")
+        // Node 20's WebSocket is behind this flag (on by default from 22).
+        .args(["--experimental-websocket", "--no-warnings", script])
+        .env("VIBEHQ_URL", &base)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "ok");
+}
