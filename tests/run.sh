@@ -35,6 +35,11 @@ echo "==> tests"
 cargo build -p vibehq-test-support --bin vibehq-echo --locked
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
+  # Tests that build a whole project (`vibehq new worker`'s Rust crate), on their own so they
+  # do not compete for the cores with the timing-sensitive ones.
+  echo "==> tests that build projects"
+  cargo nextest run --workspace --locked --no-fail-fast --run-ignored only
 else
   cargo test --workspace --locked
+  cargo test --workspace --locked -- --ignored
 fi

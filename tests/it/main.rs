@@ -15,6 +15,7 @@ mod dependencies;
 mod docker;
 mod keys;
 mod metrics;
+mod new_worker;
 mod outage;
 mod pauses;
 mod projection;

@@ -11,6 +11,7 @@ mod config;
 mod key;
 mod lanes;
 mod nats_auth;
+mod new;
 mod pause;
 mod readme;
 mod replay;
@@ -85,6 +86,7 @@ enum Command {
     /// written. A refusal prints the server's message and the field at fault and exits non-zero;
     /// --json prints the server's answer as it is.
     Ai(ai::AiArgs),
+    New(new::NewArgs),
     NatsAuth(nats_auth::NatsAuthArgs),
     Lanes(lanes::LanesArgs),
     /// Apply the schema migrations to a SQLite file (creating it), e.g. to inspect the schema.
@@ -150,6 +152,7 @@ async fn run(command: Command, settings: config::Settings) -> Result<()> {
         Command::Resume(args) => pause::resume(settings, args).await,
         Command::Key(args) => key::run(settings, args).await,
         Command::Ai(args) => ai::run(settings, args).await,
+        Command::New(args) => new::run(args),
         Command::NatsAuth(args) => nats_auth::run(args),
         Command::Lanes(args) => lanes::run(settings, args).await,
         Command::Migrate { database } => {
