@@ -129,38 +129,28 @@ async fn a_worker_submits_claims_reports_and_watches_through_the_client() {
 #[tokio::test]
 async fn the_python_client_does_a_workers_round_against_a_real_vibehq() {
     let (_live, _h, base) = serve().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../clients/python/test_client.py"
-    );
-    let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .env("VIBEHQ_URL", &base)
-        .output()
-        .await
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let stdout = crate::common::outside_client(
+        "python3",
+        &["clients/python/test_client.py"],
+        &[("VIBEHQ_URL", base.as_str())],
+    )
+    .await;
     assert_eq!(stdout.trim(), "ok");
 }
 
 #[tokio::test]
 async fn the_typescript_client_does_a_workers_round_and_watches_the_feed() {
     let (_live, _h, base) = serve().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../clients/typescript/test.mjs"
-    );
-    let output = tokio::process::Command::new("node")
-        // Node 20's WebSocket is behind this flag (on by default from 22).
-        .args(["--experimental-websocket", "--no-warnings", script])
-        .env("VIBEHQ_URL", &base)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    // Node 20's WebSocket is behind this flag (on by default from 22).
+    let stdout = crate::common::outside_client(
+        "node",
+        &[
+            "--experimental-websocket",
+            "--no-warnings",
+            "clients/typescript/test.mjs",
+        ],
+        &[("VIBEHQ_URL", base.as_str())],
+    )
+    .await;
     assert_eq!(stdout.trim(), "ok");
 }

@@ -323,3 +323,23 @@ pub async fn call(
         None => Ok(serde_json::from_slice(&reply.payload).expect("a JSON answer")),
     }
 }
+
+/// Runs an outside client (`python3 script`, `node script`) from the repository with `env`,
+/// which must succeed; its stdout.
+pub async fn outside_client(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(&root)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{program} runs (tests/run.sh installs the clients): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{program} {args:?}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

@@ -17,21 +17,16 @@ fn cases(stdout: &str) -> BTreeMap<String, Value> {
 #[tokio::test]
 async fn the_openai_python_package_chats_streams_and_calls_tools_through_the_gateway() {
     let rig = Rig::start().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/python/openai_client.py"
-    );
     let fake = rig.a.url();
-    let output = tokio::process::Command::new("python3")
-        .arg(script)
-        .env("OPENAI_BASE_URL", format!("{}/v1", rig.base))
-        .env("VIBEHQ_FAKE", fake.trim_end_matches("/v1"))
-        .output()
-        .await
-        .expect("python3 runs (pip install -r tests/python/requirements.txt)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let stdout = crate::common::outside_client(
+        "python3",
+        &["tests/python/openai_client.py"],
+        &[
+            ("OPENAI_BASE_URL", &format!("{}/v1", rig.base)),
+            ("VIBEHQ_FAKE", fake.trim_end_matches("/v1")),
+        ],
+    )
+    .await;
     let seen = cases(&stdout);
     let case = |name: &str| {
         seen.get(name)
@@ -186,18 +181,16 @@ async fn a_chat_request_that_cannot_be_answered_names_its_field_in_openais_error
 #[tokio::test]
 async fn the_vercel_ai_sdk_generates_streams_and_runs_tools_through_the_gateway() {
     let rig = Rig::start().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/node/ai-sdk.mjs");
     let fake = rig.a.url();
-    let output = tokio::process::Command::new("node")
-        .arg(script)
-        .env("VIBEHQ_BASE_URL", &rig.base)
-        .env("VIBEHQ_FAKE", fake.trim_end_matches("/v1"))
-        .output()
-        .await
-        .expect("node runs (npm ci --prefix tests/node)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let stdout = crate::common::outside_client(
+        "node",
+        &["tests/node/ai-sdk.mjs"],
+        &[
+            ("VIBEHQ_BASE_URL", rig.base.as_str()),
+            ("VIBEHQ_FAKE", fake.trim_end_matches("/v1")),
+        ],
+    )
+    .await;
     let seen = cases(&stdout);
     let case = |name: &str| {
         seen.get(name)
