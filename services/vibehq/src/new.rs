@@ -1,6 +1,6 @@
-//! `vibehq new worker NAME`: the seed's create-new-worker. Writes a worker project from a
-//! template (Rust on `vibehq-client`, or Python on the vendored Python client) and prints the
-//! next steps.
+//! `vibehq new worker NAME` (the seed's create-new-worker) writes a worker project from a
+//! template, Rust on `vibehq-client` or Python on the vendored Python client; `vibehq new demo
+//! NAME` (its create-demo) an AI demo on the gateway. Both print the next steps.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +37,16 @@ enum NewCommand {
         /// the source tree this binary was built from].
         #[arg(long, value_name = "DIR")]
         client_path: Option<PathBuf>,
+    },
+    /// An AI demo (the seed's create-demo): a Python script on the unmodified `openai`
+    /// package pointed at vibehq's `/v1` (a streamed answer routed by complexity, and a tool
+    /// the model may call), with a README.
+    Demo {
+        /// The demo's name: its folder, and the worker its calls are recorded as.
+        name: String,
+        /// Where to create the demo's folder.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -92,21 +102,16 @@ const CONFIG: &str = include_str!("../templates/vibehq-worker.toml.tmpl");
 const README: &str = include_str!("../templates/README.md.tmpl");
 
 pub fn run(args: NewArgs) -> Result<()> {
-    let NewCommand::Worker {
-        name,
-        lang,
-        dir,
-        client_path,
-    } = args.command;
-    vibehq_events::validate_name(&name)
-        .map_err(|e| anyhow::anyhow!("{name:?} cannot be a worker's name: {e}"))?;
-    let root = dir.join(&name);
-    if root.exists() {
-        bail!(
-            "{} exists already; choose another name or --dir",
-            root.display()
-        );
-    }
+    let (name, lang, dir, client_path) = match args.command {
+        NewCommand::Worker {
+            name,
+            lang,
+            dir,
+            client_path,
+        } => (name, lang, dir, client_path),
+        NewCommand::Demo { name, dir } => return demo(&name, &dir),
+    };
+    let root = new_folder(&dir, &name)?;
     let client_path = match client_path {
         Some(path) => path,
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/rust"),
@@ -162,5 +167,41 @@ pub fn run(args: NewArgs) -> Result<()> {
     println!(
         "  curl -s -XPOST localhost:8080/api/tasks -d '{{\"task_type\":\"greeting\",\"command\":\"hello\",\"worker_name\":\"{name}\"}}'"
     );
+    Ok(())
+}
+
+/// `DIR/NAME`, for a project named NAME (a valid worker name) that does not exist yet.
+fn new_folder(dir: &Path, name: &str) -> Result<PathBuf> {
+    vibehq_events::validate_name(name)
+        .map_err(|e| anyhow::anyhow!("{name:?} cannot be a worker's name: {e}"))?;
+    let root = dir.join(name);
+    if root.exists() {
+        bail!(
+            "{} exists already; choose another name or --dir",
+            root.display()
+        );
+    }
+    Ok(root)
+}
+
+fn demo(name: &str, dir: &Path) -> Result<()> {
+    let root = new_folder(dir, name)?;
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    for (path, text) in [
+        ("demo.py", include_str!("../templates/demo/demo.py.tmpl")),
+        (
+            "README.md",
+            include_str!("../templates/demo/README.md.tmpl"),
+        ),
+    ] {
+        let target = root.join(path);
+        std::fs::write(&target, text.replace("{{name}}", name))
+            .with_context(|| format!("cannot write {}", target.display()))?;
+    }
+    println!("created {}: demo.py, README.md", root.display());
+    println!("next:");
+    println!("  cd {}", root.display());
+    println!("  pip install openai");
+    println!("  VIBEHQ_URL=http://127.0.0.1:8080 python3 demo.py");
     Ok(())
 }

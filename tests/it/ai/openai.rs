@@ -229,3 +229,45 @@ async fn the_vercel_ai_sdk_generates_streams_and_runs_tools_through_the_gateway(
         "{calls:?}"
     );
 }
+
+#[tokio::test]
+async fn a_new_demo_runs_on_the_gateway_with_the_openai_package() {
+    let rig = Rig::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let output = crate::common::vibehq()
+        .args(["new", "demo", "fleet-demo", "--dir"])
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("vibehq new demo");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    rig.a.push(text("It schedules and watches work."));
+    rig.a.push(Reply::ToolCall {
+        name: "fleet_size".into(),
+        arguments: json!({"team": "platform"}),
+    });
+    rig.a.push(text("The platform team runs 5 workers."));
+    let demo = dir.path().join("fleet-demo/demo.py");
+    let stdout = crate::common::outside_client(
+        "python3",
+        &[&demo.to_string_lossy()],
+        &[("VIBEHQ_URL", rig.base.as_str())],
+    )
+    .await;
+    assert!(
+        stdout.contains("It schedules and watches work."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("The platform team runs 5 workers."),
+        "{stdout}"
+    );
+    let calls = rig
+        .rows("ai_model_calls", "worker_name", "fleet-demo")
+        .await;
+    assert_eq!(calls.len(), 3, "{calls:?}");
+}
