@@ -199,6 +199,15 @@ async fn health_reports_streams_and_projector_lag_and_the_api_is_documented() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "OpenAPI lacks {path}");
     }
+    // The document says what the server accepts (papercut 16): a cursor is never negative,
+    // and a min_seq the projection does not reach in time is a 504.
+    let list = &doc["paths"]["/api/tables/{table}"]["get"];
+    let cursor = list["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "cursor"))
+        .expect("a cursor parameter");
+    assert_eq!(cursor["schema"]["minimum"], 0, "{cursor}");
+    assert!(list["responses"]["504"].is_object(), "{list}");
     let (_, tables) = get_json(&format!("{base}/api/tables")).await;
     assert_eq!(
         tables.as_array().map(Vec::len),

@@ -82,7 +82,7 @@ pub async fn index() -> Json<Vec<TableInfo>> {
         ("since" = Option<String>, Query, description = "At or after: RFC 3339 or unix seconds"),
         ("until" = Option<String>, Query, description = "At or before: RFC 3339 or unix seconds"),
         ("order" = Option<String>, Query, description = "`asc` (default) or `desc`"),
-        ("cursor" = Option<i64>, Query, description = "`next_cursor` of the previous page"),
+        ("cursor" = Option<u64>, Query, description = "`next_cursor` of the previous page"),
         ("limit" = Option<u32>, Query, description = "Page size, 1-1000 (default 100)"),
         ("min_seq" = Option<u64>, Query, description = "Wait (up to 5 s) until the projection has applied this stream sequence: read your own writes"),
     ),

@@ -147,10 +147,10 @@ pub async fn submit(
         ("task_type" = Option<String>, Query), ("priority" = Option<i64>, Query),
         ("retry_of" = Option<String>, Query, description = "The tasks that retry this one"),
         ("since" = Option<String>, Query), ("until" = Option<String>, Query),
-        ("order" = Option<String>, Query), ("cursor" = Option<i64>, Query), ("limit" = Option<u32>, Query),
+        ("order" = Option<String>, Query), ("cursor" = Option<u64>, Query), ("limit" = Option<u32>, Query),
         ("min_seq" = Option<u64>, Query, description = "Wait for this tasks-stream sequence first"),
     ),
-    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn list(
     State(state): State<QueueState>,
     identity: Identity,
@@ -162,7 +162,7 @@ pub async fn list(
 /// One task from the projection.
 #[utoipa::path(get, path = "/api/tasks/{task_id}", tag = "tasks",
     params(("task_id" = String, Path), ("min_seq" = Option<u64>, Query)),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn get_task(
     State(state): State<QueueState>,
     identity: Identity,
@@ -446,7 +446,7 @@ pub async fn resume(
 /// Every scope ever paused, with whether it is paused now (`status`: paused, resumed).
 #[utoipa::path(get, path = "/api/queues/pauses", tag = "tasks",
     params(("status" = Option<String>, Query, description = "paused or resumed"), ("min_seq" = Option<u64>, Query)),
-    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn pauses(
     State(state): State<QueueState>,
     identity: Identity,
@@ -477,10 +477,10 @@ pub async fn create_schedule(
     params(
         ("status" = Option<String>, Query, description = "active, paused or deleted"),
         ("worker_name" = Option<String>, Query), ("task_type" = Option<String>, Query),
-        ("order" = Option<String>, Query), ("cursor" = Option<i64>, Query), ("limit" = Option<u32>, Query),
+        ("order" = Option<String>, Query), ("cursor" = Option<u64>, Query), ("limit" = Option<u32>, Query),
         ("min_seq" = Option<u64>, Query, description = "Wait for this tasks-stream sequence first"),
     ),
-    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn list_schedules(
     State(state): State<QueueState>,
     identity: Identity,
@@ -492,7 +492,7 @@ pub async fn list_schedules(
 /// One schedule, with its 20 latest firings (`recent_firings`).
 #[utoipa::path(get, path = "/api/schedules/{schedule_id}", tag = "schedules",
     params(("schedule_id" = String, Path), ("min_seq" = Option<u64>, Query)),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn get_schedule(
     State(state): State<QueueState>,
     identity: Identity,
@@ -627,8 +627,8 @@ pub async fn get_key(
 
 /// The keys whose limits were declared (`container_task_keys`).
 #[utoipa::path(get, path = "/api/keys", tag = "tasks",
-    params(("min_seq" = Option<u64>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody)))]
+    params(("min_seq" = Option<u64>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<u64>, Query)),
+    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn list_keys(
     State(state): State<QueueState>,
     identity: Identity,
