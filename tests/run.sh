@@ -21,10 +21,16 @@ echo "==> npm ci (tests/browser, tests/node)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
-# The outside Python clients (the `openai` package), pinned.
-echo "==> pip install -r tests/python/requirements.txt"
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  -r tests/python/requirements.txt
+# The outside Python clients (the `openai` package), pinned, into target/tools/python (not the
+# system's site-packages); the tests' python3 finds them through PYTHONPATH.
+python_clients="$PWD/target/tools/python"
+if ! cmp -s tests/python/requirements.txt "$python_clients/.requirements.txt"; then
+  echo "==> pip install -r tests/python/requirements.txt (into $python_clients)"
+  python3 -m pip install --quiet --disable-pip-version-check --upgrade \
+    --target "$python_clients" -r tests/python/requirements.txt
+  cp tests/python/requirements.txt "$python_clients/.requirements.txt"
+fi
+export PYTHONPATH="$python_clients${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
