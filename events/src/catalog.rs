@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::actor::Actor;
 use crate::subject::Subject;
-use crate::{ai, container, limit, pause, recurring, task};
+use crate::{ai, container, fleet, limit, pause, recurring, task};
 
 macro_rules! catalog {
     ($( $(#[$doc:meta])* $variant:ident($ty:ty) = $wire:literal ),+ $(,)?) => {
@@ -101,6 +101,9 @@ catalog! {
     KeyStarted(limit::Started) = "key.started",
     /// A task of a key ended, or left its waiting line: its slot is free.
     KeyReleased(limit::Released) = "key.released",
+
+    /// A worker registered itself with what it is and the commands it handles.
+    WorkerRegistered(fleet::Registered) = "worker.registered",
 
     /// A recurring schedule was created.
     ScheduleCreated(recurring::Created) = "schedule.created",

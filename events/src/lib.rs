@@ -26,6 +26,7 @@
 //! - [`schedule`]: the server's clock: message schedules, in a stream only the service writes,
 //!   for delayed tasks and for [`recurring`] schedules (cron or interval).
 //! - [`limit`]: concurrency keys and rate limits, and which waiting tasks they let through.
+//! - [`fleet`]: the workers, as they registered themselves.
 //! - [`pause`]: holding back every lane's work, or a worker's, and letting it go again.
 //! - [`trace`]: the trace context each append carries in its NATS headers.
 
@@ -34,6 +35,7 @@ pub mod ai;
 pub mod catalog;
 pub mod container;
 pub mod envelope;
+pub mod fleet;
 pub mod limit;
 pub mod log;
 pub mod pause;

@@ -43,6 +43,8 @@ pub enum Subject {
     Schedule(String),
     /// A concurrency key: `vibehq.queue.keys.<key>` (see [`crate::limit`]).
     Key(String),
+    /// A registered worker: `vibehq.queue.workers.<name>` (see [`crate::fleet`]).
+    Worker(String),
     /// A container instance's lifecycle: `vibehq.containers.instances.<instance_id>`.
     Instance(String),
     /// A container instance's health probes: `vibehq.containers.health.<instance_id>`.
@@ -96,6 +98,7 @@ impl Subject {
             | Subject::TaskStep { task_id, .. } => task_id,
             Subject::Schedule(id)
             | Subject::Key(id)
+            | Subject::Worker(id)
             | Subject::Pause(id)
             | Subject::Instance(id)
             | Subject::Health(id)
@@ -118,6 +121,7 @@ impl Subject {
             | Subject::TaskStep { .. }
             | Subject::Schedule(_)
             | Subject::Key(_)
+            | Subject::Worker(_)
             | Subject::Pause(_) => StreamKind::Tasks,
             Subject::Instance(_) | Subject::Health(_) | Subject::Pool(_) => StreamKind::Containers,
             Subject::AiTask(_)
@@ -238,6 +242,7 @@ impl fmt::Display for Subject {
             Subject::Schedule(id) => ("vibehq.queue.schedules", id),
             Subject::Pause(scope) => ("vibehq.queue.pauses", scope),
             Subject::Key(key) => ("vibehq.queue.keys", key),
+            Subject::Worker(name) => ("vibehq.queue.workers", name),
             Subject::Instance(id) => ("vibehq.containers.instances", id),
             Subject::Health(id) => ("vibehq.containers.health", id),
             Subject::Pool(id) => ("vibehq.containers.pools", id),

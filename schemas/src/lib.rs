@@ -71,12 +71,17 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_task_keys.sql",
         sql: include_str!("../migrations/0012_task_keys.sql"),
     },
+    Migration {
+        name: "0013_workers.sql",
+        sql: include_str!("../migrations/0013_workers.sql"),
+    },
 ];
 
 /// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten,
 /// `ai_model_calls` (one row per AI gateway attempt, which the seed's tables have no place for),
 /// `container_task_refusals` (task events that changed nothing, and why), and the recurring
-/// schedules with their firings, paused scopes of work, and declared concurrency keys.
+/// schedules with their firings, paused scopes of work, declared concurrency keys, and the
+/// registered workers.
 pub const TABLES: &[&str] = &[
     "container_tasks",
     "container_task_refusals",
@@ -84,6 +89,7 @@ pub const TABLES: &[&str] = &[
     "container_task_schedule_firings",
     "container_task_pauses",
     "container_task_keys",
+    "container_workers",
     "container_instances",
     "container_health_checks",
     "ai_tasks",
@@ -166,7 +172,7 @@ mod tests {
         let first = migrate(&mut conn).expect("first run");
         let every: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
         assert_eq!(first, every);
-        assert_eq!(every.last(), Some(&"0012_task_keys.sql"));
+        assert_eq!(every.last(), Some(&"0013_workers.sql"));
         let second = migrate(&mut conn).expect("second run");
         assert!(second.is_empty());
     }

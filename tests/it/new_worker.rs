@@ -13,10 +13,12 @@ use serde_json::{Value, json};
 
 use crate::common::{get_json, post, serve, vibehq};
 
-/// `vibehq new worker NAME --lang LANG --dir DIR`.
-async fn generate(dir: &Path, name: &str, lang: &str) {
+/// `vibehq new worker NAME --lang LANG --dir DIR --url BASE`: made, and registered.
+async fn generate(dir: &Path, name: &str, lang: &str, base: &str) {
     let output = vibehq()
-        .args(["new", "worker", name, "--lang", lang, "--dir"])
+        .args([
+            "new", "worker", name, "--lang", lang, "--url", base, "--dir",
+        ])
         .arg(dir)
         .output()
         .await
@@ -28,6 +30,22 @@ async fn generate(dir: &Path, name: &str, lang: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("next:"), "{stdout}");
+    assert!(stdout.contains(&format!("registered {name}")), "{stdout}");
+    // The registration is an event the projection shows.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, workers) = get_json(&format!("{base}/api/workers")).await;
+        let row = workers["items"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["worker_name"] == name).cloned());
+        if let Some(row) = row {
+            assert_eq!(row["language"], lang, "{row}");
+            assert_eq!(row["commands"], json!(["hello", "summarize"]), "{row}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{workers}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs a command in `dir`, which must succeed.
@@ -100,7 +118,7 @@ async fn completes_a_task(
 async fn a_new_python_worker_passes_its_test_and_completes_a_task() {
     let (_live, _h, base) = serve().await;
     let dir = tempfile::tempdir().expect("dir");
-    generate(dir.path(), "acme-py", "python").await;
+    generate(dir.path(), "acme-py", "python", &base).await;
     let project = dir.path().join("acme-py");
     succeeds(&project, "python3", &["-m", "unittest", "-q"]).await;
     let output = completes_a_task(&project, "acme-py", &base, "python3", &["worker.py"]).await;
@@ -112,7 +130,7 @@ async fn a_new_python_worker_passes_its_test_and_completes_a_task() {
 async fn a_new_rust_worker_builds_passes_its_test_and_completes_a_task() {
     let (_live, _h, base) = serve().await;
     let dir = tempfile::tempdir().expect("dir");
-    generate(dir.path(), "acme-fixer", "rust").await;
+    generate(dir.path(), "acme-fixer", "rust", &base).await;
     let project = dir.path().join("acme-fixer");
     succeeds(&project, "cargo", &["test", "--offline", "--quiet"]).await;
     succeeds(&project, "cargo", &["build", "--offline", "--quiet"]).await;
@@ -138,7 +156,7 @@ async fn a_worker_name_that_cannot_be_one_or_a_folder_that_exists_is_refused() {
     ] {
         std::fs::create_dir_all(dir.path().join("acme")).expect("dir");
         let output = vibehq()
-            .args(["new", "worker", name, "--dir"])
+            .args(["new", "worker", name, "--no-register", "--dir"])
             .arg(dir.path())
             .output()
             .await
@@ -148,5 +166,24 @@ async fn a_worker_name_that_cannot_be_one_or_a_folder_that_exists_is_refused() {
             !output.status.success() && stderr.contains(says),
             "{name}: {stderr}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_registration_names_its_bad_field_and_a_worker_registers_only_itself() {
+    let (_live, _h, base) = serve().await;
+    for (body, field) in [
+        (json!({"language": "rust"}), "worker_name"),
+        (
+            json!({"worker_name": "w", "commands": ["rm -rf /"]}),
+            "commands",
+        ),
+        (json!({"worker_name": "w", "commands": "hello"}), "commands"),
+        (json!({"worker_name": "w", "language": ""}), "language"),
+        (json!({"worker_name": "w", "color": "red"}), "color"),
+    ] {
+        let (status, error) = post(&format!("{base}/api/workers"), body.clone()).await;
+        assert_eq!(status, 422, "{body}: {error}");
+        assert_eq!(error["error"]["field"], field, "{body}: {error}");
     }
 }

@@ -35,6 +35,7 @@ fn row_of(kind: EventKind, tag: &str) -> (&'static str, &'static str, String) {
             "schedule_id",
             format!("sched-{tag}"),
         ),
+        WorkerRegistered => ("container_workers", "worker_name", "factory-1".to_owned()),
         // A key's line and holders are the queue's; its declared limits are a row.
         KeyLimited | KeyQueued | KeyStarted | KeyReleased => {
             ("container_task_keys", "key", format!("key-{tag}"))

@@ -451,6 +451,24 @@ fn apply_row(
                 at
             ],
         ),
+        Payload::WorkerRegistered(p) => exec(
+            "INSERT INTO container_workers (worker_name, container_name, language, commands,
+               registered_by, version, created_at, updated_at)
+             VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (worker_name) DO UPDATE SET container_name = excluded.container_name,
+               language = excluded.language, commands = excluded.commands,
+               registered_by = excluded.registered_by, version = excluded.version,
+               updated_at = excluded.updated_at",
+            params![
+                p.name,
+                p.language,
+                Value::from(p.commands.clone()).to_string(),
+                actor,
+                version,
+                at,
+                container
+            ],
+        ),
         // A key's waiting line and holders are the queue's to keep (the aggregate); the
         // tasks' own rows show where each task is.
         Payload::KeyQueued(_) | Payload::KeyStarted(_) | Payload::KeyReleased(_) => Ok(0),

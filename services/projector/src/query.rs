@@ -123,6 +123,16 @@ pub const TABLES: &[Table] = &[
         flags: &[],
     },
     Table {
+        name: "container_workers",
+        stream: Some(StreamKind::Tasks),
+        key: "worker_name",
+        status: None,
+        time: "created_at",
+        filters: &["language"],
+        json: &["commands"],
+        flags: &[],
+    },
+    Table {
         name: "container_instances",
         stream: Some(StreamKind::Containers),
         key: "instance_id",

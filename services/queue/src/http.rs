@@ -57,6 +57,7 @@ pub fn router(state: QueueState) -> axum::Router {
             post(trigger_schedule),
         )
         .route("/api/keys", get(list_keys))
+        .route("/api/workers", post(register_worker).get(list_workers))
         .route("/api/keys/{*key}", get(get_key).put(set_key))
         .route("/ws/tasks", get(crate::ws::tasks))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -637,6 +638,32 @@ pub async fn list_keys(
     answer(&state, &identity, Op::GetKeys, query(params)).await
 }
 
+/// Registers a worker, as itself (a worker's token registers only its own name): what it is
+/// written in and the commands it handles, recorded as `worker.registered` and kept in
+/// `container_workers`. Registering again replaces the registration.
+#[utoipa::path(post, path = "/api/workers", tag = "tasks",
+    request_body(content = Object, description = "`worker_name`, `language`, `commands` (command names)"),
+    responses((status = 201, body = crate::ops::Registered), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn register_worker(
+    State(state): State<QueueState>,
+    identity: Identity,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    answer(&state, &identity, Op::RegisterWorker, json(body)?).await
+}
+
+/// The registered workers (`container_workers`).
+#[utoipa::path(get, path = "/api/workers", tag = "tasks",
+    params(("language" = Option<String>, Query), ("min_seq" = Option<u64>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<u64>, Query)),
+    responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
+pub async fn list_workers(
+    State(state): State<QueueState>,
+    identity: Identity,
+    Params(params): Params,
+) -> Result<Response, ApiError> {
+    answer(&state, &identity, Op::GetWorkers, query(params)).await
+}
+
 /// The queue's part of the OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
@@ -668,6 +695,8 @@ pub async fn list_keys(
         set_key,
         get_key,
         list_keys,
+        register_worker,
+        list_workers,
         crate::ws::tasks
     ),
     components(schemas(
@@ -679,6 +708,7 @@ pub async fn list_keys(
         crate::pauses::PauseState,
         crate::keys::KeyView,
         crate::keys::RateView,
+        crate::ops::Registered,
         crate::ws::FeedEvent,
         crate::history::Entry,
         crate::why::Why,

@@ -115,11 +115,15 @@ pub enum Op {
     GetKey,
     /// List filters → a page of `container_task_keys` rows (the declared keys).
     GetKeys,
+    /// `worker_name` (the worker, as itself), `language`?, `commands`? → `Registered`.
+    RegisterWorker,
+    /// List filters → a page of `container_workers` rows.
+    GetWorkers,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 28] = [
+    pub const ALL: [Op; 30] = [
         Op::SubmitTask,
         Op::SubmitTasks,
         Op::GetTasks,
@@ -148,6 +152,8 @@ impl Op {
         Op::SetKeyLimits,
         Op::GetKey,
         Op::GetKeys,
+        Op::RegisterWorker,
+        Op::GetWorkers,
     ];
 
     /// The operation's name, e.g. `submitTask`.
@@ -181,6 +187,8 @@ impl Op {
             Op::SetKeyLimits => "setKeyLimits",
             Op::GetKey => "getKey",
             Op::GetKeys => "getKeys",
+            Op::RegisterWorker => "registerWorker",
+            Op::GetWorkers => "getWorkers",
         }
     }
 
@@ -197,7 +205,9 @@ impl Op {
             | Op::GetPauses
             | Op::CreateSchedule
             | Op::GetSchedules
-            | Op::GetKeys => None,
+            | Op::GetKeys
+            | Op::RegisterWorker
+            | Op::GetWorkers => None,
             Op::SetKeyLimits | Op::GetKey => Some("key"),
             Op::GetSchedule
             | Op::PauseSchedule
@@ -302,6 +312,9 @@ async fn answer(
     if matches!(op, Op::SetKeyLimits | Op::GetKey | Op::GetKeys) {
         return key_answer(state, identity, op, body).await;
     }
+    if matches!(op, Op::RegisterWorker | Op::GetWorkers) {
+        return worker_answer(state, identity, op, body).await;
+    }
     let task_id = if op.has_task() {
         Some(take_key(&mut body, "task_id")?)
     } else {
@@ -323,7 +336,9 @@ async fn answer(
         | Op::TriggerSchedule
         | Op::SetKeyLimits
         | Op::GetKey
-        | Op::GetKeys => unreachable!("answered above"),
+        | Op::GetKeys
+        | Op::RegisterWorker
+        | Op::GetWorkers => unreachable!("answered above"),
         Op::SubmitTask => {
             let (by, new) = new_task(&body, "", identity)?;
             let submitted = queue.submit(&by, new).await?;
@@ -1024,6 +1039,84 @@ async fn key_answer(
     let by = Actor::worker(identity.acting_as(&body, "changed_by", Some("api"))?);
     let key = state.queue.set_key_limits(&key, limits, &by).await?;
     Answer::ok(&crate::keys::KeyView::from(&key))
+}
+
+/// A registration's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Registered {
+    pub worker_name: String,
+    /// Pass as `min_seq` to read it back from `GET /api/workers`.
+    pub sequence: u64,
+}
+
+/// Registering a worker (as itself: a worker's token registers only its own name) and
+/// listing the registered ones.
+async fn worker_answer(
+    state: &QueueState,
+    identity: &Identity,
+    op: Op,
+    body: Body,
+) -> Result<Answer, ApiError> {
+    if op == Op::GetWorkers {
+        let params = list_params(&body, &["language", "order", "limit", "cursor", "min_seq"])?;
+        let table = Table::named("container_workers")
+            .unwrap_or_else(|| unreachable!("the schema has container_workers"));
+        return Answer::ok(&list_rows(&state.reader, &state.projector, table, params).await?);
+    }
+    body.only(&["worker_name", "language", "commands"])?;
+    let name = identity.acting_as(&body, "worker_name", None)?;
+    let language = match body.string("language")? {
+        Some(l) if l.is_empty() || l.len() > 32 => {
+            return Err(unprocessable("language", "language is 1-32 characters"));
+        }
+        language => language,
+    };
+    let commands = match body.0.get("commands") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(names)) if names.len() <= 1000 => names
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .filter(|c| {
+                        !c.is_empty()
+                            && c.len() <= 128
+                            && c.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
+                    })
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        unprocessable(
+                            "commands",
+                            "commands are command names (letters, digits, _ - . : /)",
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(unprocessable(
+                "commands",
+                "commands is an array of up to 1000 command names",
+            ));
+        }
+    };
+    let event = Actor::worker(&name).envelope(vibehq_events::fleet::Registered {
+        name: name.clone(),
+        language,
+        commands,
+    });
+    let appended = state
+        .queue
+        .log()
+        .append(&event, vibehq_events::Expect::Any)
+        .await
+        .map_err(Error::from)?;
+    Answer::with(
+        StatusCode::CREATED,
+        &Registered {
+            worker_name: name,
+            sequence: appended.sequence,
+        },
+    )
 }
 
 /// An error of a nested object's field, named from the outer body (`rate.max`).

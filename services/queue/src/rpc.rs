@@ -101,6 +101,6 @@ mod tests {
         assert_eq!(subjects[0], "vibehq.rpc.tasks.submitTask");
         assert!(subjects.contains(&"vibehq.rpc.tasks.heartbeatTask".to_owned()));
         assert!(subjects.contains(&"vibehq.rpc.tasks.setKeyLimits".to_owned()));
-        assert_eq!(subjects.len(), 28);
+        assert_eq!(subjects.len(), 30);
     }
 }

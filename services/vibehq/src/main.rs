@@ -152,7 +152,7 @@ async fn run(command: Command, settings: config::Settings) -> Result<()> {
         Command::Resume(args) => pause::resume(settings, args).await,
         Command::Key(args) => key::run(settings, args).await,
         Command::Ai(args) => ai::run(settings, args).await,
-        Command::New(args) => new::run(args),
+        Command::New(args) => new::run(settings, args).await,
         Command::NatsAuth(args) => nats_auth::run(args),
         Command::Lanes(args) => lanes::run(settings, args).await,
         Command::Migrate { database } => {

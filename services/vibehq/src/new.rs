@@ -37,6 +37,13 @@ enum NewCommand {
         /// the source tree this binary was built from].
         #[arg(long, value_name = "DIR")]
         client_path: Option<PathBuf>,
+        /// The vibehq to register the worker with (`POST /api/workers`) [default:
+        /// http://<--http-addr>]; its token from VIBEHQ_TOKEN.
+        #[arg(long, env = "VIBEHQ_URL", value_name = "URL")]
+        url: Option<String>,
+        /// Do not register the worker.
+        #[arg(long)]
+        no_register: bool,
     },
     /// An AI demo (the seed's create-demo): a Python script on the unmodified `openai`
     /// package pointed at vibehq's `/v1` (a streamed answer routed by complexity, and a tool
@@ -101,14 +108,16 @@ const PYTHON: &[(&str, &str)] = &[
 const CONFIG: &str = include_str!("../templates/vibehq-worker.toml.tmpl");
 const README: &str = include_str!("../templates/README.md.tmpl");
 
-pub fn run(args: NewArgs) -> Result<()> {
-    let (name, lang, dir, client_path) = match args.command {
+pub async fn run(settings: crate::config::Settings, args: NewArgs) -> Result<()> {
+    let (name, lang, dir, client_path, url, no_register) = match args.command {
         NewCommand::Worker {
             name,
             lang,
             dir,
             client_path,
-        } => (name, lang, dir, client_path),
+            url,
+            no_register,
+        } => (name, lang, dir, client_path, url, no_register),
         NewCommand::Demo { name, dir } => return demo(&name, &dir),
     };
     let root = new_folder(&dir, &name)?;
@@ -160,6 +169,10 @@ pub fn run(args: NewArgs) -> Result<()> {
         root.display(),
         written.join(", ")
     );
+    if !no_register {
+        let url = url.unwrap_or_else(|| format!("http://{}", settings.http_addr));
+        register(&url, &name, lang).await;
+    }
     println!("next:");
     println!("  cd {}", root.display());
     println!("  {test}                      # the handlers' test");
@@ -204,4 +217,35 @@ fn demo(name: &str, dir: &Path) -> Result<()> {
     println!("  pip install openai");
     println!("  VIBEHQ_URL=http://127.0.0.1:8080 python3 demo.py");
     Ok(())
+}
+
+/// Registers the new worker with the vibehq at `url`; one that cannot be reached is said, not
+/// an error: the project is made either way.
+async fn register(url: &str, name: &str, lang: Lang) {
+    let language = match lang {
+        Lang::Rust => "rust",
+        Lang::Python => "python",
+    };
+    let body = serde_json::json!({
+        "worker_name": name, "language": language, "commands": ["hello", "summarize"],
+    });
+    let endpoint = format!("{}/api/workers", url.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().post(&endpoint).json(&body);
+    if let Ok(token) = std::env::var("VIBEHQ_TOKEN") {
+        request = request.bearer_auth(token.trim());
+    }
+    match request.send().await {
+        Ok(response) if response.status().is_success() => {
+            println!("registered {name} with {url} (GET {url}/api/workers lists it)");
+        }
+        Ok(response) => {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            println!("not registered: {endpoint} answered {status}: {text}");
+        }
+        Err(_) => println!(
+            "not registered: no vibehq answered at {url}; once `vibehq up` runs: \
+             curl -XPOST {endpoint} -d '{body}'"
+        ),
+    }
 }

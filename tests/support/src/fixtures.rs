@@ -1,7 +1,7 @@
 //! Events for tests and benchmarks: one of every kind, and realistic workloads.
 
 use serde_json::json;
-use vibehq_events::{Envelope, EventKind, ai, container, limit, pause, recurring, task};
+use vibehq_events::{Envelope, EventKind, ai, container, fleet, limit, pause, recurring, task};
 
 /// At least one event of every [`EventKind`], in an order that projects cleanly (creations
 /// before updates, and task histories the task lifecycle accepts), all recorded by
@@ -94,6 +94,12 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
         .into()),
         e(pause::Resumed {
             scope: format!("worker:{worker}"),
+        }
+        .into()),
+        e(fleet::Registered {
+            name: worker.to_owned(),
+            language: Some("rust".into()),
+            commands: vec!["audit".into()],
         }
         .into()),
         e(limit::Limited {
