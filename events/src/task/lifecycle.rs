@@ -178,8 +178,9 @@ pub fn decide(
     };
     if let Payload::TaskSubmitted(submitted) = payload {
         return match current {
-            // A delayed task's submission, again, in its lane: it came due. It changes
-            // nothing (the task was pending all along); its lane now hands it out.
+            // A held task's submission, again, in its lane (a delayed task came due, or a
+            // dependent or keyed task was released): it changes nothing (the task was
+            // pending all along); its lane now hands it out.
             Some(status)
                 if submitted.run_at.is_some()
                     && status.state == State::Pending

@@ -192,13 +192,35 @@ async fn settle_dependents(state: &QueueState, task_id: &str, sequence: u64) -> 
     for id in waiting {
         state.queue.settle_waiting(&id).await?;
     }
-    // The process that ended it frees its key; this is the backstop if it could not.
-    if let Some(task) = state.queue.load(task_id).await?
+    // The process that ended it frees its key; this is the backstop if it could not. The
+    // projection (caught up with the end) says whether it has a key, so an unkeyed task's end
+    // costs no read of the stream.
+    if keyed(state, task_id).await?
+        && let Some(task) = state.queue.load(task_id).await?
         && task.status.state.is_terminal()
     {
         state.queue.key_released(&task, &settler()).await?;
     }
     Ok(())
+}
+
+/// Whether the projection shows `task_id` with a concurrency key.
+async fn keyed(state: &QueueState, task_id: &str) -> Result<bool, Error> {
+    let task_id = task_id.to_owned();
+    let keyed = state
+        .reader
+        .read(move |conn| {
+            conn.prepare_cached(
+                "SELECT 1 FROM container_tasks WHERE task_id = ?1 AND concurrency_key IS NOT NULL",
+            )
+            .and_then(|mut statement| statement.exists([task_id]))
+            .map_err(|source| vibehq_projector::Error::Sqlite {
+                op: "find an ended task's key",
+                source,
+            })
+        })
+        .await?;
+    Ok(keyed)
 }
 
 /// The pending tasks the projection shows waiting on `dependency` (any, if `None`).

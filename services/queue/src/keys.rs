@@ -341,7 +341,9 @@ impl Queue {
             let Some(key) = task.submitted.concurrency_key.clone() else {
                 continue;
             };
-            let view = self.key_view(&key, true).await?;
+            // Read from the stream once per key; this process's view stays current after.
+            let first_look = !keys.contains(&key);
+            let view = self.key_view(&key, first_look).await?;
             if !task.status.state.is_terminal() && !view.knows(task_id) {
                 self.queue_keyed(&task.submitted_by, &[&task.submitted])
                     .await?;
@@ -350,7 +352,7 @@ impl Queue {
             keys.insert(key);
         }
         for key in keys {
-            let view = self.key_view(&key, true).await?;
+            let view = self.key_view(&key, false).await?;
             for holder in &view.holders {
                 let Some(task) = self.load(&holder.task_id).await? else {
                     continue;

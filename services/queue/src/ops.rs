@@ -773,10 +773,7 @@ fn new_task(body: &Body, at: &str, identity: &Identity) -> Result<(Actor, NewTas
         body.only(SUBMISSION)?;
         let task_type = body.required_string("task_type", 128)?;
         let command = body.required_string("command", 128)?;
-        if !command
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
-        {
+        if !is_command_name(&command) {
             return Err(unprocessable(
                 "command",
                 "command must be the name of a command a worker allows (letters, digits, _ - . : /), not a shell line; pass arguments in parameters",
@@ -1041,6 +1038,13 @@ async fn key_answer(
     Answer::ok(&crate::keys::KeyView::from(&key))
 }
 
+/// Whether `name` can name a command a worker allows: letters, digits, `_ - . : /`; never a
+/// shell line.
+fn is_command_name(name: &str) -> bool {
+    name.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
+}
+
 /// A registration's answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Registered {
@@ -1077,12 +1081,7 @@ async fn worker_answer(
             .iter()
             .map(|n| {
                 n.as_str()
-                    .filter(|c| {
-                        !c.is_empty()
-                            && c.len() <= 128
-                            && c.chars()
-                                .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
-                    })
+                    .filter(|c| !c.is_empty() && c.len() <= 128 && is_command_name(c))
                     .map(str::to_owned)
                     .ok_or_else(|| {
                         unprocessable(

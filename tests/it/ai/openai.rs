@@ -5,7 +5,13 @@
 
 use super::*;
 
-/// What the Python client reported, by case.
+/// The case `name` a client reported (its whole output in the failure, if it did not).
+fn reported<'a>(seen: &'a BTreeMap<String, Value>, name: &str, stdout: &str) -> &'a Value {
+    seen.get(name)
+        .unwrap_or_else(|| panic!("no {name}: {stdout}"))
+}
+
+/// What an outside client reported, by case.
 fn cases(stdout: &str) -> BTreeMap<String, Value> {
     stdout
         .lines()
@@ -28,10 +34,7 @@ async fn the_openai_python_package_chats_streams_and_calls_tools_through_the_gat
     )
     .await;
     let seen = cases(&stdout);
-    let case = |name: &str| {
-        seen.get(name)
-            .unwrap_or_else(|| panic!("no {name}: {stdout}"))
-    };
+    let case = |name: &str| reported(&seen, name, &stdout);
 
     let ids = case("models")["ids"].as_array().expect("ids").clone();
     for id in [
@@ -192,10 +195,7 @@ async fn the_vercel_ai_sdk_generates_streams_and_runs_tools_through_the_gateway(
     )
     .await;
     let seen = cases(&stdout);
-    let case = |name: &str| {
-        seen.get(name)
-            .unwrap_or_else(|| panic!("no {name}: {stdout}"))
-    };
+    let case = |name: &str| reported(&seen, name, &stdout);
 
     let chat = case("chat");
     assert_eq!(chat["text"], "Paris is the capital of France.");
