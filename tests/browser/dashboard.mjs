@@ -182,7 +182,9 @@ try {
     await page.click('[data-testid="retry-button"]');
     const link = await page.waitForSelector('[data-testid="retry-link"]');
     retried = await link.getAttribute("data-task-id");
-    const task = await rest("GET", `/api/tasks/${retried}?min_seq=0`);
+    // Read the retry back once the projection has it (its submission's sequence).
+    const sequence = await link.getAttribute("data-sequence");
+    const task = await rest("GET", `/api/tasks/${retried}?min_seq=${sequence}`);
     if (task.retry_of !== live) throw new Error(`the new task ${retried} has retry_of ${task.retry_of}, not ${live}`);
     // The dead task's page now links its retry.
     await page.waitForSelector(`[data-testid="retried-as"][href="#/tasks/${retried}"]`);

@@ -147,7 +147,7 @@ export function mount(root, ctx) {
           "p",
           { class: "notice n-ok" },
           "Retried as ",
-          h("a", { href: `#/tasks/${encodeURIComponent(submitted.task_id)}`, class: "mono", "data-testid": "retry-link", "data-task-id": submitted.task_id, text: submitted.task_id }),
+          h("a", { href: `#/tasks/${encodeURIComponent(submitted.task_id)}`, class: "mono", "data-testid": "retry-link", "data-task-id": submitted.task_id, "data-sequence": String(submitted.sequence), text: submitted.task_id }),
           ".",
         ),
       );
