@@ -44,6 +44,7 @@ pub mod schedule;
 pub mod stream;
 pub mod subject;
 pub mod task;
+pub mod time_zone;
 pub mod trace;
 
 pub use actor::{Actor, InvalidName, validate_name};

@@ -206,7 +206,7 @@ impl Subject {
 /// Checks that `id` can be one subject token (and so an aggregate id).
 pub fn validate_id(id: &str) -> Result<(), InvalidToken> {
     let ok = !id.is_empty()
-        && id.len() <= 128
+        && id.chars().count() <= 128
         && !id
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>'));

@@ -129,11 +129,17 @@ async fn a_failed_dependency_settles_its_dependents_as_chosen() {
 async fn bad_dependencies_are_refused_naming_the_field() {
     let (_live, _h, base) = serve_with_watcher().await;
     let url = format!("{base}/api/tasks");
+    let (status, refused) = post(
+        &url,
+        json!({"task_type": "t", "command": "c", "depends_on": ["never-submitted"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["field"].as_str()),
+        (404, Some("depends_on")),
+        "a dependency that was never submitted is not found: {refused}"
+    );
     for (body, field) in [
-        (
-            json!({"task_type": "t", "command": "c", "depends_on": ["never-submitted"]}),
-            "depends_on",
-        ),
         (
             json!({"task_type": "t", "command": "c", "depends_on": "a"}),
             "depends_on",

@@ -210,18 +210,24 @@ async fn pause_resume_trigger_and_delete() {
         .await
         .expect("DELETE");
     assert_eq!(response.status().as_u16(), 200);
-    let (_, schedule) = get_json(&format!(
-        "{url}/audit-daily?min_seq={}",
-        response.json::<Value>().await.expect("json")["sequence"]
-    ))
-    .await;
-    assert_eq!(schedule["status"], "deleted");
+    let sequence = response.json::<Value>().await.expect("json")["sequence"].clone();
+    let (status, gone) = get_json(&format!("{url}/audit-daily")).await;
     assert_eq!(
-        schedule["recent_firings"][0]["trigger"], "manual",
-        "firings stay"
+        (status, gone["error"]["field"].as_str()),
+        (404, Some("schedule_id")),
+        "a deleted schedule is gone for its reads: {gone}"
     );
-    let (_, listed) = get_json(&format!("{url}?status=deleted")).await;
-    assert_eq!(listed["items"][0]["schedule_id"], "audit-daily");
+    let (status, _) = post(&format!("{url}/audit-daily/trigger"), json!({})).await;
+    assert_eq!(status, 404, "and for its commands");
+    let (_, listed) = get_json(&format!("{url}?status=deleted&min_seq={sequence}")).await;
+    assert_eq!(
+        listed["items"][0]["schedule_id"], "audit-daily",
+        "its row stays"
+    );
+    let firings =
+        format!("{base}/api/tables/container_task_schedule_firings?schedule_id=audit-daily");
+    let (_, firings) = get_json(&firings).await;
+    assert_eq!(firings["items"][0]["trigger"], "manual", "its firings stay");
     let (status, _) = get_json(&format!("{url}/nope")).await;
     assert_eq!(status, 404);
 }

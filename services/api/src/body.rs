@@ -64,12 +64,15 @@ impl Body {
         }
     }
 
-    /// A required string of 1 to `max` bytes, not blank (422 otherwise).
+    /// A required string of 1 to `max` characters, not blank (422 otherwise): it has a
+    /// character that is neither white space nor a control character
+    /// ([`crate::schema::NOT_BLANK`] in the document).
     pub fn required_string(&self, field: &str, max: usize) -> Result<String, ApiError> {
         let value = self
             .string(field)?
             .ok_or_else(|| unprocessable(field, format!("{field} is required")))?;
-        if value.trim().is_empty() || value.len() > max {
+        let blank = value.chars().all(|c| c.is_whitespace() || c.is_control());
+        if blank || value.chars().count() > max {
             return Err(unprocessable(
                 field,
                 format!("{field} must be 1-{max} characters"),
@@ -99,7 +102,8 @@ impl Body {
     ) -> Result<Option<i64>, ApiError> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => match n.as_i64() {
+            // `3.0` is an integer too (JSON Schema's `integer`, and what some encoders write).
+            Some(Value::Number(n)) => match n.as_i64().or_else(|| whole(n.as_f64()?)) {
                 Some(i) if range.contains(&i) => Ok(Some(i)),
                 _ => Err(unprocessable(
                     field,
@@ -144,6 +148,12 @@ impl Body {
             )),
         }
     }
+}
+
+/// `x` as an integer, if it is a whole number an `i64` holds.
+fn whole(x: f64) -> Option<i64> {
+    // 2^63 is exactly representable; every whole f64 below it in size fits an i64.
+    (x.fract() == 0.0 && x.abs() < 9_223_372_036_854_775_808.0).then_some(x as i64)
 }
 
 /// Parses a request body as JSON: empty means `{}`; more than [`MAX_BODY`] bytes is 413 and

@@ -116,3 +116,67 @@ impl From<vibehq_projector::Error> for ApiError {
         )
     }
 }
+
+/// Adds to every operation of `doc` the errors any operation of its kind may answer, where its
+/// own declaration leaves them out: a body that is not a JSON object (400), too large (413) or
+/// with a wrong field (422); a query parameter that is unknown or wrong (400).
+pub fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let has_query = operation
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query));
+            let mut errors = Vec::new();
+            if operation.request_body.is_some() {
+                errors.extend([
+                    (
+                        "400",
+                        "The body is not JSON, or not a JSON object; `field` is `body`",
+                    ),
+                    ("413", "The body is larger than 256 KiB"),
+                    (
+                        "422",
+                        "A body field is missing, unknown or wrong; `field` names it",
+                    ),
+                ]);
+            }
+            if has_query {
+                errors.push((
+                    "400",
+                    "A query parameter is unknown or wrong; `field` names it",
+                ));
+            }
+            for (status, description) in errors {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                    });
+            }
+        }
+    }
+}

@@ -24,6 +24,7 @@ pub mod health;
 pub mod metrics;
 pub mod params;
 pub mod rpc;
+pub mod schema;
 pub mod tables;
 
 use std::net::SocketAddr;
@@ -33,6 +34,8 @@ use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
+
+use tables::TablePaths;
 use vibehq_events::EventLog;
 use vibehq_projector::{Handle, Reader};
 
@@ -46,10 +49,9 @@ use vibehq_projector::{Handle, Reader};
     paths(
         health::health,
         metrics::scrape,
-        tables::index,
-        tables::list,
-        tables::get
+        tables::index
     ),
+    modifiers(&TablePaths),
     components(schemas(
         error::ErrorBody,
         error::ErrorDetail,
@@ -192,6 +194,7 @@ pub fn router(state: AppState, extensions: Vec<(Router, utoipa::openapi::OpenApi
         doc.merge(extra_doc);
         routes = routes.merge(extra_routes);
     }
+    error::document_common_errors(&mut doc);
     let doc = std::sync::Arc::new(doc);
     Router::new()
         .route("/health", get(health::health))

@@ -7,15 +7,20 @@ use crate::params::Params;
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::Serialize;
+use serde_json::json;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, Parameter, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use vibehq_projector::query::{self, Filter, Page, TABLES};
-use vibehq_projector::{Handle, Reader, Table};
+use vibehq_projector::{Handle, NotThrough, Reader, Table};
 
 use crate::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 
 /// How long a query given `min_seq` waits for the projector to get there.
 const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
@@ -73,25 +78,7 @@ pub async fn index() -> Json<Vec<TableInfo>> {
 }
 
 /// Lists a table's rows, oldest first (or newest with `order=desc`), filtered and paginated.
-#[utoipa::path(get, path = "/api/tables/{table}", tag = "projections",
-    params(
-        ("table" = String, Path, description = "A table from `GET /api/tables`"),
-        ("worker_name" = Option<String>, Query, description = "Rows of this worker"),
-        ("container_name" = Option<String>, Query, description = "Rows of this container"),
-        ("status" = Option<String>, Query, description = "Rows in this status (tables with one)"),
-        ("since" = Option<String>, Query, description = "At or after: RFC 3339 or unix seconds"),
-        ("until" = Option<String>, Query, description = "At or before: RFC 3339 or unix seconds"),
-        ("order" = Option<String>, Query, description = "`asc` (default) or `desc`"),
-        ("cursor" = Option<u64>, Query, description = "`next_cursor` of the previous page"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1-1000 (default 100)"),
-        ("min_seq" = Option<u64>, Query, description = "Wait (up to 5 s) until the projection has applied this stream sequence: read your own writes"),
-    ),
-    responses(
-        (status = 200, body = RowsPage),
-        (status = 400, body = ErrorBody, description = "A query parameter is invalid; `field` names it"),
-        (status = 404, body = ErrorBody, description = "No such table"),
-        (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` in time"),
-    ))]
+/// The document gives each table its own path (see [`TablePaths`]): its filters differ.
 pub async fn list(
     State(state): State<AppState>,
     Path(table): Path<String>,
@@ -142,17 +129,7 @@ pub async fn get_row(
         .await?)
 }
 
-/// One row of a table, by the table's key column.
-#[utoipa::path(get, path = "/api/tables/{table}/{key}", tag = "projections",
-    params(
-        ("table" = String, Path, description = "A table from `GET /api/tables`"),
-        ("key" = String, Path, description = "The value of the table's key column"),
-        ("min_seq" = Option<u64>, Query, description = "Wait (up to 5 s) for this stream sequence first"),
-    ),
-    responses(
-        (status = 200, body = Object),
-        (status = 404, body = ErrorBody),
-    ))]
+/// One row of a table, by the table's key column (documented per table by [`TablePaths`]).
 pub async fn get(
     State(state): State<AppState>,
     Path((table, key)): Path<(String, String)>,
@@ -187,13 +164,21 @@ async fn wait_for(
     let (Some(sequence), Some(stream)) = (min_seq, table.stream) else {
         return Ok(());
     };
-    if projector
-        .wait_for(stream, sequence, READ_YOUR_WRITES_WAIT)
+    match projector
+        .read_through(stream, sequence, READ_YOUR_WRITES_WAIT)
         .await
     {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+        Ok(()) => Ok(()),
+        Err(NotThrough::Ahead { last }) => Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "min_seq_ahead",
+            format!(
+                "the {stream} stream has not reached sequence {sequence} (its last is {last}): \
+                 pass the sequence a write answered with"
+            ),
+            Some("min_seq".into()),
+        )),
+        Err(NotThrough::TimedOut) => Err(ApiError::new(
             axum::http::StatusCode::GATEWAY_TIMEOUT,
             "not_yet_projected",
             format!(
@@ -201,7 +186,7 @@ async fn wait_for(
                 READ_YOUR_WRITES_WAIT.as_secs()
             ),
             Some("min_seq".into()),
-        ))
+        )),
     }
 }
 
@@ -276,11 +261,6 @@ fn parse_filter(
             },
         }
     }
-    if let (Some(since), Some(until)) = (filter.since, filter.until)
-        && since > until
-    {
-        return Err(ApiError::invalid("since", "since is after until"));
-    }
     Ok((filter, min_seq))
 }
 
@@ -317,4 +297,235 @@ fn parse_time(field: &str, value: &str) -> Result<i64, ApiError> {
                 ),
             )
         })
+}
+
+/// A query parameter of a list, as the document gives it.
+fn query_param(name: &str, schema: Value, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(crate::schema::from_json(&schema)))
+        .build()
+}
+
+/// A moment, as `since` and `until` take it: RFC 3339 or unix seconds.
+fn instant() -> Value {
+    json!({"anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}
+    ]})
+}
+
+/// The `min_seq` parameter of a read over `table`'s stream.
+fn min_seq_param(table: &Table) -> Option<Parameter> {
+    let stream = table.stream?;
+    Some(query_param(
+        "min_seq",
+        json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
+        &format!(
+            "Wait (up to 5 s) until the projection has applied this {stream} stream sequence: \
+             read your own writes. A sequence the stream has not reached is a 409"
+        ),
+    ))
+}
+
+/// The query parameters a list of `table` takes, as [`parse_filter`] reads them; `filters`
+/// narrows them to the ones an endpoint accepts (every one, for `/api/tables/{table}`).
+pub fn list_parameters(table: &Table, filters: Option<&[&str]>) -> Vec<Parameter> {
+    let takes = |name: &str| filters.is_none_or(|allowed| allowed.contains(&name));
+    let mut params = Vec::new();
+    let text = json!({"type": "string"});
+    if table.has_worker() {
+        for name in ["worker_name", "container_name"] {
+            if takes(name) {
+                params.push(query_param(
+                    name,
+                    text.clone(),
+                    &format!("Rows with this {name}"),
+                ));
+            }
+        }
+    }
+    if let Some((column, statuses)) = table.status
+        && takes("status")
+    {
+        params.push(query_param(
+            "status",
+            json!({"type": "string", "enum": statuses}),
+            &format!("Rows whose {column} is this"),
+        ));
+    }
+    for (name, word) in [("since", "at or after"), ("until", "at or before")] {
+        if takes(name) {
+            params.push(query_param(
+                name,
+                instant(),
+                &format!(
+                    "Rows whose {} is {word} this: RFC 3339 or unix seconds",
+                    table.time
+                ),
+            ));
+        }
+    }
+    for &column in table.filters {
+        if !takes(column) {
+            continue;
+        }
+        let schema = if table.flags.contains(&column) {
+            json!({"type": "string", "enum": ["true", "false", "1", "0"]})
+        } else {
+            text.clone()
+        };
+        params.push(query_param(
+            column,
+            schema,
+            &format!("Rows with this {column}"),
+        ));
+    }
+    let paging = [
+        (
+            "order",
+            json!({"type": "string", "enum": ["asc", "desc"]}),
+            "`asc` (oldest first, the default) or `desc`",
+        ),
+        (
+            "cursor",
+            json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
+            "`next_cursor` of the previous page",
+        ),
+        (
+            "limit",
+            json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+            "Page size (default 100)",
+        ),
+    ];
+    for (name, schema, description) in paging {
+        if takes(name) {
+            params.push(query_param(name, schema, description));
+        }
+    }
+    if takes("min_seq") {
+        params.extend(min_seq_param(table));
+    }
+    params
+}
+
+/// The parameters a read of one row of `table` takes: `min_seq`, where it has a stream.
+pub fn get_parameters(table: &Table) -> Vec<Parameter> {
+    min_seq_param(table).into_iter().collect()
+}
+
+/// The answers every read of the projection may give besides its own: a wrong parameter,
+/// a `min_seq` the stream has not reached, and a projection that did not reach it in time.
+pub fn read_responses(operation: &mut utoipa::openapi::path::Operation) {
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    let responses = &mut operation.responses.responses;
+    for (status, description) in [
+        (
+            "400",
+            "A query parameter is unknown or invalid; `field` names it",
+        ),
+        (
+            "409",
+            "`min_seq` names a sequence the stream has not reached (`min_seq_ahead`)",
+        ),
+        (
+            "504",
+            "The projection did not reach `min_seq` within 5 s (it is behind the stream)",
+        ),
+    ] {
+        responses
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::T(error(description)));
+    }
+}
+
+/// Gives the document a path for each table's list and row, with that table's own filters
+/// and statuses (one templated `/api/tables/{table}` could not say which table takes what).
+#[derive(Debug)]
+pub struct TablePaths;
+
+impl utoipa::Modify for TablePaths {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for table in TABLES {
+            let mut list = OperationBuilder::new()
+                .tag("projections")
+                .operation_id(Some(format!("list_{}", table.name)))
+                .summary(Some(format!(
+                    "Lists {}, oldest first (or newest with order=desc), filtered and paginated",
+                    table.name
+                )))
+                .parameters(Some(list_parameters(table, None)))
+                .response(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("One page of rows")
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("RowsPage")))
+                                .build(),
+                        ),
+                )
+                .build();
+            read_responses(&mut list);
+            let key = ParameterBuilder::new()
+                .name(table.key)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some(format!("The row's {}", table.key)))
+                .schema(Some(crate::schema::from_json(&json!({"type": "string"}))))
+                .build();
+            let mut one = OperationBuilder::new()
+                .tag("projections")
+                .operation_id(Some(format!("get_{}", table.name)))
+                .summary(Some(format!(
+                    "One row of {} by its {}",
+                    table.name, table.key
+                )))
+                .parameters(Some(std::iter::once(key).chain(get_parameters(table))))
+                .response(
+                    "200",
+                    ResponseBuilder::new().description("The row").content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(crate::schema::from_json(&json!({"type": "object"}))))
+                            .build(),
+                    ),
+                )
+                .response(
+                    "404",
+                    ResponseBuilder::new()
+                        .description("No row has this key")
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        ),
+                )
+                .build();
+            read_responses(&mut one);
+            doc.paths.paths.insert(
+                format!("/api/tables/{}", table.name),
+                PathItem::new(HttpMethod::Get, list),
+            );
+            doc.paths.paths.insert(
+                format!("/api/tables/{}/{{{}}}", table.name, table.key),
+                PathItem::new(HttpMethod::Get, one),
+            );
+        }
+    }
 }

@@ -38,6 +38,35 @@ impl BalancerState {
 }
 
 impl BalancerState {
+    /// The balancer's part of the OpenAPI document, with the pool's own bounds: how many
+    /// instances `scale` takes is the configured maximum's business.
+    pub fn doc(&self) -> utoipa::openapi::OpenApi {
+        use utoipa::openapi::RefOr;
+        let mut doc = <BalancerDoc as utoipa::OpenApi>::openapi();
+        let Some(pool) = &self.pool else {
+            return doc;
+        };
+        let max = pool.policy().max_instances;
+        let scale = doc
+            .paths
+            .paths
+            .get_mut("/api/containers/scale/{instances}")
+            .and_then(|item| item.post.as_mut());
+        for param in scale
+            .into_iter()
+            .flat_map(|op| op.parameters.iter_mut().flatten())
+        {
+            if let RefOr::T(param) = param
+                && param.name == "instances"
+            {
+                param.schema = Some(vibehq_api::schema::from_json(
+                    &serde_json::json!({"type": "integer", "minimum": 0, "maximum": max}),
+                ));
+            }
+        }
+        doc
+    }
+
     /// One instance's status, or 404 naming `container_id`.
     pub(crate) fn instance(&self, container_id: &str) -> Result<InstanceStatus, ApiError> {
         self.pool()?

@@ -35,7 +35,7 @@ use std::path::PathBuf;
 
 pub use apply::Totals;
 pub use db::Checkpoints;
-pub use projector::{Handle, Options, Projector};
+pub use projector::{Handle, NotThrough, Options, Projector};
 pub use query::{Reader, Table};
 pub use replay::{ReplayOptions, Until, replay};
 

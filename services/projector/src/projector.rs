@@ -51,6 +51,19 @@ pub struct Projector {
 #[derive(Debug, Clone)]
 pub struct Handle {
     progress: watch::Receiver<Checkpoints>,
+    log: EventLog,
+}
+
+/// Why a read could not be given the projection through a sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotThrough {
+    /// The stream has not reached the sequence: no write was answered with it, so waiting
+    /// would be in vain.
+    #[error("the stream's last sequence is {last}")]
+    Ahead { last: u64 },
+    /// The stream holds it but the projection did not apply it in time.
+    #[error("the projection did not reach it in time")]
+    TimedOut,
 }
 
 impl Handle {
@@ -68,6 +81,31 @@ impl Handle {
             .await
             .is_ok_and(|r| r.is_ok())
     }
+
+    /// Like [`Handle::wait_for`], for a client's `min_seq`: a sequence the stream has not
+    /// reached is refused at once ([`NotThrough::Ahead`]) instead of waited for.
+    pub async fn read_through(
+        &self,
+        stream: StreamKind,
+        sequence: u64,
+        timeout: Duration,
+    ) -> Result<(), NotThrough> {
+        if self.checkpoints().get(stream) >= sequence {
+            return Ok(());
+        }
+        if let Ok(info) = self.log.stream_info(stream).await
+            && info.state.last_sequence < sequence
+        {
+            return Err(NotThrough::Ahead {
+                last: info.state.last_sequence,
+            });
+        }
+        if self.wait_for(stream, sequence, timeout).await {
+            Ok(())
+        } else {
+            Err(NotThrough::TimedOut)
+        }
+    }
 }
 
 impl Projector {
@@ -76,6 +114,10 @@ impl Projector {
         let conn = db::open_writer(&options.database)?;
         let checkpoints = db::load_checkpoints(&conn)?;
         let (progress_tx, progress) = watch::channel(checkpoints);
+        let handle = Handle {
+            progress,
+            log: log.clone(),
+        };
         Ok((
             Self {
                 options,
@@ -84,7 +126,7 @@ impl Projector {
                 checkpoints,
                 progress_tx,
             },
-            Handle { progress },
+            handle,
         ))
     }
 

@@ -21,6 +21,7 @@ use vibehq_api::error::{ApiError, ErrorBody};
 use vibehq_api::params::Params;
 use vibehq_api::tables::RowsPage;
 
+use crate::bodies;
 use crate::ops::{self, Op, QueueState, Written};
 use crate::queue::{Claim, FailOutcome, Submitted};
 
@@ -119,11 +120,12 @@ async fn answer(
 
 /// Submits one task (an object) or up to 1,000 all or nothing (an array).
 #[utoipa::path(post, path = "/api/tasks", tag = "tasks",
-    request_body(content = Object, description = "One task, or an array of up to 1,000 (stored all or nothing). A task: `task_type` and `command` (required), `parameters` (object), `priority` (0-9, higher first), `worker_name`/`container_name` (target; null = any), `max_attempts` (1-100, default 3), `idempotency_key`, `submitted_by`"),
+    request_body(content = bodies::SubmitBody, description = "One task, or an array of up to 1,000 (stored all or nothing). A task: `task_type` and `command` (required), `parameters` (object), `priority` (0-9, higher first), `worker_name`/`container_name` (target; null = any), `max_attempts` (1-100, default 3), `idempotency_key`, `submitted_by`"),
     responses(
-        (status = 201, body = Submitted, description = "Created (for an array: an array of Submitted, in order)"),
-        (status = 200, body = Submitted, description = "The idempotency key matched an existing task (for an array: every one did)"),
+        (status = 201, body = bodies::SubmitAnswer, description = "Created (for an array: an array of Submitted, in order)"),
+        (status = 200, body = bodies::SubmitAnswer, description = "The idempotency key matched an existing task (for an array: every one did)"),
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "The idempotency key was used for a different task"),
+        (status = 404, body = ErrorBody, description = "A task named in `depends_on` was never submitted"),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
     ))]
 pub async fn submit(
@@ -142,15 +144,6 @@ pub async fn submit(
 
 /// Lists tasks from the projection.
 #[utoipa::path(get, path = "/api/tasks", tag = "tasks",
-    params(
-        ("status" = Option<String>, Query, description = "pending, assigned, running, completed, failed or cancelled; `failed` lists the dead letters"),
-        ("worker_name" = Option<String>, Query), ("container_name" = Option<String>, Query),
-        ("task_type" = Option<String>, Query), ("priority" = Option<i64>, Query),
-        ("retry_of" = Option<String>, Query, description = "The tasks that retry this one"),
-        ("since" = Option<String>, Query), ("until" = Option<String>, Query),
-        ("order" = Option<String>, Query), ("cursor" = Option<u64>, Query), ("limit" = Option<u32>, Query),
-        ("min_seq" = Option<u64>, Query, description = "Wait for this tasks-stream sequence first"),
-    ),
     responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn list(
     State(state): State<QueueState>,
@@ -162,7 +155,7 @@ pub async fn list(
 
 /// One task from the projection.
 #[utoipa::path(get, path = "/api/tasks/{task_id}", tag = "tasks",
-    params(("task_id" = String, Path), ("min_seq" = Option<u64>, Query)),
+    params(("task_id" = String, Path)),
     responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn get_task(
     State(state): State<QueueState>,
@@ -179,8 +172,8 @@ pub async fn get_task(
 
 /// Claims the next task the container may take (highest priority first).
 #[utoipa::path(post, path = "/api/tasks/claim", tag = "tasks",
-    request_body(content = Object, description = "`worker_name` (required), `container_name`, `wait_ms` (0-30000: wait this long for work), `max` (1-256: claim up to this many at once; the answer is then an array)"),
-    responses((status = 200, body = Claim), (status = 204, description = "No work"), (status = 422, body = ErrorBody)))]
+    request_body(content = bodies::ClaimBody, description = "`worker_name` (required), `container_name`, `wait_ms` (0-30000: wait this long for work), `max` (1-256: claim up to this many at once; the answer is then an array)"),
+    responses((status = 200, body = bodies::ClaimAnswer, description = "The claimed task; given `max`, an array of up to `max`, perhaps empty"), (status = 204, description = "No work (without `max`)"), (status = 422, body = ErrorBody)))]
 pub async fn claim_next(
     State(state): State<QueueState>,
     identity: Identity,
@@ -192,7 +185,7 @@ pub async fn claim_next(
 /// Claims one specific pending task.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/claim", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name` (required), `container_name`"),
+    request_body(content = bodies::ClaimTaskBody, description = "`worker_name` (required), `container_name`"),
     responses((status = 200, body = Claim), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn claim_task(
     State(state): State<QueueState>,
@@ -212,8 +205,8 @@ pub async fn claim_task(
 /// Marks a claimed task as running.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/start", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name` (required), `container_name`, `attempt` (optional: the claim's)"),
-    responses((status = 200, body = Written), (status = 409, body = ErrorBody)))]
+    request_body(content = bodies::AttemptBody, description = "`worker_name` (required), `container_name`, `attempt` (optional: the claim's)"),
+    responses((status = 404, body = ErrorBody, description = "No task has this id"), (status = 200, body = Written), (status = 409, body = ErrorBody)))]
 pub async fn start(
     State(state): State<QueueState>,
     identity: Identity,
@@ -226,8 +219,8 @@ pub async fn start(
 /// Extends a claim's lease.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/heartbeat", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name` (required), `container_name`, `attempt` (optional)"),
-    responses((status = 204), (status = 409, body = ErrorBody, description = "The claim no longer holds the task: stop working on it")))]
+    request_body(content = bodies::AttemptBody, description = "`worker_name` (required), `container_name`, `attempt` (optional)"),
+    responses((status = 404, body = ErrorBody, description = "No task has this id"), (status = 204), (status = 409, body = ErrorBody, description = "The claim no longer holds the task: stop working on it")))]
 pub async fn heartbeat(
     State(state): State<QueueState>,
     identity: Identity,
@@ -246,8 +239,8 @@ pub async fn heartbeat(
 /// Reports how far a running task got; extends its lease like a heartbeat.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/progress", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name` (required), `container_name`, `attempt` (optional), `percent` (0-100) and/or `message` (up to 1024 bytes)"),
-    responses((status = 200, body = Written), (status = 409, body = ErrorBody, description = "The claim no longer holds the task, or it is not running"), (status = 422, body = ErrorBody)))]
+    request_body(content = bodies::ProgressBody, description = "`worker_name` (required), `container_name`, `attempt` (optional), `percent` (0-100) and/or `message` (up to 1024 bytes)"),
+    responses((status = 404, body = ErrorBody, description = "No task has this id"), (status = 200, body = Written), (status = 409, body = ErrorBody, description = "The claim no longer holds the task, or it is not running"), (status = 422, body = ErrorBody)))]
 pub async fn progress(
     State(state): State<QueueState>,
     identity: Identity,
@@ -266,8 +259,8 @@ pub async fn progress(
 /// Completes a claimed task.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/complete", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name` (required), `container_name`, `attempt` (optional: without it, the claim the caller holds now), `output`"),
-    responses((status = 200, body = Written), (status = 409, body = ErrorBody, description = "The caller does not hold the task; the result was recorded as refused")))]
+    request_body(content = bodies::CompleteBody, description = "`worker_name` (required), `container_name`, `attempt` (optional: without it, the claim the caller holds now), `output`"),
+    responses((status = 404, body = ErrorBody, description = "No task has this id"), (status = 200, body = Written), (status = 409, body = ErrorBody, description = "The caller does not hold the task; the result was recorded as refused")))]
 pub async fn complete(
     State(state): State<QueueState>,
     identity: Identity,
@@ -286,8 +279,8 @@ pub async fn complete(
 /// Reports a failed attempt; retried with backoff while attempts remain.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/fail", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name` (required), `container_name`, `attempt` (optional), `error` (required), `retry` (default true)"),
-    responses((status = 200, body = FailOutcome), (status = 409, body = ErrorBody)))]
+    request_body(content = bodies::FailBody, description = "`worker_name` (required), `container_name`, `attempt` (optional), `error` (required), `retry` (default true)"),
+    responses((status = 404, body = ErrorBody, description = "No task has this id"), (status = 200, body = FailOutcome), (status = 409, body = ErrorBody)))]
 pub async fn fail(
     State(state): State<QueueState>,
     identity: Identity,
@@ -300,8 +293,8 @@ pub async fn fail(
 /// Cancels a task that has not ended.
 #[utoipa::path(post, path = "/api/tasks/{task_id}/cancel", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`reason`, `cancelled_by`"),
-    responses((status = 200, body = Written), (status = 403, body = ErrorBody, description = "Only an operator may cancel"), (status = 409, body = ErrorBody)))]
+    request_body(content = bodies::CancelBody, description = "`reason`, `cancelled_by`"),
+    responses((status = 404, body = ErrorBody, description = "No task has this id"), (status = 200, body = Written), (status = 403, body = ErrorBody, description = "Only an operator may cancel"), (status = 409, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<QueueState>,
     identity: Identity,
@@ -343,7 +336,7 @@ pub async fn why(
 /// `retry_of` (operators only).
 #[utoipa::path(post, path = "/api/tasks/{task_id}/retry", tag = "tasks",
     params(("task_id" = String, Path)),
-    request_body(content = Object, description = "`new_task_id` (optional: makes sending the retry again safe), `submitted_by`"),
+    request_body(content = bodies::RetryBody, description = "`new_task_id` (optional: makes sending the retry again safe), `submitted_by`"),
     responses(
         (status = 201, body = Submitted), (status = 200, body = Submitted, description = "new_task_id was already this retry"),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -382,7 +375,7 @@ pub async fn queues(
 /// Tasks submitted, completed and failed per minute, with the p50 and p95 time from
 /// submission to completion, for the last `minutes` (1-1440, default 60), oldest first.
 #[utoipa::path(get, path = "/api/queues/throughput", tag = "tasks",
-    params(("minutes" = Option<u32>, Query, description = "1-1440, default 60")),
+    params(("minutes" = Option<u32>, Query, minimum = 1, maximum = 1440, description = "1-1440, default 60")),
     responses((status = 200, body = Vec<crate::stats::Minute>), (status = 400, body = ErrorBody)))]
 pub async fn throughput(
     State(state): State<QueueState>,
@@ -422,7 +415,7 @@ pub async fn throughput(
 /// that worker and its containers). No claimer is handed its tasks until it is resumed; they
 /// stay pending in their lanes.
 #[utoipa::path(post, path = "/api/queues/pause", tag = "tasks",
-    request_body(content = Object, description = "`scope` (`all` or `worker:<name>`), `reason`, `paused_by`"),
+    request_body(content = bodies::PauseBody, description = "`scope` (`all` or `worker:<name>`), `reason`, `paused_by`"),
     responses((status = 200, body = crate::pauses::PauseState), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is paused already"), (status = 422, body = ErrorBody)))]
 pub async fn pause(
     State(state): State<QueueState>,
@@ -434,7 +427,7 @@ pub async fn pause(
 
 /// Resumes a paused scope (operators only); lanes another paused scope covers stay paused.
 #[utoipa::path(post, path = "/api/queues/resume", tag = "tasks",
-    request_body(content = Object, description = "`scope`, `resumed_by`"),
+    request_body(content = bodies::ResumeBody, description = "`scope`, `resumed_by`"),
     responses((status = 200, body = crate::pauses::PauseState), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is not paused"), (status = 422, body = ErrorBody)))]
 pub async fn resume(
     State(state): State<QueueState>,
@@ -446,7 +439,6 @@ pub async fn resume(
 
 /// Every scope ever paused, with whether it is paused now (`status`: paused, resumed).
 #[utoipa::path(get, path = "/api/queues/pauses", tag = "tasks",
-    params(("status" = Option<String>, Query, description = "paused or resumed"), ("min_seq" = Option<u64>, Query)),
     responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn pauses(
     State(state): State<QueueState>,
@@ -459,7 +451,7 @@ pub async fn pauses(
 /// Creates a recurring schedule (operators only): a cron expression in a time zone, or an
 /// interval, that submits `task` at each time.
 #[utoipa::path(post, path = "/api/schedules", tag = "schedules",
-    request_body(content = Object, description = "`schedule_id` (optional, at most 96 characters), `cron` (`0 9 * * *`, six fields with seconds, or `@daily` …) with `time_zone` (IANA; default UTC), or `every_seconds`; `task`: a submission's fields (`task_type`, `command`, `parameters`, `priority`, `worker_name`, `container_name`, `max_attempts`); `overlap`: `skip` (default: no firing while the last run has not ended) or `allow`; `misfire`: `run_once` (default: a firing missed while vibehq was down runs once when it is back) or `skip`; `created_by`"),
+    request_body(content = bodies::ScheduleBody, description = "`schedule_id` (optional, at most 88 characters), `cron` (`0 9 * * *`, six fields with seconds, or `@daily` …) with `time_zone` (IANA; default UTC), or `every_seconds`; `task`: a submission's fields (`task_type`, `command`, `parameters`, `priority`, `worker_name`, `container_name`, `max_attempts`); `overlap`: `skip` (default: no firing while the last run has not ended) or `allow`; `misfire`: `run_once` (default: a firing missed while vibehq was down runs once when it is back) or `skip`; `created_by`"),
     responses(
         (status = 201, body = crate::schedules::Changed), (status = 200, body = crate::schedules::Changed, description = "The same schedule existed"),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "Another schedule has this id"),
@@ -475,12 +467,6 @@ pub async fn create_schedule(
 
 /// Lists schedules from the projection.
 #[utoipa::path(get, path = "/api/schedules", tag = "schedules",
-    params(
-        ("status" = Option<String>, Query, description = "active, paused or deleted"),
-        ("worker_name" = Option<String>, Query), ("task_type" = Option<String>, Query),
-        ("order" = Option<String>, Query), ("cursor" = Option<u64>, Query), ("limit" = Option<u32>, Query),
-        ("min_seq" = Option<u64>, Query, description = "Wait for this tasks-stream sequence first"),
-    ),
     responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn list_schedules(
     State(state): State<QueueState>,
@@ -492,8 +478,8 @@ pub async fn list_schedules(
 
 /// One schedule, with its 20 latest firings (`recent_firings`).
 #[utoipa::path(get, path = "/api/schedules/{schedule_id}", tag = "schedules",
-    params(("schedule_id" = String, Path), ("min_seq" = Option<u64>, Query)),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
+    params(("schedule_id" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody, description = "No schedule has this id, or it was deleted")))]
 pub async fn get_schedule(
     State(state): State<QueueState>,
     identity: Identity,
@@ -507,7 +493,7 @@ pub async fn get_schedule(
 /// Pauses a schedule: it fires no more until resumed (operators only).
 #[utoipa::path(post, path = "/api/schedules/{schedule_id}/pause", tag = "schedules",
     params(("schedule_id" = String, Path)),
-    request_body(content = Object, description = "Optional: `changed_by`, the operator name to record"),
+    request_body(content = bodies::ScheduleChangeBody, description = "Optional: `changed_by`, the operator name to record"),
     responses((status = 200, body = crate::schedules::Changed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is not active")))]
 pub async fn pause_schedule(
     State(state): State<QueueState>,
@@ -522,7 +508,7 @@ pub async fn pause_schedule(
 /// Resumes a paused schedule from its next time (operators only).
 #[utoipa::path(post, path = "/api/schedules/{schedule_id}/resume", tag = "schedules",
     params(("schedule_id" = String, Path)),
-    request_body(content = Object, description = "Optional: `changed_by`, the operator name to record"),
+    request_body(content = bodies::ScheduleChangeBody, description = "Optional: `changed_by`, the operator name to record"),
     responses((status = 200, body = crate::schedules::Changed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is not paused")))]
 pub async fn resume_schedule(
     State(state): State<QueueState>,
@@ -550,7 +536,7 @@ pub async fn delete_schedule(
 /// Runs a schedule's task now, whatever its time and overlap policy (operators only).
 #[utoipa::path(post, path = "/api/schedules/{schedule_id}/trigger", tag = "schedules",
     params(("schedule_id" = String, Path)),
-    request_body(content = Object, description = "Optional: `changed_by`, the operator name to record"),
+    request_body(content = bodies::ScheduleChangeBody, description = "Optional: `changed_by`, the operator name to record"),
     responses((status = 200, body = Object, description = "The firing: `firing_id`, `task_id`, `fired_at`, `trigger`"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn trigger_schedule(
     State(state): State<QueueState>,
@@ -594,8 +580,8 @@ fn with_key(key: String, mut value: Value) -> Value {
 /// A key may hold `/` and `:` (`repo:acme/api`), in the path as they are or URL-encoded.
 #[utoipa::path(put, path = "/api/keys/{key}", tag = "tasks",
     params(("key" = String, Path)),
-    request_body(content = Object, description = "`concurrency` (1-100000) and/or `rate`: `{\"max\": N, \"per_seconds\": S}`; `changed_by`"),
-    responses((status = 200, body = crate::keys::KeyView), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    request_body(content = bodies::KeyLimitsBody, description = "`concurrency` (1-100000) and/or `rate`: `{\"max\": N, \"per_seconds\": S}`; `changed_by`"),
+    responses((status = 200, body = crate::keys::KeyView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody, description = "The key cannot be a key (it is not an id)"), (status = 422, body = ErrorBody)))]
 pub async fn set_key(
     State(state): State<QueueState>,
     identity: Identity,
@@ -628,7 +614,6 @@ pub async fn get_key(
 
 /// The keys whose limits were declared (`container_task_keys`).
 #[utoipa::path(get, path = "/api/keys", tag = "tasks",
-    params(("min_seq" = Option<u64>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<u64>, Query)),
     responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn list_keys(
     State(state): State<QueueState>,
@@ -642,7 +627,7 @@ pub async fn list_keys(
 /// written in and the commands it handles, recorded as `worker.registered` and kept in
 /// `container_workers`. Registering again replaces the registration.
 #[utoipa::path(post, path = "/api/workers", tag = "tasks",
-    request_body(content = Object, description = "`worker_name`, `language`, `commands` (command names)"),
+    request_body(content = bodies::RegisterBody, description = "`worker_name`, `language`, `commands` (command names)"),
     responses((status = 201, body = crate::ops::Registered), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn register_worker(
     State(state): State<QueueState>,
@@ -654,7 +639,6 @@ pub async fn register_worker(
 
 /// The registered workers (`container_workers`).
 #[utoipa::path(get, path = "/api/workers", tag = "tasks",
-    params(("language" = Option<String>, Query), ("min_seq" = Option<u64>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<u64>, Query)),
     responses((status = 200, body = RowsPage), (status = 400, body = ErrorBody), (status = 504, body = ErrorBody, description = "The projection did not reach `min_seq` within 5 s")))]
 pub async fn list_workers(
     State(state): State<QueueState>,
@@ -664,9 +648,66 @@ pub async fn list_workers(
     answer(&state, &identity, Op::GetWorkers, query(params)).await
 }
 
+/// Gives the queue's reads of the projection their tables' parameters, as
+/// [`vibehq_api::tables`] reads them, and the answers every read may give.
+struct Reads;
+
+impl utoipa::Modify for Reads {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::path::ParameterIn;
+        use vibehq_api::tables::{get_parameters, list_parameters, read_responses};
+
+        let table = |name| {
+            vibehq_projector::Table::named(name)
+                .unwrap_or_else(|| unreachable!("the schema has {name}"))
+        };
+        let lists = [
+            ("/api/tasks", "container_tasks", ops::LIST_FILTERS),
+            (
+                "/api/queues/pauses",
+                "container_task_pauses",
+                ops::PAUSE_FILTERS,
+            ),
+            (
+                "/api/schedules",
+                "container_task_schedules",
+                ops::SCHEDULE_FILTERS,
+            ),
+            ("/api/keys", "container_task_keys", ops::KEY_FILTERS),
+            ("/api/workers", "container_workers", ops::WORKER_FILTERS),
+        ];
+        for (path, name, filters) in lists {
+            if let Some(read) = doc.paths.paths.get_mut(path).and_then(|i| i.get.as_mut()) {
+                let params = list_parameters(table(name), Some(filters));
+                read.parameters = Some(params.into_iter().map(RefOr::T).collect());
+                read_responses(read);
+            }
+        }
+        for (path, name) in [
+            ("/api/tasks/{task_id}", "container_tasks"),
+            ("/api/schedules/{schedule_id}", "container_task_schedules"),
+        ] {
+            if let Some(read) = doc.paths.paths.get_mut(path).and_then(|i| i.get.as_mut()) {
+                let mut params: Vec<_> = read
+                    .parameters
+                    .take()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Path))
+                    .collect();
+                params.extend(get_parameters(table(name)).into_iter().map(RefOr::T));
+                read.parameters = Some(params);
+                read_responses(read);
+            }
+        }
+    }
+}
+
 /// The queue's part of the OpenAPI document.
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
+    modifiers(&Reads),
     paths(
         submit,
         list,
@@ -700,6 +741,23 @@ pub async fn list_workers(
         crate::ws::tasks
     ),
     components(schemas(
+        bodies::SubmitBody,
+        bodies::ClaimBody,
+        bodies::ClaimTaskBody,
+        bodies::AttemptBody,
+        bodies::ProgressBody,
+        bodies::CompleteBody,
+        bodies::FailBody,
+        bodies::CancelBody,
+        bodies::RetryBody,
+        bodies::PauseBody,
+        bodies::ResumeBody,
+        bodies::ScheduleBody,
+        bodies::ScheduleChangeBody,
+        bodies::KeyLimitsBody,
+        bodies::RegisterBody,
+        bodies::ClaimAnswer,
+        bodies::SubmitAnswer,
         Submitted,
         Claim,
         FailOutcome,

@@ -31,6 +31,7 @@
 //! - [`why`]: why a pending task has not run, each reason with its evidence.
 //! - [`ws`]: `GET /ws/tasks`, task events live over a WebSocket, resumable by sequence.
 
+pub mod bodies;
 mod claim;
 pub mod dependencies;
 mod durable;

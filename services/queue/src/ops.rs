@@ -31,6 +31,7 @@ use vibehq_events::recurring::{
 use vibehq_events::subject::validate_id;
 use vibehq_events::task::OnDependencyFailure;
 use vibehq_events::task::lane::MAX_PRIORITY;
+use vibehq_events::time_zone::is_time_zone;
 use vibehq_events::{Actor, MAX_BATCH};
 use vibehq_projector::query::Table;
 use vibehq_projector::{Handle, Reader};
@@ -39,11 +40,17 @@ use crate::dependencies::MAX_DEPENDENCIES;
 use crate::queue::NewTask;
 use crate::{Error, Queue};
 
-/// Longest progress message a report may carry, in bytes: a status line, not a log.
-const MAX_PROGRESS_MESSAGE: usize = 1024;
+/// Longest progress message a report may carry, in characters: a status line, not a log.
+pub const MAX_PROGRESS_MESSAGE: usize = 1024;
 
 /// Longest a claim request may wait for work.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
+
+/// [`MAX_CLAIM_WAIT`] in milliseconds, as `wait_ms` takes it.
+pub const MAX_CLAIM_WAIT_MS: i64 = 30_000;
+
+/// Longest error a failure may report, in characters.
+pub const MAX_ERROR: usize = 64 * 1024;
 
 /// What the queue's doors share. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -296,8 +303,7 @@ async fn answer(
 ) -> Result<Answer, ApiError> {
     let queue = &state.queue;
     if op == Op::SubmitTasks {
-        let (by, tasks) = new_tasks(input, identity)?;
-        let submitted = queue.submit_many(&by, tasks).await?;
+        let submitted = queue.submit_each(new_tasks(input, identity)?).await?;
         let status = if submitted.iter().any(|s| s.created) {
             StatusCode::CREATED
         } else {
@@ -370,8 +376,7 @@ async fn answer(
             body.only(&["worker_name", "container_name", "wait_ms", "max"])?;
             let claimer = actor(&body, identity)?;
             let wait = Duration::from_millis(
-                body.integer("wait_ms", 0..=MAX_CLAIM_WAIT.as_millis() as i64)?
-                    .unwrap_or(0) as u64,
+                body.integer("wait_ms", 0..=MAX_CLAIM_WAIT_MS)?.unwrap_or(0) as u64,
             );
             match body.integer("max", 1..=256)? {
                 None => match queue.claim(&claimer, wait).await? {
@@ -411,11 +416,11 @@ async fn answer(
             let message = body.string("message")?;
             if message
                 .as_ref()
-                .is_some_and(|m| m.len() > MAX_PROGRESS_MESSAGE)
+                .is_some_and(|m| m.chars().count() > MAX_PROGRESS_MESSAGE)
             {
                 return Err(unprocessable(
                     "message",
-                    format!("a progress message is at most {MAX_PROGRESS_MESSAGE} bytes"),
+                    format!("a progress message is at most {MAX_PROGRESS_MESSAGE} characters"),
                 ));
             }
             if percent.is_none() && message.is_none() {
@@ -442,7 +447,7 @@ async fn answer(
         }
         Op::FailTask => {
             body.only(&["worker_name", "container_name", "attempt", "error", "retry"])?;
-            let error = body.required_string("error", 64 * 1024)?;
+            let error = body.required_string("error", MAX_ERROR)?;
             let (claimer, attempt) = (actor(&body, identity)?, attempt(&body)?);
             let retry = body.boolean("retry")?.unwrap_or(true);
             let outcome = queue
@@ -562,7 +567,10 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         match error {
             Error::NotFound(id) => ApiError::not_found("task_id", format!("no task {id}")),
-            error @ Error::UnknownDependency(_) => unprocessable("depends_on", error.to_string()),
+            // Well formed, but naming a task that does not exist: as a path's unknown id is.
+            error @ Error::UnknownDependency(_) => {
+                ApiError::not_found("depends_on", error.to_string())
+            }
             Error::PauseRefused(reason) => ApiError::new(
                 StatusCode::CONFLICT,
                 "not_allowed",
@@ -726,7 +734,7 @@ const SUBMISSION: &[&str] = &[
 ];
 
 /// Longest a task may be delayed: a year.
-const MAX_DELAY_MS: i64 = 366 * 24 * 3600 * 1000;
+pub const MAX_DELAY_MS: i64 = 366 * 24 * 3600 * 1000;
 
 /// When a submission asks to run: `run_at` (RFC 3339) or `delay_ms` (from now), not both.
 fn run_at(body: &Body) -> Result<Option<time::OffsetDateTime>, ApiError> {
@@ -748,12 +756,7 @@ fn run_at(body: &Body) -> Result<Option<time::OffsetDateTime>, ApiError> {
             "delay_ms",
             "give run_at or delay_ms, not both",
         )),
-        (Some(at), None) => {
-            if at - time::OffsetDateTime::now_utc() > time::Duration::milliseconds(MAX_DELAY_MS) {
-                return Err(unprocessable("run_at", "run_at is at most a year away"));
-            }
-            Ok(Some(at))
-        }
+        (Some(at), None) => Ok(Some(at)),
         (None, Some(ms)) => Ok(Some(
             time::OffsetDateTime::now_utc() + time::Duration::milliseconds(ms),
         )),
@@ -798,7 +801,7 @@ fn new_task(body: &Body, at: &str, identity: &Identity) -> Result<(Actor, NewTas
             ));
         }
         let idempotency_key = match body.string("idempotency_key")? {
-            Some(k) if k.is_empty() || k.len() > 200 => {
+            Some(k) if k.is_empty() || k.chars().count() > 200 => {
                 return Err(unprocessable(
                     "idempotency_key",
                     "idempotency_key must be 1-200 characters",
@@ -912,8 +915,8 @@ fn new_task(body: &Body, at: &str, identity: &Identity) -> Result<(Actor, NewTas
     read().map_err(|e| prefixed(at, e))
 }
 
-/// A bulk submission: an array of 1 to 1,000 submissions, all by one submitter.
-fn new_tasks(input: Value, identity: &Identity) -> Result<(Actor, Vec<NewTask>), ApiError> {
+/// A bulk submission: an array of 1 to 1,000 submissions, each with its submitter.
+fn new_tasks(input: Value, identity: &Identity) -> Result<Vec<(Actor, NewTask)>, ApiError> {
     let Value::Array(items) = input else {
         return Err(ApiError::invalid(
             "body",
@@ -926,31 +929,32 @@ fn new_tasks(input: Value, identity: &Identity) -> Result<(Actor, Vec<NewTask>),
             format!("a bulk submission holds 1 to {MAX_BATCH} tasks"),
         ));
     }
-    let mut by: Option<Actor> = None;
-    let mut tasks = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let at = format!("[{i}].");
-        let body = Body::from_value(item)
-            .map_err(|_| ApiError::invalid(format!("[{i}]"), "each task is a JSON object"))?;
-        let (submitter, task) = new_task(&body, &at, identity)?;
-        match &by {
-            Some(first) if *first != submitter => {
-                return Err(unprocessable(
-                    &format!("{at}submitted_by"),
-                    "every task of a bulk submission has the same submitted_by",
-                ));
-            }
-            _ => by = Some(submitter),
-        }
-        tasks.push(task);
-    }
-    Ok((by.unwrap_or_else(|| Actor::worker("api")), tasks))
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let body = Body::from_value(item)
+                .map_err(|_| ApiError::invalid(format!("[{i}]"), "each task is a JSON object"))?;
+            new_task(&body, &format!("[{i}]."), identity)
+        })
+        .collect()
 }
 
 /// The list filters of a JSON body as the query parameters `GET /api/tasks` takes, so both are
 /// checked by the same parser: strings stay strings, integers become their digits.
+///
+/// A wrong filter is a 400, as a wrong query parameter is: filters are parameters, whichever
+/// door they came in by.
 pub fn list_params(body: &Body, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
-    body.only(allowed)?;
+    if let Some(unknown) = body.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            unknown.clone(),
+            format!(
+                "unknown filter {unknown:?}; allowed: {}",
+                allowed.join(", ")
+            ),
+        ));
+    }
     let mut params = HashMap::new();
     for (name, value) in &body.0 {
         let text = match value {
@@ -958,8 +962,8 @@ pub fn list_params(body: &Body, allowed: &[&str]) -> Result<HashMap<String, Stri
             Value::String(s) => s.clone(),
             Value::Number(n) if n.is_u64() => n.to_string(),
             _ => {
-                return Err(unprocessable(
-                    name,
+                return Err(ApiError::invalid(
+                    name.clone(),
                     format!("{name} must be a string (or, for numbers, a non-negative integer)"),
                 ));
             }
@@ -973,7 +977,7 @@ pub fn list_params(body: &Body, allowed: &[&str]) -> Result<HashMap<String, Stri
 pub const KEY_FILTERS: &[&str] = &["order", "limit", "cursor", "min_seq"];
 
 /// Longest window a rate limit may have: a day.
-const MAX_RATE_SECONDS: f64 = 86_400.0;
+pub const MAX_RATE_SECONDS: f64 = 86_400.0;
 
 /// The key operations: declaring limits is an operator's; anyone may read.
 async fn key_answer(
@@ -1045,6 +1049,9 @@ fn is_command_name(name: &str) -> bool {
         .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
 }
 
+/// The filters `getWorkers` (and `GET /api/workers`) takes.
+pub const WORKER_FILTERS: &[&str] = &["language", "order", "limit", "cursor", "min_seq"];
+
 /// A registration's answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Registered {
@@ -1062,7 +1069,7 @@ async fn worker_answer(
     body: Body,
 ) -> Result<Answer, ApiError> {
     if op == Op::GetWorkers {
-        let params = list_params(&body, &["language", "order", "limit", "cursor", "min_seq"])?;
+        let params = list_params(&body, WORKER_FILTERS)?;
         let table = Table::named("container_workers")
             .unwrap_or_else(|| unreachable!("the schema has container_workers"));
         return Answer::ok(&list_rows(&state.reader, &state.projector, table, params).await?);
@@ -1070,7 +1077,7 @@ async fn worker_answer(
     body.only(&["worker_name", "language", "commands"])?;
     let name = identity.acting_as(&body, "worker_name", None)?;
     let language = match body.string("language")? {
-        Some(l) if l.is_empty() || l.len() > 32 => {
+        Some(l) if l.is_empty() || l.chars().count() > 32 => {
             return Err(unprocessable("language", "language is 1-32 characters"));
         }
         language => language,
@@ -1163,6 +1170,14 @@ async fn schedule_answer(
         )
         .await?
         .ok_or_else(|| ApiError::not_found("schedule_id", format!("no schedule {schedule_id}")))?;
+        if row.get("status").and_then(Value::as_str) == Some("deleted") {
+            return Err(ApiError::not_found(
+                "schedule_id",
+                format!(
+                    "schedule {schedule_id} was deleted; GET /api/schedules?status=deleted lists it with its firings' table"
+                ),
+            ));
+        }
         let mut recent = HashMap::new();
         recent.insert("schedule_id".to_owned(), schedule_id.clone());
         recent.insert("order".to_owned(), "desc".to_owned());
@@ -1239,8 +1254,12 @@ const SCHEDULE: &[&str] = &[
     "created_by",
 ];
 
+/// Longest id a schedule may have: its manual firings' task ids add 40 characters to it, and
+/// a task id is at most 128.
+pub const MAX_SCHEDULE_ID: usize = 88;
+
 /// Longest interval a schedule may have: a year (longer is a cron expression's job).
-const MAX_EVERY_SECONDS: i64 = 366 * 24 * 3600;
+pub const MAX_EVERY_SECONDS: i64 = 366 * 24 * 3600;
 
 /// A new schedule: `cron` (5 or 6 fields, or `@daily` …) with `time_zone`, or
 /// `every_seconds`; `task`, a submission's fields without its id; `overlap` (`skip`, the
@@ -1249,11 +1268,10 @@ fn new_schedule(body: &Body, identity: &Identity) -> Result<(Actor, Created), Ap
     body.only(SCHEDULE)?;
     let schedule_id = match body.string("schedule_id")? {
         Some(id) => {
-            // Its firings' task ids add up to 30 characters to it.
-            if id.len() > 96 {
+            if id.chars().count() > MAX_SCHEDULE_ID {
                 return Err(unprocessable(
                     "schedule_id",
-                    "schedule_id is at most 96 characters",
+                    format!("schedule_id is at most {MAX_SCHEDULE_ID} characters"),
                 ));
             }
             validate_id(&id).map_err(|e| unprocessable("schedule_id", e.to_string()))?;
@@ -1272,8 +1290,16 @@ fn new_schedule(body: &Body, identity: &Identity) -> Result<(Actor, Created), Ap
             ));
         }
         (Some(cron), None) => {
-            if cron.trim().is_empty() || cron.len() > 200 {
+            if cron.trim().is_empty() || cron.chars().count() > 200 {
                 return Err(unprocessable("cron", "cron must be 1-200 characters"));
+            }
+            if let Some(zone) = time_zone.as_deref().filter(|z| !is_time_zone(z)) {
+                return Err(unprocessable(
+                    "time_zone",
+                    format!(
+                        "{zone:?} is not an IANA time zone vibehq knows (Europe/Paris, America/New_York, UTC …)"
+                    ),
+                ));
             }
             Timing::cron(&cron, time_zone)
         }
@@ -1310,6 +1336,9 @@ fn new_schedule(body: &Body, identity: &Identity) -> Result<(Actor, Created), Ap
         "run_at",
         "delay_ms",
         "submitted_by",
+        "depends_on",
+        "on_dependency_failure",
+        "concurrency_key",
     ] {
         if task.0.contains_key(field) {
             return Err(unprocessable(
@@ -1423,9 +1452,20 @@ mod tests {
             field(new_tasks(many, &Identity::Open).expect_err("too many")),
             (422, Some("body".into()))
         );
-        let (_, tasks) =
-            new_tasks(json!([{"task_type": "t", "command": "c"}]), &Identity::Open).expect("ok");
-        assert_eq!(tasks.len(), 1);
+        let tasks = new_tasks(
+            json!([{"task_type": "t", "command": "c"}, {"task_type": "t", "command": "c", "submitted_by": "bob"}]),
+            &Identity::Open,
+        )
+        .expect("ok");
+        let submitters: Vec<_> = tasks
+            .iter()
+            .map(|(by, _)| by.worker_name.as_str())
+            .collect();
+        assert_eq!(
+            submitters,
+            ["api", "bob"],
+            "each task has its own submitter"
+        );
     }
 
     #[test]
@@ -1441,15 +1481,15 @@ mod tests {
     }
 
     #[test]
-    fn list_filters_become_query_parameters() {
+    fn list_filters_become_query_parameters_and_are_refused_as_parameters() {
         let allowed = ["status", "limit"];
         let params =
             list_params(&body(json!({"status": "failed", "limit": 5})), &allowed).expect("ok");
         assert_eq!(params["status"], "failed");
         assert_eq!(params["limit"], "5");
         let error = list_params(&body(json!({"limit": -1})), &allowed).expect_err("negative");
-        assert_eq!(field(error), (422, Some("limit".into())));
+        assert_eq!(field(error), (400, Some("limit".into())));
         let error = list_params(&body(json!({"colour": "red"})), &allowed).expect_err("unknown");
-        assert_eq!(field(error), (422, Some("colour".into())));
+        assert_eq!(field(error), (400, Some("colour".into())));
     }
 }

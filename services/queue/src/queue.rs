@@ -352,10 +352,20 @@ impl Queue {
         by: &Actor,
         tasks: Vec<NewTask>,
     ) -> Result<Vec<Submitted>, Error> {
+        self.submit_each(tasks.into_iter().map(|new| (by.clone(), new)).collect())
+            .await
+    }
+
+    /// [`Queue::submit_many`] with each task's own submitter (a bulk submission over REST
+    /// names `submitted_by` per task).
+    pub async fn submit_each(&self, tasks: Vec<(Actor, NewTask)>) -> Result<Vec<Submitted>, Error> {
         if tasks.len() > MAX_BATCH {
             return Err(Error::TooMany { max: MAX_BATCH });
         }
-        let events: Vec<Envelope> = tasks.into_iter().map(|new| submission(by, new)).collect();
+        let events: Vec<Envelope> = tasks
+            .into_iter()
+            .map(|(by, new)| submission(&by, new))
+            .collect();
         let mut lanes: BTreeMap<Lane, u64> = BTreeMap::new();
         for event in &events {
             *lanes.entry(submitted(event).lane()).or_default() += 1;
@@ -420,14 +430,20 @@ impl Queue {
             }
             Err(e) => return Err(unknown(e)),
         }
-        let keyed: Vec<&task::Submitted> = events
+        let mut keyed: BTreeMap<Actor, Vec<&task::Submitted>> = BTreeMap::new();
+        for (event, _) in events
             .iter()
             .zip(&answers)
             .filter(|(_, answer)| answer.as_ref().is_some_and(|a| a.created))
-            .map(|(event, _)| submitted(event))
-            .filter(|s| s.concurrency_key.is_some())
-            .collect();
-        self.queue_keyed(by, &keyed).await?;
+        {
+            let task = submitted(event);
+            if task.concurrency_key.is_some() {
+                keyed.entry(event.actor()).or_default().push(task);
+            }
+        }
+        for (by, tasks) in keyed {
+            self.queue_keyed(&by, &tasks).await?;
+        }
         for (lane, count) in &lanes {
             self.inner.lanes.announce(lane, *count).await;
         }

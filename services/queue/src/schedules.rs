@@ -251,6 +251,10 @@ impl Queue {
 
     /// Runs a schedule's task now, whatever its time and overlap policy (an operator asked).
     pub async fn trigger_schedule(&self, schedule_id: &str) -> Result<Fired, Error> {
+        // A deleted schedule is gone for its commands, as for its reads (its rows stay).
+        if self.require_schedule(schedule_id).await?.status == Status::Deleted {
+            return Err(Error::ScheduleNotFound(schedule_id.to_owned()));
+        }
         let now = OffsetDateTime::now_utc();
         let firing = Firing {
             schedule_id: schedule_id.to_owned(),

@@ -151,8 +151,8 @@ fn non_empty(field: &str, value: String) -> Result<String, ApiError> {
 #[utoipa::path(get, path = "/ws/tasks", tag = "tasks",
     params(
         ("status" = Option<String>, Query, description = "pending, assigned, running, completed, failed or cancelled: only events that move a task to this status"),
-        ("worker_name" = Option<String>, Query, description = "Only tasks targeted at this worker, and events this worker recorded"),
-        ("task_type" = Option<String>, Query, description = "Only tasks of this type"),
+        ("worker_name" = Option<String>, Query, min_length = 1, description = "Only tasks targeted at this worker, and events this worker recorded"),
+        ("task_type" = Option<String>, Query, min_length = 1, description = "Only tasks of this type"),
         ("after_seq" = Option<u64>, Query, description = "Start right after this tasks-stream sequence (the last `sequence` seen); default: events appended from now on"),
     ),
     responses(

@@ -186,7 +186,7 @@ async fn serve(
     };
     let api = api.extend(
         vibehq_balancer::http::router(balancer_state.clone()),
-        vibehq_balancer::http::BalancerDoc::openapi(),
+        balancer_state.doc(),
     );
     tracing::info!(nats = %vibehq_nats::redact(url), http = %settings.http_addr, data = %settings.data_dir.display(), "vibehq up");
 
