@@ -140,7 +140,7 @@ pub enum Refusal {
     Unknown,
     #[error("the task was already submitted")]
     AlreadySubmitted,
-    #[error("a {state} task cannot be {step}")]
+    #[error("{} {state} task cannot {step}", article(*state))]
     NotAllowed { state: State, step: StepName },
     #[error("attempt {got} is not the task's current attempt ({current})")]
     WrongAttempt { got: u32, current: u32 },
@@ -156,13 +156,32 @@ pub enum Refusal {
     Unreadable(String),
 }
 
-/// A [`Step`] as refusals name it ("cannot be started").
+/// A [`Step`] as refusals name it: "an assigned task cannot report progress".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepName(pub Step);
 
 impl fmt::Display for StepName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.token())
+        f.write_str(match self.0 {
+            Step::Submitted => "be submitted",
+            Step::Assigned => "be assigned",
+            Step::Started => "be started",
+            Step::Progress => "report progress",
+            Step::Completed => "be completed",
+            Step::Failed => "be failed",
+            Step::Requeued => "be requeued",
+            Step::Cancelled => "be cancelled",
+            Step::Refused => "have a result refused",
+        })
+    }
+}
+
+/// "a" or "an", as a state's name begins.
+fn article(state: State) -> &'static str {
+    if state.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
     }
 }
 
