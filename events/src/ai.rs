@@ -92,8 +92,12 @@ pub struct RoutingDecided {
     pub complexity: f64,
     /// The chosen tier (`small`, `medium`, `large`).
     pub tier: String,
-    pub provider: String,
-    pub model: String,
+    /// The provider and model the gateway would use for the tier; none when no provider is
+    /// configured (routing reads the prompt alone).
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
     /// Human-readable reasons for the choice.
     #[serde(default)]
     pub reasons: Vec<String>,

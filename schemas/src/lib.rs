@@ -75,6 +75,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0013_workers.sql",
         sql: include_str!("../migrations/0013_workers.sql"),
     },
+    Migration {
+        name: "0014_routing_without_provider.sql",
+        sql: include_str!("../migrations/0014_routing_without_provider.sql"),
+    },
 ];
 
 /// The domain tables, each with `worker_name` and `container_name`: the seed plan's ten,

@@ -106,7 +106,7 @@ pub struct Request<'a> {
 }
 
 /// A successful call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reply {
     /// The call's id: `vibehq audit ai-call <request_id>` shows its attempts.
     pub request_id: String,

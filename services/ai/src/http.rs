@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +22,11 @@ use vibehq_api::auth::Identity;
 use vibehq_api::body::Body;
 use vibehq_api::error::{ApiError, ErrorBody};
 
+use crate::bodies::{
+    self, AskBody, AskEvent, DecideBody, EvaluateBody, PlanBody, RouteBody, RunBody,
+    RunStreamEvent, StructuredBody, ToolCallBody,
+};
+use crate::gateway::Reply;
 use crate::ops::{self, Ai, AskInput, Op, RunInput, with_path_id};
 use crate::provider::ToolSpec;
 use crate::tools;
@@ -41,10 +46,15 @@ pub fn router(ai: Ai) -> axum::Router {
         .route("/api/ai/approvals/{approval_id}/approve", post(approve))
         .route("/api/ai/approvals/{approval_id}/reject", post(reject))
         .route("/ws/ai", get(live))
+        // Bodies up to twice the limit reach `read_body`, which answers the JSON 413.
+        .layer(DefaultBodyLimit::max(2 * ops::MAX_BODY))
         .with_state(ai)
 }
 
 /// The AI routes' part of the OpenAPI document.
+///
+/// `/ws/ai` is listed with its protocol in words and no operation: a WebSocket is not an HTTP
+/// operation OpenAPI can describe (its answer is a 101 and then messages).
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
     paths(
@@ -58,17 +68,31 @@ pub fn router(ai: Ai) -> axum::Router {
         create_plan,
         get_plan,
         approve,
-        reject,
-        live
+        reject
     ),
+    modifiers(&AiPaths),
     components(schemas(
+        AskBody,
+        AskEvent,
+        RunStreamEvent,
+        RouteBody,
+        StructuredBody,
+        RunBody,
+        EvaluateBody,
+        PlanBody,
+        DecideBody,
         ToolSpec,
+        crate::provider::ToolCall,
+        crate::provider::Usage,
+        crate::provider::Answer,
+        crate::gateway::Reply,
         crate::route::Decision,
         crate::structured::Output,
         tools::Called,
         tools::Finished,
         tools::RunEvent,
         crate::evaluate::Evaluation,
+        crate::evaluate::Round,
         crate::agent::Plan,
         crate::agent::StepSpec,
         crate::provider::Delta,
@@ -77,26 +101,121 @@ pub fn router(ai: Ai) -> axum::Router {
 )]
 pub struct AiDoc;
 
+/// What the path attributes cannot write: a path per built-in tool with its arguments'
+/// schema (instead of `/api/ai/tools/{tool}` with any arguments: any other name is answered
+/// 404), and `/ws/ai`.
+struct AiPaths;
+
+impl utoipa::Modify for AiPaths {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::link::LinkBuilder;
+        use utoipa::openapi::path::PathItem;
+        use utoipa::openapi::request_body::RequestBody;
+        use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+
+        let template = doc
+            .paths
+            .paths
+            .remove("/api/ai/tools/{tool}")
+            .and_then(|item| item.post);
+        if let Some(template) = template {
+            for spec in tools::builtin_specs() {
+                let mut operation = template.clone();
+                operation.operation_id = Some(format!("call_{}", spec.name));
+                operation.summary = Some(format!("`callTool` {}: {}", spec.name, spec.description));
+                operation.description = None;
+                operation.parameters = None;
+                let error = |description: &str| {
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                };
+                let responses = &mut operation.responses.responses;
+                responses.insert(
+                    "404".into(),
+                    error("What the arguments name does not exist (a task id no task has)"),
+                );
+                if spec.name == "submit_task"
+                    && let Some(RefOr::T(submitted)) = responses.get_mut("200")
+                {
+                    // The task it submitted is one get_task_status can look up.
+                    submitted.links.insert(
+                        "getTaskStatus".into(),
+                        RefOr::T(
+                            LinkBuilder::new()
+                                .operation_id("call_get_task_status")
+                                .request_body(Some(json!({
+                                    "arguments": {"task_id": "$response.body#/result/task_id"}
+                                })))
+                                .build(),
+                        ),
+                    );
+                }
+                let mut body = RequestBody::new();
+                body.required = Some(Required::True);
+                body.content.insert(
+                    "application/json".into(),
+                    RefOr::T(Content::new(Some(vibehq_api::schema::from_json(
+                        &bodies::tool_body(&spec),
+                    )))),
+                );
+                operation.request_body = Some(RefOr::T(body));
+                let mut item = PathItem::default();
+                item.post = Some(operation);
+                doc.paths
+                    .paths
+                    .insert(format!("/api/ai/tools/{}", spec.name), item);
+            }
+        }
+        let mut live = PathItem::default();
+        live.summary = Some("The streamed operations over a WebSocket".into());
+        live.description = Some(LIVE.into());
+        doc.paths.paths.insert("/ws/ai".into(), live);
+    }
+}
+
+/// `/ws/ai`'s protocol, for the document.
+const LIVE: &str = "GET with a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket, \
+    Sec-WebSocket-Version: 13, Sec-WebSocket-Key); a request that is not one is refused (400). \
+    Then send a text message `{\"op\": \"ask\" | \"runTools\", …the same body as POST \
+    /api/ai/ask or /api/ai/runs…}` and receive `{\"event\": name, \"data\": …}` messages (delta, \
+    step, tool_result), ending with done (the unstreamed answer) or error (an ErrorBody). \
+    Several requests may follow one another on one connection.";
+
 async fn answer(ai: &Ai, identity: &Identity, op: Op, body: Body) -> Result<Json<Value>, ApiError> {
     Ok(Json(ops::handle(ai, identity, op, body).await?))
 }
 
-/// One model call through the gateway (`stream: true` answers as Server-Sent Events).
+/// One model call through the gateway (`stream: true` answers as Server-Sent Events, as
+/// `/ws/ai` does over a WebSocket).
 #[utoipa::path(
     post, path = "/api/ai/ask",
-    request_body(content = Object, description = "`worker_name`, `container_name`, `prompt`, \
-        `system`, `tier` (small|medium|large), `provider` (try first), `stream`, `timeout_ms`"),
+    request_body(content = AskBody),
     responses(
         (status = 200, description = "The answer, the provider and model that gave it, and the \
-            request_id its attempts are recorded under; with `stream`, SSE events `delta`… then \
-            `done` (this JSON) or `error`"),
-        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
+            request_id its attempts are recorded under; with `stream`, Server-Sent Events named \
+            `delta` (a Delta)… then one `done` (this Reply) or `error` (an ErrorBody)",
+            content((Reply = "application/json"), (AskEvent = "text/event-stream"))),
+        (status = 413, description = "The body is larger than 4 MiB", body = ErrorBody),
+        (status = 403, description = "The token may not act as worker_name", body = ErrorBody),
+        (status = 404, description = "No provider has this name (code unknown_provider)", body = ErrorBody),
+        (status = 409, description = "No provider is configured", body = ErrorBody),
         (status = 502, description = "Every provider failed", body = ErrorBody),
+        (status = 503, description = "Every provider is rate limiting, or the call could not be \
+            recorded", body = ErrorBody),
     ),
     tag = "ai"
 )]
 async fn ask(State(ai): State<Ai>, identity: Identity, body: Bytes) -> Result<Response, ApiError> {
-    let body = Body::from_json(&body)?;
+    let body = ops::read_body(&body)?;
     if body.boolean("stream")? == Some(true) {
         return Ok(sse(start(&ai, &identity, Op::Ask, body)?).into_response());
     }
@@ -106,8 +225,13 @@ async fn ask(State(ai): State<Ai>, identity: Identity, body: Bytes) -> Result<Re
 /// `routePrompt`: the tier and model for a prompt, with the features and reasons.
 #[utoipa::path(
     post, path = "/api/ai/route",
-    request_body(content = Object, description = "`worker_name`, `container_name`, `prompt`"),
-    responses((status = 200, body = crate::route::Decision), (status = 422, body = ErrorBody)),
+    request_body(content = RouteBody),
+    responses(
+        (status = 200, body = crate::route::Decision),
+        (status = 413, description = "The body is larger than 4 MiB", body = ErrorBody),
+        (status = 403, description = "The token may not act as worker_name", body = ErrorBody),
+        (status = 503, description = "The decision could not be recorded", body = ErrorBody),
+    ),
     tag = "ai"
 )]
 async fn route_prompt(
@@ -115,17 +239,24 @@ async fn route_prompt(
     identity: Identity,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    answer(&ai, &identity, Op::RoutePrompt, Body::from_json(&body)?).await
+    answer(&ai, &identity, Op::RoutePrompt, ops::read_body(&body)?).await
 }
 
 /// `generateStructuredOutput`: an answer that satisfies a JSON Schema.
 #[utoipa::path(
     post, path = "/api/ai/structured",
-    request_body(content = Object, description = "`worker_name`, `container_name`, `prompt`, \
-        `schema` (JSON Schema), `max_attempts` (1-10, default 3), `tier`, `provider`"),
+    request_body(content = StructuredBody),
     responses(
         (status = 200, body = crate::structured::Output),
-        (status = 422, description = "Invalid schema, or never a valid answer", body = ErrorBody),
+        (status = 413, description = "The body is larger than 4 MiB", body = ErrorBody),
+        (status = 403, description = "The token may not act as worker_name", body = ErrorBody),
+        (status = 404, description = "No provider has this name (code unknown_provider)", body = ErrorBody),
+        (status = 409, description = "No provider is configured", body = ErrorBody),
+        (status = 422, description = "A field is wrong; or the schema does not compile; or no \
+            answer satisfied it within max_attempts (code never_valid, recorded)", body = ErrorBody),
+        (status = 502, description = "Every provider failed", body = ErrorBody),
+        (status = 503, description = "Every provider is rate limiting, or the output could not \
+            be recorded", body = ErrorBody),
     ),
     tag = "ai"
 )]
@@ -138,7 +269,7 @@ async fn structured(
         &ai,
         &identity,
         Op::GenerateStructuredOutput,
-        Body::from_json(&body)?,
+        ops::read_body(&body)?,
     )
     .await
 }
@@ -153,15 +284,22 @@ async fn list_tools(State(ai): State<Ai>) -> Json<Vec<ToolSpec>> {
     Json(ai.tools.specs())
 }
 
-/// `callTool`: runs a tool with arguments checked against its schema.
+/// `callTool`: runs a tool with arguments checked against its schema. The document gives each
+/// built-in tool a path of its own from this one ([`AiPaths`]); any other name is 404
+/// (`unknown_tool`).
 #[utoipa::path(
     post, path = "/api/ai/tools/{tool}",
     params(("tool" = String, Path)),
-    request_body(content = Object, description = "`worker_name`, `container_name`, `arguments`"),
+    request_body(content = ToolCallBody),
     responses(
         (status = 200, body = tools::Called),
-        (status = 404, description = "Unknown tool", body = ErrorBody),
-        (status = 422, description = "Arguments do not satisfy the schema", body = ErrorBody),
+        (status = 413, description = "The body is larger than 4 MiB", body = ErrorBody),
+        (status = 403, description = "The token may not act as worker_name", body = ErrorBody),
+        (status = 404, description = "What the arguments name does not exist", body = ErrorBody),
+        (status = 422, description = "A field is wrong, or the arguments do not satisfy the \
+            tool's schema (recorded)", body = ErrorBody),
+        (status = 502, description = "The tool failed (recorded)", body = ErrorBody),
+        (status = 503, description = "The call could not be recorded", body = ErrorBody),
     ),
     tag = "ai"
 )]
@@ -171,21 +309,28 @@ async fn call_tool(
     Path(tool): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body = with_path_id(Body::from_json(&body)?, "tool", tool);
+    let body = with_path_id(ops::read_body(&body)?, "tool", tool);
     answer(&ai, &identity, Op::CallTool, body).await
 }
 
-/// A model-driven tool loop (`stream: true` answers as Server-Sent Events).
+/// A model-driven tool loop (`stream: true` answers as Server-Sent Events, as `/ws/ai` does
+/// over a WebSocket).
 #[utoipa::path(
     post, path = "/api/ai/runs",
-    request_body(content = Object, description = "`worker_name`, `container_name`, `prompt`, \
-        `system`, `tools` (names; all if absent), `max_steps` (1-20, default 5), `tier`, \
-        `provider`, `stream`"),
+    request_body(content = RunBody),
     responses(
-        (status = 200, description = "How the loop ended; with `stream`, SSE events `step`, \
-            `delta`, `tool_result`… then `done` or `error`", body = tools::Finished),
-        (status = 404, description = "Unknown tool", body = ErrorBody),
-        (status = 422, body = ErrorBody),
+        (status = 200, description = "How the loop ended; with `stream`, Server-Sent Events \
+            named `step`, `delta`, `tool_result` (RunEvents)… then one `done` (this Finished) or \
+            `error` (an ErrorBody)",
+            content((tools::Finished = "application/json"), (RunStreamEvent = "text/event-stream"))),
+        (status = 413, description = "The body is larger than 4 MiB", body = ErrorBody),
+        (status = 403, description = "The token may not act as worker_name", body = ErrorBody),
+        (status = 404, description = "No provider has this name (code unknown_provider), or no \
+            tool has a name `tools` lists (code unknown_tool)", body = ErrorBody),
+        (status = 409, description = "No provider is configured", body = ErrorBody),
+        (status = 502, description = "Every provider failed", body = ErrorBody),
+        (status = 503, description = "Every provider is rate limiting, or a step could not be \
+            recorded", body = ErrorBody),
     ),
     tag = "ai"
 )]
@@ -194,7 +339,7 @@ async fn run_tools(
     identity: Identity,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = Body::from_json(&body)?;
+    let body = ops::read_body(&body)?;
     if body.boolean("stream")? == Some(true) {
         return Ok(sse(start(&ai, &identity, Op::RunTools, body)?).into_response());
     }
@@ -206,10 +351,17 @@ async fn run_tools(
 /// `evaluateModel`: generate, evaluate against criteria, improve, until a threshold.
 #[utoipa::path(
     post, path = "/api/ai/evaluate",
-    request_body(content = Object, description = "`worker_name`, `container_name`, `prompt`, \
-        `criteria`, `threshold` (0-1, default 0.8), `max_rounds` (1-10, default 3), `tier`, \
-        `provider`"),
-    responses((status = 200, body = crate::evaluate::Evaluation), (status = 422, body = ErrorBody)),
+    request_body(content = EvaluateBody),
+    responses(
+        (status = 200, body = crate::evaluate::Evaluation),
+        (status = 413, description = "The body is larger than 4 MiB", body = ErrorBody),
+        (status = 403, description = "The token may not act as worker_name", body = ErrorBody),
+        (status = 404, description = "No provider has this name (code unknown_provider)", body = ErrorBody),
+        (status = 409, description = "No provider is configured", body = ErrorBody),
+        (status = 502, description = "Every provider failed", body = ErrorBody),
+        (status = 503, description = "Every provider is rate limiting, or a round could not be \
+            recorded", body = ErrorBody),
+    ),
     tag = "ai"
 )]
 async fn evaluate(
@@ -217,16 +369,31 @@ async fn evaluate(
     identity: Identity,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    answer(&ai, &identity, Op::EvaluateModel, Body::from_json(&body)?).await
+    answer(&ai, &identity, Op::EvaluateModel, ops::read_body(&body)?).await
 }
 
 /// Turns a goal into a plan of agent tasks (the model proposes steps unless `steps` is given)
 /// and runs it up to the first step that needs approval.
 #[utoipa::path(
     post, path = "/api/ai/plans",
-    request_body(content = Object, description = "`worker_name`, `container_name`, `goal`, \
-        `steps` ([{title, description, requires_approval, command}], optional)"),
-    responses((status = 200, body = crate::agent::Plan), (status = 422, body = ErrorBody)),
+    request_body(content = PlanBody),
+    responses(
+        (status = 200, body = crate::agent::Plan, links(
+            ("getPlan" = (operation_id = "get_plan",
+                parameters(("plan_id" = "$response.body#/plan_id")))),
+            ("approve" = (operation_id = "approve",
+                parameters(("approval_id" = "$response.body#/approvals/0/approval_id")))),
+            ("reject" = (operation_id = "reject",
+                parameters(("approval_id" = "$response.body#/approvals/0/approval_id")))),
+        )),
+        (status = 413, description = "The body is larger than 4 MiB", body = ErrorBody),
+        (status = 403, description = "The token may not act as worker_name", body = ErrorBody),
+        (status = 409, description = "No provider is configured (to propose the steps)", body = ErrorBody),
+        (status = 502, description = "The model proposed no usable plan, every provider \
+            failed, or a step could not be submitted to the task queue", body = ErrorBody),
+        (status = 503, description = "Every provider is rate limiting, or the plan could not be \
+            recorded or read back in time", body = ErrorBody),
+    ),
     tag = "ai"
 )]
 async fn create_plan(
@@ -234,14 +401,25 @@ async fn create_plan(
     identity: Identity,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    answer(&ai, &identity, Op::CreatePlan, Body::from_json(&body)?).await
+    answer(&ai, &identity, Op::CreatePlan, ops::read_body(&body)?).await
 }
 
 /// A plan, its tasks and its approvals.
 #[utoipa::path(
     get, path = "/api/ai/plans/{plan_id}",
-    params(("plan_id" = String, Path)),
-    responses((status = 200, body = crate::agent::Plan), (status = 404, body = ErrorBody)),
+    params(("plan_id" = String, Path, max_length = 128, pattern = "[^\\s\\x00-\\x1f\\x7f-\\x9f]")),
+    responses(
+        (status = 200, body = crate::agent::Plan, links(
+            ("approve" = (operation_id = "approve",
+                parameters(("approval_id" = "$response.body#/approvals/0/approval_id")))),
+            ("reject" = (operation_id = "reject",
+                parameters(("approval_id" = "$response.body#/approvals/0/approval_id")))),
+        )),
+        (status = 404, description = "No plan has this id", body = ErrorBody),
+        (status = 422, description = "The id is blank or longer than 128 characters", body = ErrorBody),
+        (status = 502, description = "A step could not be submitted to the task queue", body = ErrorBody),
+        (status = 503, description = "The plan could not be recorded or read back in time", body = ErrorBody),
+    ),
     tag = "ai"
 )]
 async fn get_plan(
@@ -261,13 +439,16 @@ async fn get_plan(
 /// Approves a waiting step; its plan continues.
 #[utoipa::path(
     post, path = "/api/ai/approvals/{approval_id}/approve",
-    params(("approval_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name` (who decides), \
-        `container_name`, `comment`"),
+    params(("approval_id" = String, Path, max_length = 128, pattern = "[^\\s\\x00-\\x1f\\x7f-\\x9f]")),
+    request_body(content = DecideBody, description = "`worker_name` is who decides"),
     responses(
         (status = 200, description = "The plan after continuing", body = crate::agent::Plan),
-        (status = 404, body = ErrorBody),
+        (status = 413, description = "The body is larger than 4 MiB", body = ErrorBody),
+        (status = 403, description = "Only an operator decides", body = ErrorBody),
+        (status = 404, description = "No approval has this id", body = ErrorBody),
         (status = 409, description = "Already decided", body = ErrorBody),
+        (status = 502, description = "A step could not be submitted to the task queue", body = ErrorBody),
+        (status = 503, description = "The decision could not be recorded or read back in time", body = ErrorBody),
     ),
     tag = "ai"
 )]
@@ -283,13 +464,16 @@ async fn approve(
 /// Rejects a waiting step; its plan stops and its remaining steps are cancelled.
 #[utoipa::path(
     post, path = "/api/ai/approvals/{approval_id}/reject",
-    params(("approval_id" = String, Path)),
-    request_body(content = Object, description = "`worker_name` (who decides), \
-        `container_name`, `comment`"),
+    params(("approval_id" = String, Path, max_length = 128, pattern = "[^\\s\\x00-\\x1f\\x7f-\\x9f]")),
+    request_body(content = DecideBody, description = "`worker_name` is who decides"),
     responses(
         (status = 200, description = "The plan, stopped", body = crate::agent::Plan),
-        (status = 404, body = ErrorBody),
+        (status = 413, description = "The body is larger than 4 MiB", body = ErrorBody),
+        (status = 403, description = "Only an operator decides", body = ErrorBody),
+        (status = 404, description = "No approval has this id", body = ErrorBody),
         (status = 409, description = "Already decided", body = ErrorBody),
+        (status = 502, description = "A queued step could not be cancelled", body = ErrorBody),
+        (status = 503, description = "The decision could not be recorded or read back in time", body = ErrorBody),
     ),
     tag = "ai"
 )]
@@ -309,7 +493,7 @@ async fn decide(
     approved: bool,
     body: &[u8],
 ) -> Result<Json<Value>, ApiError> {
-    let mut body = with_path_id(Body::from_json(body)?, "approval_id", approval_id);
+    let mut body = with_path_id(ops::read_body(body)?, "approval_id", approval_id);
     if body.0.contains_key("approved") {
         return Err(vibehq_api::body::unprocessable(
             "approved",
@@ -424,11 +608,6 @@ fn sse(
 /// `/ws/ai`: send one request `{"op": "ask" | "runTools", …the same body…}`; receive each
 /// event as `{"event": name, "data": …}`, ending with `done` or `error`. Several requests may
 /// follow one another on one connection.
-#[utoipa::path(get, path = "/ws/ai", tag = "ai",
-    responses(
-        (status = 101, description = "Switching Protocols. Send a text message `{\"op\": \"ask\" | \"runTools\", …the same body as POST /api/ai/ask or /api/ai/runs…}`; receive `{\"event\": name, \"data\": …}` messages (delta, step, tool_result), ending with done or error"),
-        (status = 400, body = ErrorBody, description = "Not a WebSocket upgrade"),
-    ))]
 async fn live(State(ai): State<Ai>, identity: Identity, upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(move |socket| serve_socket(socket, ai, identity))
 }
@@ -484,7 +663,7 @@ fn socket_request(
     identity: &Identity,
     bytes: &[u8],
 ) -> Result<mpsc::UnboundedReceiver<Named>, ApiError> {
-    let mut body = Body::from_json(bytes)?;
+    let mut body = ops::read_body(bytes)?;
     let op = match body.0.remove("op") {
         Some(Value::String(op)) if op == "ask" => Op::Ask,
         Some(Value::String(op)) if op == "runTools" => Op::RunTools,

@@ -16,11 +16,14 @@
 //!   `ai_tasks_hitl`); approved commands go to the task queue.
 //! - [`figures`]: calls, tokens, cost, fallbacks and approvals for `/metrics`.
 //! - [`ops`]: each operation's request parsed and answered once, for every door.
+//! - [`bodies`]: the request bodies (and the OpenAI door's answers) as JSON Schema, for the
+//!   OpenAPI document.
 //! - [`http`] and [`rpc`]: the REST routes (SSE, `/ws/ai`) and the `AIOps` NATS micro service.
 //! - [`openai`]: the OpenAI-compatible door (`/v1/chat/completions`, `/v1/models`) for
 //!   unmodified SDKs.
 
 pub mod agent;
+pub mod bodies;
 pub mod evaluate;
 pub mod figures;
 pub mod gateway;

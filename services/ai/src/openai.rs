@@ -19,7 +19,7 @@ use std::convert::Infallible;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,7 @@ use vibehq_api::auth::Identity;
 use vibehq_api::body::Body;
 use vibehq_api::error::ApiError;
 
+use crate::bodies::{ChatBody, ChatCompletion, ChatEvent, ModelList, OpenAiErrorBody};
 use crate::gateway::{Operation, Reply, Request};
 use crate::provider::{Answer, Conversation, Delta, Tier, ToolCall, ToolSpec, Turn};
 use crate::structured;
@@ -51,6 +52,8 @@ pub fn router(gateway: Gateway) -> axum::Router {
     axum::Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
+        // Bodies up to twice the limit reach `read_body`, which answers the JSON 413.
+        .layer(DefaultBodyLimit::max(2 * crate::ops::MAX_BODY))
         .with_state(gateway)
 }
 
@@ -87,14 +90,21 @@ fn invalid(param: &str, message: impl Into<String>) -> OpenAiError {
     OpenAiError(ApiError::invalid(param, message))
 }
 
+fn unprocessable(param: &str, message: impl Into<String>) -> OpenAiError {
+    OpenAiError(vibehq_api::body::unprocessable(param, message))
+}
+
 /// The OpenAI-compatible routes' part of the OpenAPI document (their bodies are OpenAI's).
 #[derive(Debug, utoipa::OpenApi)]
-#[openapi(paths(models, chat))]
+#[openapi(
+    paths(models, chat),
+    components(schemas(ChatBody, ChatCompletion, ChatEvent, ModelList, OpenAiErrorBody))
+)]
 pub struct OpenAiDoc;
 
 /// The configured models and the aliases, as OpenAI lists models.
 #[utoipa::path(get, path = "/v1/models", tag = "openai",
-    responses((status = 200, description = "OpenAI's model list: the aliases vibehq/auto, vibehq/small, vibehq/medium, vibehq/large, then each provider's models as <provider>/<model>", body = Object)))]
+    responses((status = 200, description = "OpenAI's model list: the aliases vibehq/auto, vibehq/small, vibehq/medium, vibehq/large, then each provider's models as <provider>/<model>", body = ModelList)))]
 async fn models(State(gateway): State<Gateway>) -> Json<Value> {
     let mut data: Vec<Value> = ALIASES
         .iter()
@@ -192,11 +202,9 @@ impl Chat {
                     || invalid("temperature", "temperature is a number from 0 to 2"),
                 )?),
             };
-        let max_tokens = match body.integer("max_completion_tokens", 1..=1_000_000)? {
-            Some(n) => Some(n),
-            None => body.integer("max_tokens", 1..=1_000_000)?,
-        };
-        conversation.max_tokens = max_tokens.map(|n| n as u64);
+        let max_completion_tokens = body.integer("max_completion_tokens", 1..=1_000_000)?;
+        let max_tokens = body.integer("max_tokens", 1..=1_000_000)?;
+        conversation.max_tokens = max_completion_tokens.or(max_tokens).map(|n| n as u64);
         conversation.tools = tools(body.0.get("tools"))?;
         match body.0.get("tool_choice") {
             None | Some(Value::Null) => {}
@@ -229,19 +237,18 @@ impl Chat {
                 Some("text") => None,
                 Some("json_object") => Some(json!({"type": "object"})),
                 Some("json_schema") => {
+                    let field = "response_format.json_schema.schema";
                     let schema =
                         format
                             .pointer("/json_schema/schema")
                             .cloned()
                             .ok_or_else(|| {
                                 invalid(
-                                    "response_format.json_schema.schema",
+                                    field,
                                     "a json_schema response_format needs json_schema.schema",
                                 )
                             })?;
-                    structured::check_schema(&schema).map_err(|e| {
-                        invalid("response_format.json_schema.schema", e.to_string())
-                    })?;
+                    check_schema(&schema, field)?;
                     Some(schema)
                 }
                 _ => {
@@ -259,12 +266,19 @@ impl Chat {
             ));
         }
         let stream = body.boolean("stream")?.unwrap_or(false);
-        let include_usage = body
-            .0
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let include_usage = match body.0.get("stream_options") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(options)) => Body(options.clone())
+                .boolean("include_usage")
+                .map_err(|_| {
+                    invalid(
+                        "stream_options.include_usage",
+                        "include_usage is true or false",
+                    )
+                })?
+                .unwrap_or(false),
+            Some(_) => return Err(invalid("stream_options", "stream_options is an object")),
+        };
         Ok(Self {
             conversation,
             model,
@@ -289,7 +303,7 @@ impl Chat {
                 let decision = crate::route::route(gateway, caller, prompt)
                     .await
                     .map_err(|e| OpenAiError(ApiError::from(e)))?;
-                Ok((decision.tier, Some(decision.provider)))
+                Ok((decision.tier, decision.provider))
             }
         }
     }
@@ -314,27 +328,49 @@ fn messages(given: Option<&Value>) -> Result<Conversation, OpenAiError> {
         let role = message.get("role").and_then(Value::as_str).unwrap_or("");
         let content = text(message.get("content"), &at("content"))?;
         match role {
+            "system" | "developer" | "user" if is_blank(&content) => {
+                return Err(invalid(
+                    &at("content"),
+                    format!("a {role} message has some text (not blank: providers drop it)"),
+                ));
+            }
             "system" | "developer" => system.push(content),
             "user" => conversation.turns.push(Turn::User(content)),
             "assistant" => {
                 let mut tool_calls = Vec::new();
-                for (j, call) in message
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                {
+                let calls = match message.get("tool_calls") {
+                    None | Some(Value::Null) => &[][..],
+                    Some(Value::Array(calls)) => calls.as_slice(),
+                    Some(_) => {
+                        return Err(invalid(&at("tool_calls"), "tool_calls is an array"));
+                    }
+                };
+                for (j, call) in calls.iter().enumerate() {
                     let field = at(&format!("tool_calls[{j}]"));
-                    let id = call.get("id").and_then(Value::as_str);
-                    let name = call.pointer("/function/name").and_then(Value::as_str);
-                    let (Some(id), Some(name)) = (id, name) else {
-                        return Err(invalid(&field, "a tool call has an id and function.name"));
-                    };
-                    let arguments = call
-                        .pointer("/function/arguments")
+                    let id = call
+                        .get("id")
                         .and_then(Value::as_str)
-                        .unwrap_or("{}");
+                        .filter(|id| !id.is_empty());
+                    let name = call
+                        .pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .filter(|name| is_function_name(name));
+                    let (Some(id), Some(name)) = (id, name) else {
+                        return Err(invalid(
+                            &field,
+                            "a tool call has an id and a function.name of 1-64 letters, digits, _ or -",
+                        ));
+                    };
+                    let arguments = match call.pointer("/function/arguments") {
+                        None | Some(Value::Null) => "{}",
+                        Some(Value::String(arguments)) => arguments.as_str(),
+                        Some(_) => {
+                            return Err(invalid(
+                                &format!("{field}.function.arguments"),
+                                "a tool call's arguments are JSON text",
+                            ));
+                        }
+                    };
                     let arguments = serde_json::from_str(arguments)
                         .unwrap_or_else(|_| Value::String(arguments.to_owned()));
                     tool_calls.push(ToolCall {
@@ -342,6 +378,12 @@ fn messages(given: Option<&Value>) -> Result<Conversation, OpenAiError> {
                         name: name.to_owned(),
                         arguments,
                     });
+                }
+                if is_blank(&content) && tool_calls.is_empty() {
+                    return Err(invalid(
+                        &at("content"),
+                        "an assistant message has some text (not blank) or tool_calls",
+                    ));
                 }
                 conversation.turns.push(Turn::Assistant {
                     text: content,
@@ -352,6 +394,7 @@ fn messages(given: Option<&Value>) -> Result<Conversation, OpenAiError> {
                 let id = message
                     .get("tool_call_id")
                     .and_then(Value::as_str)
+                    .filter(|id| !id.is_empty())
                     .ok_or_else(|| {
                         invalid(&at("tool_call_id"), "a tool message names its tool_call_id")
                     })?;
@@ -366,10 +409,12 @@ fn messages(given: Option<&Value>) -> Result<Conversation, OpenAiError> {
                         _ => None,
                     })
                     .ok_or_else(|| {
-                        invalid(
-                            &at("tool_call_id"),
+                        OpenAiError(ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "tool_call_not_found",
                             format!("no assistant message before it called a tool {id:?}"),
-                        )
+                            Some(at("tool_call_id")),
+                        ))
                     })?;
                 conversation.turns.push(Turn::ToolResult { call, content });
             }
@@ -381,18 +426,17 @@ fn messages(given: Option<&Value>) -> Result<Conversation, OpenAiError> {
             }
         }
     }
-    if !conversation
-        .turns
-        .iter()
-        .any(|t| matches!(t, Turn::User(_) | Turn::ToolResult { .. }))
-    {
-        return Err(invalid("messages", "messages need a user message"));
-    }
     conversation.system = (!system.is_empty()).then(|| system.join("\n\n"));
     Ok(conversation)
 }
 
-/// A message's content: a string, or text parts.
+/// Whether `text` has nothing but white space and control characters, which providers drop
+/// (as [`vibehq_api::schema::NOT_BLANK`] says in the document).
+fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A message's content: a string, or text parts (each with some text).
 fn text(content: Option<&Value>, field: &str) -> Result<String, OpenAiError> {
     match content {
         None | Some(Value::Null) => Ok(String::new()),
@@ -400,11 +444,10 @@ fn text(content: Option<&Value>, field: &str) -> Result<String, OpenAiError> {
         Some(Value::Array(parts)) => parts
             .iter()
             .map(|part| match part.get("type").and_then(Value::as_str) {
-                Some("text") => Ok(part
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()),
+                Some("text") => match part.get("text") {
+                    Some(Value::String(text)) if !is_blank(text) => Ok(text.clone()),
+                    _ => Err(invalid(field, "a text part has some text (not blank)")),
+                },
                 _ => Err(invalid(field, "only text parts are passed to models here")),
             })
             .collect::<Result<Vec<_>, _>>()
@@ -437,51 +480,75 @@ fn tools(given: Option<&Value>) -> Result<Vec<ToolSpec>, OpenAiError> {
             let name = tool
                 .pointer("/function/name")
                 .and_then(Value::as_str)
-                .filter(|n| {
-                    !n.is_empty()
-                        && n.len() <= 64
-                        && n.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
-                })
+                .filter(|n| is_function_name(n))
                 .ok_or_else(|| {
                     invalid(
                         &format!("{field}.function.name"),
                         "a function's name is 1-64 letters, digits, _ or -",
                     )
                 })?;
-            let parameters = tool
-                .pointer("/function/parameters")
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-            structured::check_schema(&parameters)
-                .map_err(|e| invalid(&format!("{field}.function.parameters"), e.to_string()))?;
+            let parameters = match tool.pointer("/function/parameters") {
+                None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+                Some(parameters) => parameters.clone(),
+            };
+            check_schema(&parameters, &format!("{field}.function.parameters"))?;
+            let description = match tool.pointer("/function/description") {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(text)) => text.clone(),
+                Some(_) => {
+                    return Err(invalid(
+                        &format!("{field}.function.description"),
+                        "a function's description is a string",
+                    ));
+                }
+            };
             Ok(ToolSpec {
                 name: name.to_owned(),
-                description: tool
-                    .pointer("/function/description")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
+                description,
                 parameters,
             })
         })
         .collect()
 }
 
+/// Whether `name` is a function name providers accept ([`crate::bodies::FUNCTION_NAME`]).
+fn is_function_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+}
+
+/// Checks a JSON Schema a chat gave, naming `field`: it compiles, and allows some answer.
+fn check_schema(schema: &Value, field: &str) -> Result<(), OpenAiError> {
+    if schema == &Value::Bool(false) {
+        return Err(invalid(field, "the schema false allows nothing at all"));
+    }
+    structured::check_schema(schema).map_err(|e| invalid(field, e.to_string()))?;
+    Ok(())
+}
+
 /// The caller: the `x-vibehq-worker-name` header, else the chat's `user`, else the token's
-/// one worker, else `openai`; with `x-vibehq-container-name`.
+/// one worker, else `openai`; with `x-vibehq-container-name`. Each is a name (422 otherwise),
+/// even when another one wins.
 fn caller(headers: &HeaderMap, body: &Body, identity: &Identity) -> Result<Actor, OpenAiError> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+    let header = |name: &str| -> Result<Option<String>, OpenAiError> {
+        let Some(value) = headers.get(name) else {
+            return Ok(None);
+        };
+        let value = value.to_str().map_err(|_| {
+            unprocessable(name, format!("{name} must be a worker or container name"))
+        })?;
+        vibehq_events::validate_name(value).map_err(|e| unprocessable(name, e.to_string()))?;
+        Ok(Some(value.to_owned()))
     };
+    let user = body.name("user")?;
     let mut named = Map::new();
-    if let Some(worker) = header("x-vibehq-worker-name").or(body.string("user")?) {
+    if let Some(worker) = header("x-vibehq-worker-name")?.or(user) {
         named.insert("worker_name".into(), Value::String(worker));
     }
-    if let Some(container) = header("x-vibehq-container-name") {
+    if let Some(container) = header("x-vibehq-container-name")? {
         named.insert("container_name".into(), Value::String(container));
     }
     let named = Body(named);
@@ -495,19 +562,31 @@ fn caller(headers: &HeaderMap, body: &Body, identity: &Identity) -> Result<Actor
 /// `tool_choice` (auto or none), `response_format` (text, json_object, json_schema), `stream`
 /// (with `stream_options.include_usage`), `user`.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
-    request_body(content = Object, description = "An OpenAI chat completion request"),
+    params(
+        ("x-vibehq-worker-name" = Option<String>, Header, pattern = "^(?!_$)[A-Za-z0-9_-]{1,64}$",
+            description = "Who calls (before the body's `user`)"),
+        ("x-vibehq-container-name" = Option<String>, Header, pattern = "^(?!_$)[A-Za-z0-9_-]{1,64}$",
+            description = "The caller's container"),
+    ),
+    request_body(content = ChatBody),
     responses(
-        (status = 200, description = "A chat.completion, or with stream: chat.completion.chunk Server-Sent Events ending with [DONE]", body = Object),
-        (status = 400, description = "OpenAI's error shape, `param` naming the field", body = Object),
-        (status = 404, description = "Unknown model (code model_not_found)", body = Object),
-        (status = 502, description = "Every provider failed", body = Object)))]
+        (status = 200, description = "A chat.completion; with `stream`, chat.completion.chunk             Server-Sent Events (with a last one carrying `usage` if             stream_options.include_usage) ending with `[DONE]`",
+            content((ChatCompletion = "application/json"), (ChatEvent = "text/event-stream"))),
+        (status = 400, description = "The body is not a JSON object, or a field is wrong             (`param` names it), or a schema does not compile", body = OpenAiErrorBody),
+        (status = 403, description = "The token may not act as this worker", body = OpenAiErrorBody),
+        (status = 404, description = "No configured model has this name (code             model_not_found), or a tool message answers no earlier tool call (code             tool_call_not_found)", body = OpenAiErrorBody),
+        (status = 409, description = "No provider is configured", body = OpenAiErrorBody),
+        (status = 413, description = "The body is larger than 4 MiB", body = OpenAiErrorBody),
+        (status = 422, description = "A field has the wrong type, or a caller name is not a             name, or no answer satisfied response_format (code never_valid)", body = OpenAiErrorBody),
+        (status = 502, description = "Every provider failed", body = OpenAiErrorBody),
+        (status = 503, description = "Every provider is rate limiting, or the call could not be             recorded", body = OpenAiErrorBody)))]
 async fn chat(
     State(gateway): State<Gateway>,
     identity: Identity,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
-    let body = Body::from_json(&body)?;
+    let body = crate::ops::read_body(&body)?;
     let caller = caller(&headers, &body, &identity)?;
     let chat = Chat::parse(&body, &gateway)?;
     let (tier, provider) = chat.target(&gateway, &caller).await?;
@@ -872,9 +951,43 @@ mod tests {
         let refused = messages(Some(
             &json!([{"role": "tool", "tool_call_id": "x", "content": ""}]),
         ));
+        let refused = refused.expect_err("a tool message answering no call");
+        assert_eq!(refused.0.status.as_u16(), 404);
         assert_eq!(
-            refused.err().and_then(|e| e.0.detail.field),
-            Some("messages[0].tool_call_id".to_owned())
+            refused.0.detail.field.as_deref(),
+            Some("messages[0].tool_call_id")
         );
+    }
+
+    #[test]
+    fn a_message_providers_would_drop_is_refused_naming_it() {
+        for (messages, field) in [
+            (
+                json!([{"role": "user", "content": " \n"}]),
+                "messages[0].content",
+            ),
+            (json!([{"role": "system"}]), "messages[0].content"),
+            (
+                json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]),
+                "messages[1].content",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "text", "text": ""}]}]),
+                "messages[0].content",
+            ),
+        ] {
+            let refused = messages_of(&messages).expect_err("refused");
+            assert_eq!(
+                (refused.0.status.as_u16(), refused.0.detail.field.as_deref()),
+                (400, Some(field)),
+                "{messages}"
+            );
+        }
+        let system_alone = messages_of(&json!([{"role": "developer", "content": "Be brief."}]));
+        assert!(system_alone.is_ok(), "a system prompt alone is a chat");
+    }
+
+    fn messages_of(value: &Value) -> Result<Conversation, OpenAiError> {
+        messages(Some(value))
     }
 }

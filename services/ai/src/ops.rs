@@ -21,8 +21,38 @@ use crate::structured::{self, StructuredError};
 use crate::tools::{self, Registry, Run, ToolError, Within};
 use crate::{Actor, Gateway, route};
 
-/// Longest prompt accepted, in bytes (the body limit is 256 KiB in all).
-const MAX_PROMPT: usize = 200_000;
+/// Longest prompt (and criteria, goal) accepted, in characters.
+pub const MAX_PROMPT: usize = 200_000;
+
+/// Largest AI request body over HTTP and the WebSocket, in bytes (413 beyond), rather than the
+/// API's 256 KiB: a prompt may be [`MAX_PROMPT`] characters, and JSON spells a character in up
+/// to 12 bytes (`\ud83d\ude00`), so a whole prompt fits however it is spelt, and one too long
+/// is refused as too long (422), not as too large (413).
+pub const MAX_BODY: usize = 4 << 20;
+
+/// Reads an AI request body: empty means `{}`; more than [`MAX_BODY`] bytes is 413, and
+/// anything that is not JSON, or not a JSON object, is 400, all naming `body`.
+pub fn read_body(bytes: &[u8]) -> Result<Body, ApiError> {
+    if bytes.len() > MAX_BODY {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {} MiB", MAX_BODY >> 20),
+            Some("body".into()),
+        ));
+    }
+    if bytes.is_empty() {
+        return Ok(Body::default());
+    }
+    let value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))?;
+    Body::from_value(value)
+}
+
+/// The timeouts `ask` may ask for, in milliseconds: at least a quarter second (a model call
+/// rarely answers sooner, even on loopback, so a shorter timeout would only make calls fail),
+/// at most ten minutes.
+pub const TIMEOUT_MS: std::ops::RangeInclusive<i64> = 250..=600_000;
 
 /// Everything the operations need. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -106,7 +136,7 @@ impl Op {
     }
 
     /// The fields the operation's body may have (beyond `worker_name`, `container_name`).
-    fn fields(self) -> &'static [&'static str] {
+    pub(crate) fn fields(self) -> &'static [&'static str] {
         match self {
             Op::Ask => &[
                 "prompt",
@@ -181,6 +211,12 @@ pub async fn handle(ai: &Ai, identity: &Identity, op: Op, body: Body) -> Result<
         Op::GenerateStructuredOutput => {
             let prompt = required(&body, "prompt", MAX_PROMPT)?;
             let schema = match body.0.get("schema") {
+                Some(Value::Bool(false)) => {
+                    return Err(unprocessable(
+                        "schema",
+                        "the schema false allows no answer at all",
+                    ));
+                }
                 Some(schema @ (Value::Object(_) | Value::Bool(_))) => schema.clone(),
                 Some(_) => {
                     return Err(unprocessable(
@@ -307,7 +343,7 @@ impl AskInput {
             provider: provider(body, gateway)?,
             stream: body.boolean("stream")?.unwrap_or(false),
             timeout: body
-                .integer("timeout_ms", 1..=600_000)?
+                .integer("timeout_ms", TIMEOUT_MS)?
                 .map(|ms| Duration::from_millis(ms as u64)),
         })
     }
@@ -431,7 +467,7 @@ fn refuse(error: GatewayError) -> ApiError {
     let message = error.to_string();
     match error {
         GatewayError::UnknownProvider(_) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::NOT_FOUND,
             "unknown_provider",
             message,
             Some("provider".into()),
@@ -467,7 +503,6 @@ fn refuse(error: GatewayError) -> ApiError {
 impl From<route::RouteError> for ApiError {
     fn from(error: route::RouteError) -> Self {
         match error {
-            route::RouteError::NoProvider => GatewayError::NoProviders.into(),
             route::RouteError::Record(e) => GatewayError::Record(e).into(),
         }
     }
@@ -501,6 +536,7 @@ impl From<ToolError> for ApiError {
                 Some("tool".into()),
             ),
             ToolError::InvalidArguments { .. } => unprocessable("arguments", message),
+            ToolError::NotFound { .. } => ApiError::not_found("arguments", message),
             ToolError::Failed { .. } => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "tool_failed", message, None)
             }
@@ -549,4 +585,32 @@ impl From<AgentError> for ApiError {
 pub fn with_path_id(mut body: Body, field: &str, value: String) -> Body {
     body.0.insert(field.to_owned(), Value::String(value));
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(bytes: &[u8]) -> (u16, Option<String>) {
+        let error = read_body(bytes).expect_err("refused");
+        (error.status.as_u16(), error.detail.field)
+    }
+
+    #[test]
+    fn a_body_holds_a_whole_prompt_however_json_spells_it() {
+        assert!(read_body(b"").expect("empty is {}").0.is_empty());
+        assert_eq!(refusal(b"[1]"), (400, Some("body".into())));
+        assert_eq!(refusal(b"{not json"), (400, Some("body".into())));
+        let prompt = "\\ud83d\\ude00".repeat(MAX_PROMPT + 1);
+        let body = format!(r#"{{"prompt": "{prompt}"}}"#);
+        let read = read_body(body.as_bytes()).expect("read");
+        let error = read
+            .required_string("prompt", MAX_PROMPT)
+            .expect_err("too long");
+        assert_eq!(error.status.as_u16(), 422);
+        assert_eq!(
+            refusal(&vec![b' '; MAX_BODY + 1]),
+            (413, Some("body".into()))
+        );
+    }
 }

@@ -186,7 +186,7 @@ pub struct Usage {
 }
 
 /// A model's whole answer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Answer {
     pub text: String,
     pub tool_calls: Vec<ToolCall>,

@@ -129,8 +129,10 @@ pub struct Decision {
     pub decision_id: String,
     pub complexity: f64,
     pub tier: Tier,
-    pub provider: String,
-    pub model: String,
+    /// The provider and model the gateway would call for the tier first; none when no
+    /// provider is configured (routing reads the prompt alone).
+    pub provider: Option<String>,
+    pub model: Option<String>,
     pub reasons: Vec<String>,
     #[schema(value_type = Object)]
     pub features: serde_json::Value,
@@ -139,14 +141,12 @@ pub struct Decision {
 /// A prompt cannot be routed.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("no provider is configured")]
-    NoProvider,
     #[error("cannot record the decision: {0}")]
     Record(#[from] vibehq_events::log::Error),
 }
 
-/// Classifies `prompt`, chooses the tier and the model the gateway would use for it, and
-/// records the decision.
+/// Classifies `prompt`, chooses the tier and the model the gateway would use for it (if a
+/// provider is configured), and records the decision.
 pub async fn route(
     gateway: &Gateway,
     caller: &Actor,
@@ -155,13 +155,13 @@ pub async fn route(
     let features = Features::of(prompt);
     let (complexity, reasons) = features.score();
     let tier = tier_for(complexity);
-    let (provider, model) = gateway.first_choice(tier).ok_or(RouteError::NoProvider)?;
+    let choice = gateway.first_choice(tier);
     let decision = Decision {
         decision_id: uuid::Uuid::now_v7().to_string(),
         complexity,
         tier,
-        provider: provider.to_owned(),
-        model: model.to_owned(),
+        provider: choice.map(|(provider, _)| provider.to_owned()),
+        model: choice.map(|(_, model)| model.to_owned()),
         reasons,
         features: json!(features),
     };

@@ -36,7 +36,7 @@ pub struct Ask<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Output {
     pub output_id: String,
-    #[schema(value_type = Object)]
+    /// The answer: any JSON value the schema allows.
     pub output: Value,
     pub attempts: u32,
     /// The validation errors of the attempts before the valid one.

@@ -16,7 +16,9 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use vibehq_api::schema::{NAME, NOT_BLANK};
 use vibehq_events::ai::{ToolCallStreamed, ToolCalled};
+use vibehq_events::task::lane::MAX_PRIORITY;
 use vibehq_projector::{Reader, query};
 use vibehq_queue::{NewTask, Queue};
 
@@ -36,7 +38,19 @@ pub trait Tool: Send + Sync + 'static {
         &'a self,
         caller: &'a Actor,
         arguments: Value,
-    ) -> BoxFuture<'a, Result<Value, String>>;
+    ) -> BoxFuture<'a, Result<Value, Failure>>;
+}
+
+/// Why a tool that ran gave no result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// What the arguments name does not exist (a task id no task has): the caller's mistake,
+    /// answered 404 to a direct call.
+    #[error("{0}")]
+    NotFound(String),
+    /// The tool could not do its work (the queue or the projection failed).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Tools by name, each with its compiled parameter schema.
@@ -63,6 +77,13 @@ pub enum ToolError {
         name: String,
         errors: Vec<String>,
     },
+    /// What the arguments name does not exist (recorded as `call_id`).
+    #[error("{name}: {error}")]
+    NotFound {
+        call_id: String,
+        name: String,
+        error: String,
+    },
     /// The tool ran and failed (recorded as `call_id`).
     #[error("{name} failed: {error}")]
     Failed {
@@ -81,10 +102,9 @@ pub enum ToolError {
 pub struct Called {
     pub call_id: String,
     pub tool_name: String,
-    #[schema(value_type = Object)]
+    /// As the caller or the model gave them (a model's may be any JSON, or text).
     pub arguments: Value,
     /// What the tool answered (null when it failed).
-    #[schema(value_type = Object)]
     pub result: Value,
     /// Why it failed (bad arguments, or the tool's own error), as the model was told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,7 +218,7 @@ impl Registry {
         let outcome = if problems.is_empty() {
             tool.call(caller, arguments.clone()).await
         } else {
-            Err(problems.join("; "))
+            Err(Failure::Failed(problems.join("; ")))
         };
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let event = ToolCalled {
@@ -208,7 +228,7 @@ impl Registry {
             tool_name: name.to_owned(),
             arguments: arguments.clone(),
             result: outcome.as_ref().ok().cloned(),
-            error: outcome.as_ref().err().cloned(),
+            error: outcome.as_ref().err().map(ToString::to_string),
             duration_ms,
         };
         gateway.record(caller, event).await?;
@@ -226,7 +246,12 @@ impl Registry {
                 name: name.to_owned(),
                 errors: problems,
             }),
-            Err(error) => Err(ToolError::Failed {
+            Err(Failure::NotFound(error)) => Err(ToolError::NotFound {
+                call_id,
+                name: name.to_owned(),
+                error,
+            }),
+            Err(Failure::Failed(error)) => Err(ToolError::Failed {
                 call_id,
                 name: name.to_owned(),
                 error,
@@ -261,7 +286,6 @@ pub enum RunEvent {
         step: u32,
         call_id: String,
         tool_name: String,
-        #[schema(value_type = Object)]
         result: Option<Value>,
         error: Option<String>,
     },
@@ -377,7 +401,10 @@ pub async fn run(
                     None,
                     Some(format!("invalid arguments: {}", errors.join("; "))),
                 ),
-                Err(ToolError::Failed { call_id, error, .. }) => (call_id, None, Some(error)),
+                Err(
+                    ToolError::Failed { call_id, error, .. }
+                    | ToolError::NotFound { call_id, error, .. },
+                ) => (call_id, None, Some(error)),
                 Err(other) => return Err(other),
             };
             if let Some(error) = &error
@@ -430,6 +457,16 @@ fn finished(
     }
 }
 
+/// The built-in tools' specs, as [`Registry::builtin`] registers them: the OpenAPI document
+/// describes each tool's path from these.
+pub fn builtin_specs() -> [ToolSpec; 3] {
+    [
+        submit_task_spec(),
+        task_status_spec(),
+        container_status_spec(),
+    ]
+}
+
 struct SubmitTask {
     spec: ToolSpec,
     queue: Queue,
@@ -441,21 +478,27 @@ fn submit_task_spec() -> ToolSpec {
         description: "Submit a task to the vibehq task queue for a worker's containers to run. \
             Returns the task id."
             .into(),
+        // The queue's own rules for a submission (`POST /api/tasks`), so a call the schema
+        // allows is one the queue takes.
         parameters: json!({
             "type": "object",
             "properties": {
-                "task_type": {"type": "string", "minLength": 1, "maxLength": 128},
+                "task_type": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": NOT_BLANK},
                 "command": {
                     "type": "string", "pattern": "^[A-Za-z0-9_.:/-]{1,128}$",
                     "description": "the name of a command the workers allow, not a shell line"
                 },
                 "parameters": {"type": "object"},
-                "priority": {"type": "integer", "minimum": 0, "maximum": 9},
-                "worker_name": {"type": "string", "pattern": "^[^.*> ]{1,128}$"},
-                "container_name": {"type": "string", "pattern": "^[^.*> ]{1,128}$"}
+                "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY},
+                "worker_name": {"type": "string", "pattern": NAME},
+                "container_name": {
+                    "type": "string", "pattern": NAME,
+                    "description": "needs worker_name: container names are unique only within a worker"
+                }
             },
             "required": ["task_type", "command"],
-            "additionalProperties": false
+            "additionalProperties": false,
+            "dependentRequired": {"container_name": ["worker_name"]}
         }),
     }
 }
@@ -469,7 +512,7 @@ impl Tool for SubmitTask {
         &'a self,
         caller: &'a Actor,
         arguments: Value,
-    ) -> BoxFuture<'a, Result<Value, String>> {
+    ) -> BoxFuture<'a, Result<Value, Failure>> {
         Box::pin(async move {
             let text = |field: &str| {
                 arguments
@@ -504,7 +547,7 @@ impl Tool for SubmitTask {
                 .queue
                 .submit(&by, new)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Failure::Failed(e.to_string()))?;
             Ok(json!({ "task_id": submitted.task_id, "created": submitted.created }))
         })
     }
@@ -533,11 +576,11 @@ impl Tool for TaskStatus {
         &self.spec
     }
 
-    fn call<'a>(&'a self, _: &'a Actor, arguments: Value) -> BoxFuture<'a, Result<Value, String>> {
+    fn call<'a>(&'a self, _: &'a Actor, arguments: Value) -> BoxFuture<'a, Result<Value, Failure>> {
         Box::pin(async move {
             let task_id = arguments["task_id"].as_str().unwrap_or_default().to_owned();
             let row = read_row(&self.reader, "container_tasks", task_id.clone()).await?;
-            let row = row.ok_or_else(|| format!("no task {task_id}"))?;
+            let row = row.ok_or_else(|| Failure::NotFound(format!("no task {task_id}")))?;
             let keep = [
                 "task_id",
                 "task_type",
@@ -584,7 +627,7 @@ impl Tool for ContainerStatus {
         &self.spec
     }
 
-    fn call<'a>(&'a self, _: &'a Actor, arguments: Value) -> BoxFuture<'a, Result<Value, String>> {
+    fn call<'a>(&'a self, _: &'a Actor, arguments: Value) -> BoxFuture<'a, Result<Value, Failure>> {
         Box::pin(async move {
             let filter = query::Filter {
                 worker_name: arguments
@@ -599,7 +642,7 @@ impl Tool for ContainerStatus {
                 .reader
                 .read(move |conn| query::list(conn, table("container_instances"), &filter))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Failure::Failed(e.to_string()))?;
             let keep = [
                 "instance_id",
                 "worker_name",
@@ -627,11 +670,11 @@ async fn read_row(
     reader: &Reader,
     name: &'static str,
     key: String,
-) -> Result<Option<Map<String, Value>>, String> {
+) -> Result<Option<Map<String, Value>>, Failure> {
     reader
         .read(move |conn| query::get(conn, table(name), &key))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| Failure::Failed(e.to_string()))
 }
 
 #[cfg(test)]
@@ -640,11 +683,7 @@ mod tests {
 
     #[test]
     fn every_built_in_schema_compiles() {
-        for spec in [
-            submit_task_spec(),
-            task_status_spec(),
-            container_status_spec(),
-        ] {
+        for spec in builtin_specs() {
             assert!(
                 jsonschema::validator_for(&spec.parameters).is_ok(),
                 "{}",
@@ -659,5 +698,10 @@ mod tests {
         assert!(validator.is_valid(&json!({"task_type": "audit", "command": "health-audit"})));
         assert!(!validator.is_valid(&json!({"task_type": "audit", "command": "rm -rf /"})));
         assert!(!validator.is_valid(&json!({"task_type": "audit"})));
+        let container = json!({"task_type": "audit", "command": "a", "container_name": "c1"});
+        assert!(
+            !validator.is_valid(&container),
+            "a container needs its worker"
+        );
     }
 }

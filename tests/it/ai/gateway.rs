@@ -152,3 +152,37 @@ async fn a_stream_that_breaks_before_its_first_token_falls_back_but_not_after_it
         "b was asked after a's first token"
     );
 }
+
+/// Papercut 28: routing reads the prompt alone, so it answers (and is recorded) with no
+/// provider configured; the decision then names no provider or model.
+#[tokio::test]
+async fn a_prompt_is_routed_without_any_provider_configured() {
+    let dir = tempfile::tempdir().expect("dir");
+    let up = crate::common::UpProcess::start(dir.path(), &["--embedded-nats-port", "0"]).await;
+    let (status, decision) = post(
+        &format!("{}/api/ai/route", up.http),
+        json!({"worker_name": "w", "prompt": "Summarise this paragraph."}),
+    )
+    .await;
+    assert_eq!(status, 200, "{decision}");
+    assert_eq!(decision["tier"], "small", "{decision}");
+    assert_eq!(
+        (&decision["provider"], &decision["model"]),
+        (&Value::Null, &Value::Null)
+    );
+    let row = format!("{}/api/tables/ai_routing_decisions?worker_name=w", up.http);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page) = crate::common::get_json(&row).await;
+        if let Some(recorded) = page["items"].get(0) {
+            assert_eq!(recorded["decision_id"], decision["decision_id"]);
+            assert_eq!(recorded["provider"], Value::Null);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never projected: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

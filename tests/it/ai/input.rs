@@ -33,7 +33,7 @@ async fn bad_input_gets_a_clear_error_naming_the_field_over_rest_and_rpc() {
         (
             "/api/ai/ask",
             json!({"worker_name": "w", "prompt": "p", "provider": "openai-prod"}),
-            422,
+            404,
             "provider",
         ),
         ("/api/ai/ask", json!({"prompt": "p"}), 422, "worker_name"),

@@ -264,8 +264,8 @@ pub fn every_kind(worker: &str, container: &str, tag: &str) -> Vec<Envelope> {
             prompt: "hi".into(),
             complexity: 0.1,
             tier: "small".into(),
-            provider: "ollama".into(),
-            model: "llama3".into(),
+            provider: Some("ollama".into()),
+            model: Some("llama3".into()),
             reasons: vec!["short prompt".into()],
             features: Some(json!({"tokens": 1})),
         }

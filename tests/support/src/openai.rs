@@ -6,7 +6,9 @@
 //! text, tool calls, streamed chunks (Server-Sent Events, as the Chat Completions API streams),
 //! slow answers, and error statuses with `retry-after`. Every request body is kept for
 //! assertions. The production code reaches it exactly as it reaches a real provider: over HTTP,
-//! at the base URL [`FakeOpenAi::url`] gives.
+//! at the base URL [`FakeOpenAi::url`] gives. A request nothing was scripted for is answered
+//! "ok", or, when it asks for JSON satisfying a schema, with a value the schema allows (so a
+//! fuzzer's structured outputs and agent plans succeed unscripted).
 //!
 //! Clients in other processes (a browser test, the `openai` package) script it over HTTP:
 //! `POST /_script` with a JSON array of `{"text": "..."}` or
@@ -176,10 +178,9 @@ async fn push_script(
 async fn chat(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> Response {
     let model = request["model"].as_str().unwrap_or("fake").to_owned();
     let request_streamed = request["stream"] == true;
+    let unscripted = unscripted(&request);
     lock(&script.requests).push(request);
-    let mut reply = lock(&script.replies)
-        .pop_front()
-        .unwrap_or_else(|| Reply::Text("ok".into()));
+    let mut reply = lock(&script.replies).pop_front().unwrap_or(unscripted);
     while let Reply::Slow { delay, then } = reply {
         tokio::time::sleep(delay).await;
         reply = *then;
@@ -240,6 +241,121 @@ async fn chat(State(script): State<Arc<Script>>, Json(request): Json<Value>) -> 
             json!({"error": {"message": message, "type": "fake_error", "code": code}}),
         ),
         Reply::Slow { .. } => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// What a request nothing was scripted for gets: "ok", or, when it asks for JSON satisfying a
+/// schema (`response_format`, or the gateway's structured-output instruction ending its system
+/// prompt), the simplest value the schema allows, so structured output and agent plans work
+/// unscripted too.
+fn unscripted(request: &Value) -> Reply {
+    match asked_schema(request) {
+        Some(schema) => Reply::Text(instance(&schema).to_string()),
+        None => Reply::Text("ok".into()),
+    }
+}
+
+/// The JSON Schema a request asks its answer to satisfy, if any.
+fn asked_schema(request: &Value) -> Option<Value> {
+    if let Some(schema) = request.pointer("/response_format/json_schema/schema") {
+        return Some(schema.clone());
+    }
+    if request.pointer("/response_format/type") == Some(&json!("json_object")) {
+        return Some(json!({"type": "object"}));
+    }
+    const MARK: &str = "It must satisfy this JSON Schema:\n";
+    request["messages"]
+        .as_array()?
+        .iter()
+        .filter(|m| m["role"] == "system")
+        .find_map(|m| {
+            let text = match &m["content"] {
+                Value::String(text) => text.clone(),
+                Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
+                _ => return None,
+            };
+            let (_, schema) = text.split_once(MARK)?;
+            serde_json::Deserializer::from_str(schema)
+                .into_iter::<Value>()
+                .next()?
+                .ok()
+        })
+}
+
+/// A value `schema` allows, for the schemas tests and fuzzers send: the first of an `enum`,
+/// `anyOf` or `oneOf`, every property of an object, the fewest items of an array, a short
+/// string, `true`; anything else (no type: any value) is `{}`.
+fn instance(schema: &Value) -> Value {
+    let Value::Object(node) = schema else {
+        return json!({});
+    };
+    if let Some(value) = node.get("const") {
+        return value.clone();
+    }
+    if let Some(first) = node
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    for keyword in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = node
+            .get(keyword)
+            .and_then(Value::as_array)
+            .and_then(|e| e.first())
+        {
+            return instance(first);
+        }
+    }
+    let kind = match node.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|k| *k != "null")
+            .or_else(|| kinds.first().and_then(Value::as_str))
+            .unwrap_or("object"),
+        _ if node.contains_key("properties") || node.contains_key("required") => "object",
+        _ => return json!({}),
+    };
+    let number = |key: &str| node.get(key).and_then(Value::as_f64);
+    match kind {
+        "null" => Value::Null,
+        "boolean" => json!(true),
+        "integer" => json!(number("minimum").map_or(0, |m| m.ceil() as i64)),
+        "number" => json!(number("minimum").unwrap_or(0.0)),
+        "string" => {
+            let length = node.get("minLength").and_then(Value::as_u64).unwrap_or(0);
+            json!("x".repeat(length.max(1) as usize))
+        }
+        "array" => {
+            let count = node.get("minItems").and_then(Value::as_u64).unwrap_or(0);
+            let item = node.get("items").map_or(json!({}), instance);
+            Value::Array(vec![item; count as usize])
+        }
+        _ => {
+            // Every property it names (a plan's step then asks for approval), and the required
+            // ones it does not.
+            let mut object: serde_json::Map<String, Value> = node
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(name, property)| (name.clone(), instance(property)))
+                .collect();
+            for name in node
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(name) = name.as_str() {
+                    object.entry(name.to_owned()).or_insert_with(|| json!({}));
+                }
+            }
+            Value::Object(object)
+        }
     }
 }
 

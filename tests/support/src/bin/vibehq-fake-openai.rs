@@ -2,8 +2,9 @@
 //! for tests whose clients run outside Rust (a browser, the `openai` package).
 //!
 //! `vibehq-fake-openai [ADDR]` (default `127.0.0.1:0`) prints its base URL (`http://…/v1`) on
-//! the first line of stdout, then serves until killed. Unscripted requests answer "ok"; script
-//! replies with `POST /_script` (see the module's docs).
+//! the first line of stdout, then serves until killed. Unscripted requests answer "ok" (or a
+//! value of the JSON Schema they ask for); script replies with `POST /_script` (see the
+//! module's docs).
 
 use std::io::Write;
 
