@@ -21,7 +21,7 @@ echo "==> npm ci (tests/browser, tests/node)"
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
-# The outside Python clients (the `openai` package), pinned, into target/tools/python (not the
+# The outside Python clients (the `openai` package, schemathesis), pinned, into target/tools/python (not the
 # system's site-packages); the tests' python3 finds them through PYTHONPATH.
 python_clients="$PWD/target/tools/python"
 if ! cmp -s tests/python/requirements.txt "$python_clients/.requirements.txt"; then
@@ -41,9 +41,10 @@ echo "==> tests"
 cargo build -p vibehq-test-support --bin vibehq-echo --locked
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
-  # Tests that build a whole project (`vibehq new worker`'s Rust crate), on their own so they
-  # do not compete for the cores with the timing-sensitive ones.
-  echo "==> tests that build projects"
+  # Tests that load the machine for minutes (`vibehq new worker`'s Rust crate built from
+  # scratch, schemathesis against /openapi.json), on their own so they do not compete for the
+  # cores with the timing-sensitive ones.
+  echo "==> tests that build projects or fuzz the API"
   cargo nextest run --workspace --locked --no-fail-fast --run-ignored only
 else
   cargo test --workspace --locked

@@ -16,6 +16,7 @@ mod docker;
 mod keys;
 mod metrics;
 mod new_worker;
+mod openapi;
 mod outage;
 mod pauses;
 mod projection;

@@ -493,7 +493,7 @@ pub async fn get_schedule(
 /// Pauses a schedule: it fires no more until resumed (operators only).
 #[utoipa::path(post, path = "/api/schedules/{schedule_id}/pause", tag = "schedules",
     params(("schedule_id" = String, Path)),
-    request_body(content = bodies::ScheduleChangeBody, description = "Optional: `changed_by`, the operator name to record"),
+    request_body(content = Option<bodies::ScheduleChangeBody>, description = "Optional: `changed_by`, the operator name to record"),
     responses((status = 200, body = crate::schedules::Changed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is not active")))]
 pub async fn pause_schedule(
     State(state): State<QueueState>,
@@ -508,7 +508,7 @@ pub async fn pause_schedule(
 /// Resumes a paused schedule from its next time (operators only).
 #[utoipa::path(post, path = "/api/schedules/{schedule_id}/resume", tag = "schedules",
     params(("schedule_id" = String, Path)),
-    request_body(content = bodies::ScheduleChangeBody, description = "Optional: `changed_by`, the operator name to record"),
+    request_body(content = Option<bodies::ScheduleChangeBody>, description = "Optional: `changed_by`, the operator name to record"),
     responses((status = 200, body = crate::schedules::Changed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is not paused")))]
 pub async fn resume_schedule(
     State(state): State<QueueState>,
@@ -536,7 +536,7 @@ pub async fn delete_schedule(
 /// Runs a schedule's task now, whatever its time and overlap policy (operators only).
 #[utoipa::path(post, path = "/api/schedules/{schedule_id}/trigger", tag = "schedules",
     params(("schedule_id" = String, Path)),
-    request_body(content = bodies::ScheduleChangeBody, description = "Optional: `changed_by`, the operator name to record"),
+    request_body(content = Option<bodies::ScheduleChangeBody>, description = "Optional: `changed_by`, the operator name to record"),
     responses((status = 200, body = Object, description = "The firing: `firing_id`, `task_id`, `fired_at`, `trigger`"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn trigger_schedule(
     State(state): State<QueueState>,
@@ -548,13 +548,16 @@ pub async fn trigger_schedule(
     answer(&state, &identity, Op::TriggerSchedule, input).await
 }
 
-/// A body that may be left out (`{}` then).
+/// A body that may be left out, or be `null` (`{}` then).
 fn json_or_empty(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     match &body {
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
             Ok(Value::Object(Default::default()))
         }
-        _ => json(body),
+        _ => match json(body)? {
+            Value::Null => Ok(Value::Object(Default::default())),
+            value => Ok(value),
+        },
     }
 }
 
