@@ -148,6 +148,11 @@ pub struct Conversation {
     pub tools: Vec<ToolSpec>,
     pub temperature: Option<f64>,
     pub max_tokens: Option<u64>,
+    /// A JSON Schema the answer must satisfy, sent as the provider's own structured output
+    /// where it has one (OpenAI's `response_format`, through rig's `output_schema`). The
+    /// structured-output loop still validates and repairs what comes back: a provider
+    /// without it, or one that strays, is held to the schema all the same.
+    pub response_schema: Option<serde_json::Value>,
 }
 
 impl Conversation {
@@ -582,10 +587,15 @@ fn request(
             })
         })
         .collect::<Result<Vec<_>, CallError>>()?;
+    let output_schema = conversation
+        .response_schema
+        .clone()
+        .and_then(|schema| rig_core::schemars::Schema::try_from(schema).ok());
     Ok(request
         .tools(tools)
         .temperature(conversation.temperature)
-        .max_tokens(conversation.max_tokens.or(default_max_tokens)))
+        .max_tokens(conversation.max_tokens.or(default_max_tokens))
+        .output_schema(output_schema))
 }
 
 /// Prices per million tokens, by model (`[ai.prices."<model>"]`).

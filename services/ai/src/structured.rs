@@ -93,6 +93,7 @@ pub async fn generate(
         }
         None => Conversation::prompt(ask.prompt).system(instruction),
     };
+    conversation.response_schema = Some(ask.schema.clone());
     let mut errors = Vec::new();
     let mut last = None;
     for attempt in 1..=ask.max_attempts.clamp(1, MAX_ATTEMPTS) {

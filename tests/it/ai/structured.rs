@@ -31,6 +31,14 @@ async fn structured_output_is_repaired_on_retry_and_a_never_valid_answer_ends_in
     // The retry told the model what was wrong.
     let retry = rig.a.requests()[1].to_string();
     assert!(retry.contains("does not satisfy the schema"), "{retry}");
+    // The provider was asked for the schema natively too (OpenAI's `response_format`).
+    let first = &rig.a.requests()[0];
+    assert_eq!(first["response_format"]["type"], "json_schema", "{first}");
+    assert_eq!(
+        first["response_format"]["json_schema"]["schema"]["required"],
+        json!(["name", "stars"]),
+        "{first}"
+    );
 
     rig.a.push(text("not json at all"));
     rig.a.push(text(r#"{"name": "x"}"#));
