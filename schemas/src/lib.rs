@@ -176,7 +176,7 @@ mod tests {
         let first = migrate(&mut conn).expect("first run");
         let every: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
         assert_eq!(first, every);
-        assert_eq!(every.last(), Some(&"0013_workers.sql"));
+        assert_eq!(every.last(), Some(&"0014_routing_without_provider.sql"));
         let second = migrate(&mut conn).expect("second run");
         assert!(second.is_empty());
     }

@@ -254,8 +254,22 @@ fn chat_body() -> Value {
                 "max_tokens": tokens,
                 "max_completion_tokens": tokens,
                 "tools": {"type": ["array", "null"], "maxItems": 128, "items": function_tool()},
-                "tool_choice": {"type": ["string", "null"], "enum": ["auto", "none", null],
-                    "description": "Forcing a tool is not passed to providers yet"},
+                "tool_choice": {"anyOf": [
+                    {"type": ["string", "null"], "enum": ["auto", "none", "required", null]},
+                    {
+                        "type": "object",
+                        "required": ["type", "function"],
+                        "properties": {
+                            "type": {"type": "string", "enum": ["function"]},
+                            "function": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
+                            },
+                        },
+                        "description": "Call this tool (one of the request's tools: 404 otherwise)",
+                    },
+                ]},
                 "stop": {"anyOf": [
                     {"type": "null"},
                     {"type": "string", "minLength": 1},
@@ -271,6 +285,11 @@ fn chat_body() -> Value {
                     "description": "Who calls, unless the x-vibehq-worker-name header says"},
             },
         },
+        // Forcing a tool call needs a tool to call.
+        {"anyOf": [
+            {"properties": {"tool_choice": {"type": ["string", "null"], "enum": ["auto", "none", null]}}},
+            {"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}},
+        ]},
         // A chat asks for tools or for a JSON answer, not both yet.
         {"anyOf": [
             {"properties": {"response_format": {"anyOf": [

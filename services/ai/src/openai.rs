@@ -32,7 +32,7 @@ use vibehq_api::error::ApiError;
 
 use crate::bodies::{ChatBody, ChatCompletion, ChatEvent, ModelList, OpenAiErrorBody};
 use crate::gateway::{Operation, Reply, Request};
-use crate::provider::{Answer, Conversation, Delta, Tier, ToolCall, ToolSpec, Turn};
+use crate::provider::{Answer, Conversation, Delta, Tier, ToolCall, ToolSpec, ToolUse, Turn};
 use crate::structured;
 use crate::{Actor, Gateway};
 
@@ -206,16 +206,49 @@ impl Chat {
         let max_tokens = body.integer("max_tokens", 1..=1_000_000)?;
         conversation.max_tokens = max_completion_tokens.or(max_tokens).map(|n| n as u64);
         conversation.tools = tools(body.0.get("tools"))?;
-        match body.0.get("tool_choice") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(choice)) if choice == "auto" => {}
-            Some(Value::String(choice)) if choice == "none" => conversation.tools.clear(),
+        conversation.tool_use = match body.0.get("tool_choice") {
+            None | Some(Value::Null) => ToolUse::Auto,
+            Some(Value::String(choice)) if choice == "auto" => ToolUse::Auto,
+            Some(Value::String(choice)) if choice == "none" => {
+                conversation.tools.clear();
+                ToolUse::Auto
+            }
+            Some(Value::String(choice)) if choice == "required" => ToolUse::Required,
+            Some(choice @ Value::Object(_)) => {
+                let name = choice
+                    .pointer("/function/name")
+                    .and_then(Value::as_str)
+                    .filter(|_| choice.get("type").and_then(Value::as_str) == Some("function"))
+                    .ok_or_else(|| {
+                        invalid(
+                            "tool_choice",
+                            "tool_choice names a tool as {\"type\": \"function\", \"function\": {\"name\": …}}",
+                        )
+                    })?;
+                if !conversation.tools.iter().any(|t| t.name == name) {
+                    return Err(OpenAiError(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "tool_not_found",
+                        format!(
+                            "tool_choice names {name:?}, which is not among the request's tools"
+                        ),
+                        Some("tool_choice.function.name".into()),
+                    )));
+                }
+                ToolUse::Named(name.to_owned())
+            }
             Some(_) => {
                 return Err(invalid(
                     "tool_choice",
-                    "tool_choice may be auto or none here: forcing a tool is not passed to providers yet",
+                    "tool_choice is auto, none, required, or a function to call",
                 ));
             }
+        };
+        if conversation.tool_use != ToolUse::Auto && conversation.tools.is_empty() {
+            return Err(invalid(
+                "tool_choice",
+                "tool_choice asks for a tool call, but the request has no tools",
+            ));
         }
         let stop = match body.0.get("stop") {
             None | Some(Value::Null) => Vec::new(),
@@ -559,7 +592,7 @@ fn caller(headers: &HeaderMap, body: &Body, identity: &Identity) -> Result<Actor
 /// OpenAI's chat completions, through the gateway: `model` (a configured model or an alias),
 /// `messages` (system, developer, user, assistant with `tool_calls`, tool), `temperature`,
 /// `max_tokens`/`max_completion_tokens`, `stop`, `tools` (functions with JSON Schemas),
-/// `tool_choice` (auto or none), `response_format` (text, json_object, json_schema), `stream`
+/// `tool_choice` (auto, none, required, or a named function), `response_format` (text, json_object, json_schema), `stream`
 /// (with `stream_options.include_usage`), `user`.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
     params(

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use rig_core::completion::{CompletionRequest, ToolDefinition};
+use rig_core::message::ToolChoice;
 use rig_core::message::{
     AssistantContent, AssistantMessage, CallId, Message, ToolName, UserContent,
 };
@@ -140,12 +141,26 @@ pub enum Turn {
     },
 }
 
+/// Whether the model must call one of the conversation's tools (OpenAI's `tool_choice`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ToolUse {
+    /// The model decides (`auto`).
+    #[default]
+    Auto,
+    /// It must call one of them (`required`).
+    Required,
+    /// It must call this one.
+    Named(String),
+}
+
 /// What is sent to a model.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Conversation {
     pub system: Option<String>,
     pub turns: Vec<Turn>,
     pub tools: Vec<ToolSpec>,
+    /// Whether a tool must be called; passed to the provider with the tools.
+    pub tool_use: ToolUse,
     pub temperature: Option<f64>,
     pub max_tokens: Option<u64>,
     /// A JSON Schema the answer must satisfy, sent as the provider's own structured output
@@ -591,6 +606,14 @@ fn request(
         .response_schema
         .clone()
         .and_then(|schema| rig_core::schemars::Schema::try_from(schema).ok());
+    let request = match &conversation.tool_use {
+        _ if tools.is_empty() => request,
+        ToolUse::Auto => request,
+        ToolUse::Required => request.tool_choice(ToolChoice::Required),
+        ToolUse::Named(name) => request.tool_choice(ToolChoice::Specific {
+            function_names: vec![tool_name(name)?],
+        }),
+    };
     Ok(request
         .tools(tools)
         .temperature(conversation.temperature)

@@ -271,3 +271,50 @@ async fn a_new_demo_runs_on_the_gateway_with_the_openai_package() {
         .await;
     assert_eq!(calls.len(), 3, "{calls:?}");
 }
+
+/// `tool_choice` reaches the provider: `required`, or one named tool; naming a tool the
+/// request does not have is a 404, and forcing a call with no tools a 400.
+#[tokio::test]
+async fn tool_choice_required_or_named_is_passed_to_the_provider() {
+    let rig = Rig::start().await;
+    let weather = json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    let chat = |choice: Value| {
+        json!({"model": "vibehq/small", "messages": [{"role": "user", "content": "Weather in Paris?"}],
+               "tools": [weather.clone()], "tool_choice": choice})
+    };
+    let (status, answer) = rig
+        .post("/v1/chat/completions", chat(json!("required")))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let named = json!({"type": "function", "function": {"name": "get_weather"}});
+    let (status, answer) = rig.post("/v1/chat/completions", chat(named.clone())).await;
+    assert_eq!(status, 200, "{answer}");
+    let sent: Vec<Value> = rig
+        .a
+        .requests()
+        .iter()
+        .map(|r| r["tool_choice"].clone())
+        .collect();
+    assert_eq!(
+        sent,
+        [json!("required"), named],
+        "what the provider was asked"
+    );
+
+    let unknown = json!({"type": "function", "function": {"name": "get_time"}});
+    let (status, error) = rig.post("/v1/chat/completions", chat(unknown)).await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (404, Some("tool_choice.function.name")),
+        "{error}"
+    );
+    let mut without_tools = chat(json!("required"));
+    without_tools["tools"] = json!([]);
+    let (status, error) = rig.post("/v1/chat/completions", without_tools).await;
+    assert_eq!(
+        (status, error["error"]["param"].as_str()),
+        (400, Some("tool_choice")),
+        "{error}"
+    );
+}
