@@ -548,16 +548,12 @@ pub async fn trigger_schedule(
     answer(&state, &identity, Op::TriggerSchedule, input).await
 }
 
-/// A body that may be left out, or be `null` (`{}` then).
+/// A body that may be left out, or be `null` (`{}` then). Anything else must be JSON: white
+/// space alone is not a body left out.
 fn json_or_empty(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    match &body {
-        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
-            Ok(Value::Object(Default::default()))
-        }
-        _ => match json(body)? {
-            Value::Null => Ok(Value::Object(Default::default())),
-            value => Ok(value),
-        },
+    match json(body)? {
+        Value::Null => Ok(Value::Object(Default::default())),
+        value => Ok(value),
     }
 }
 
