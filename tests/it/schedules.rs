@@ -123,8 +123,10 @@ async fn a_cron_schedule_fires_on_time_three_times_and_each_firing_is_a_row() {
         );
         let due_ms = row["fired_at_ms"].as_i64().expect("ms");
         assert!(due_ms % 2000 < 400, "fired at an even second: {due_ms}");
+        // Tens of milliseconds when idle; a fresh-clone CI run on 2 cores, every test at once,
+        // has handed one out 1,011 ms late.
         let late = (claimed_at.unix_timestamp_nanos() / 1_000_000) as i64 - due_ms;
-        assert!(late < 1000, "handed out {late} ms after its time");
+        assert!(late < 1500, "handed out {late} ms after its time");
         eprintln!("task handed out {late} ms after its firing");
     }
     let (_, schedule) = get_json(&format!("{base}/api/schedules/audit-every-2s")).await;
