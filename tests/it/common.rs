@@ -343,3 +343,50 @@ pub async fn outside_client(program: &str, args: &[&str], env: &[(&str, &str)]) 
     );
     stdout
 }
+
+/// A loopback port free right now (for a balancer's proxy, which `vibehq up` binds itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Writes `dir/vibehq.toml` for a whole `vibehq up`: a load balancer of `vibehq-echo`
+/// instances and the AI gateway on `fake`, after `prelude` (top-level keys such as
+/// `api_tokens`). Returns the file's path.
+pub fn whole_system_config(
+    dir: &Path,
+    fake: &vibehq_test_support::openai::FakeOpenAi,
+    prelude: &str,
+) -> PathBuf {
+    let config = dir.join("vibehq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{prelude}
+[balancer]
+program = "{echo}"
+instances = 1
+max_instances = 4
+worker_name = "web"
+container_name = "api"
+proxy_addr = "127.0.0.1:{proxy}"
+health_interval_ms = 200
+
+[ai]
+[[ai.providers]]
+name = "fake"
+kind = "openai"
+base_url = "{openai}"
+model = "fake-large"
+small_model = "fake-small"
+"#,
+            echo = crate::balancer::echo().display(),
+            proxy = free_port(),
+            openai = fake.url(),
+        ),
+    )
+    .expect("write the config");
+    config
+}

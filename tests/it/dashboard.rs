@@ -10,21 +10,12 @@ use std::time::Duration;
 
 use vibehq_test_support::openai::FakeOpenAi;
 
-use crate::balancer::echo;
-use crate::common::UpProcess;
+use crate::common::{UpProcess, whole_system_config};
 
 const TOKEN: &str = "dashboard-operator-token-0123";
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A loopback port free right now, for the proxy.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 #[tokio::test]
@@ -41,35 +32,7 @@ async fn the_dashboard_works_in_a_browser() {
     );
     let fake = FakeOpenAi::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("vibehq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"api_tokens = ["{TOKEN}"]
-
-[balancer]
-program = "{echo}"
-instances = 1
-max_instances = 4
-worker_name = "web"
-container_name = "api"
-proxy_addr = "127.0.0.1:{proxy}"
-health_interval_ms = 200
-
-[ai]
-[[ai.providers]]
-name = "fake"
-kind = "openai"
-base_url = "{openai}"
-model = "fake-large"
-small_model = "fake-small"
-"#,
-            echo = echo().display(),
-            proxy = free_port(),
-            openai = fake.url(),
-        ),
-    )
-    .expect("write the config");
+    let config = whole_system_config(dir.path(), &fake, &format!("api_tokens = [\"{TOKEN}\"]"));
     let up = UpProcess::start(
         dir.path(),
         &[

@@ -10,49 +10,14 @@ use std::time::Duration;
 
 use vibehq_test_support::openai::FakeOpenAi;
 
-use crate::balancer::echo;
-use crate::common::UpProcess;
-
-/// A loopback port free right now, for the balancer's proxy.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+use crate::common::{UpProcess, whole_system_config};
 
 #[tokio::test]
 #[ignore = "loads the machine for minutes: tests/run.sh runs it after the suite, with the project builds"]
 async fn schemathesis_finds_no_difference_between_the_document_and_the_api() {
     let fake = FakeOpenAi::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("vibehq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[balancer]
-program = "{echo}"
-instances = 1
-max_instances = 3
-worker_name = "web"
-container_name = "api"
-proxy_addr = "127.0.0.1:{proxy}"
-health_interval_ms = 200
-
-[ai]
-[[ai.providers]]
-name = "fake"
-kind = "openai"
-base_url = "{openai}"
-model = "fake-large"
-small_model = "fake-small"
-"#,
-            echo = echo().display(),
-            proxy = free_port(),
-            openai = fake.url(),
-        ),
-    )
-    .expect("write the config");
+    let config = whole_system_config(dir.path(), &fake, "");
     let up = UpProcess::start(
         dir.path(),
         &[
@@ -90,6 +55,8 @@ small_model = "fake-small"
         .args(["--exclude-path-regex", "^/ws/"])
         .arg("--report-dir")
         .arg(&report)
+        // Its cache (`.schemathesis/`) goes with the run, not into the checkout.
+        .current_dir(dir.path())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();

@@ -264,7 +264,7 @@ fn chat_body() -> Value {
                             "function": {
                                 "type": "object",
                                 "required": ["name"],
-                                "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
+                                "properties": {"name": {"type": "string", "pattern": FUNCTION_NAME}},
                             },
                         },
                         "description": "Call this tool (one of the request's tools: 404 otherwise)",

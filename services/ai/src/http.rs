@@ -111,7 +111,8 @@ impl utoipa::Modify for AiPaths {
         use utoipa::openapi::link::LinkBuilder;
         use utoipa::openapi::path::PathItem;
         use utoipa::openapi::request_body::RequestBody;
-        use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+        use utoipa::openapi::{Content, RefOr, Required};
+        use vibehq_api::error::error_response;
 
         let template = doc
             .paths
@@ -125,23 +126,12 @@ impl utoipa::Modify for AiPaths {
                 operation.summary = Some(format!("`callTool` {}: {}", spec.name, spec.description));
                 operation.description = None;
                 operation.parameters = None;
-                let error = |description: &str| {
-                    RefOr::T(
-                        ResponseBuilder::new()
-                            .description(description)
-                            .content(
-                                "application/json",
-                                ContentBuilder::new()
-                                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                                    .build(),
-                            )
-                            .build(),
-                    )
-                };
                 let responses = &mut operation.responses.responses;
                 responses.insert(
                     "404".into(),
-                    error("What the arguments name does not exist (a task id no task has)"),
+                    RefOr::T(error_response(
+                        "What the arguments name does not exist (a task id no task has)",
+                    )),
                 );
                 if spec.name == "submit_task"
                     && let Some(RefOr::T(submitted)) = responses.get_mut("200")

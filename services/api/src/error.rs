@@ -117,12 +117,26 @@ impl From<vibehq_projector::Error> for ApiError {
     }
 }
 
+/// A documented error answer: [`ErrorBody`] as JSON, with `description`.
+pub fn error_response(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+}
+
 /// Adds to every operation of `doc` the errors any operation of its kind may answer, where its
 /// own declaration leaves them out: a body that is not a JSON object (400), too large (413) or
 /// with a wrong field (422); a query parameter that is unknown or wrong (400).
 pub fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
     use utoipa::openapi::path::ParameterIn;
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
     for item in doc.paths.paths.values_mut() {
         let operations = [
@@ -163,19 +177,7 @@ pub fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
                     .responses
                     .responses
                     .entry(status.to_owned())
-                    .or_insert_with(|| {
-                        RefOr::T(
-                            ResponseBuilder::new()
-                                .description(description)
-                                .content(
-                                    "application/json",
-                                    ContentBuilder::new()
-                                        .schema(Some(Ref::from_schema_name("ErrorBody")))
-                                        .build(),
-                                )
-                                .build(),
-                        )
-                    });
+                    .or_insert_with(|| RefOr::T(error_response(description)));
             }
         }
     }

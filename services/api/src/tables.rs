@@ -20,7 +20,7 @@ use vibehq_projector::query::{self, Filter, Page, TABLES};
 use vibehq_projector::{Handle, NotThrough, Reader, Table};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, error_response};
 
 /// How long a query given `min_seq` waits for the projector to get there.
 const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
@@ -420,17 +420,6 @@ pub fn get_parameters(table: &Table) -> Vec<Parameter> {
 /// The answers every read of the projection may give besides its own: a wrong parameter,
 /// a `min_seq` the stream has not reached, and a projection that did not reach it in time.
 pub fn read_responses(operation: &mut utoipa::openapi::path::Operation) {
-    let error = |description: &str| {
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
-                    .build(),
-            )
-            .build()
-    };
     let responses = &mut operation.responses.responses;
     for (status, description) in [
         (
@@ -448,7 +437,7 @@ pub fn read_responses(operation: &mut utoipa::openapi::path::Operation) {
     ] {
         responses
             .entry(status.to_owned())
-            .or_insert_with(|| RefOr::T(error(description)));
+            .or_insert_with(|| RefOr::T(error_response(description)));
     }
 }
 
@@ -505,17 +494,7 @@ impl utoipa::Modify for TablePaths {
                             .build(),
                     ),
                 )
-                .response(
-                    "404",
-                    ResponseBuilder::new()
-                        .description("No row has this key")
-                        .content(
-                            "application/json",
-                            ContentBuilder::new()
-                                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                                .build(),
-                        ),
-                )
+                .response("404", error_response("No row has this key"))
                 .build();
             read_responses(&mut one);
             doc.paths.paths.insert(
