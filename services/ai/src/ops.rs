@@ -33,20 +33,7 @@ pub const MAX_BODY: usize = 4 << 20;
 /// Reads an AI request body: empty means `{}`; more than [`MAX_BODY`] bytes is 413, and
 /// anything that is not JSON, or not a JSON object, is 400, all naming `body`.
 pub fn read_body(bytes: &[u8]) -> Result<Body, ApiError> {
-    if bytes.len() > MAX_BODY {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("the body is larger than {} MiB", MAX_BODY >> 20),
-            Some("body".into()),
-        ));
-    }
-    if bytes.is_empty() {
-        return Ok(Body::default());
-    }
-    let value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::invalid("body", format!("the body is not valid JSON: {e}")))?;
-    Body::from_value(value)
+    Body::from_value(vibehq_api::body::json_within(bytes, MAX_BODY)?)
 }
 
 /// The timeouts `ask` may ask for, in milliseconds: at least a quarter second (a model call

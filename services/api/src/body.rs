@@ -159,8 +159,13 @@ fn whole(x: f64) -> Option<i64> {
 /// Parses a request body as JSON: empty means `{}`; more than [`MAX_BODY`] bytes is 413 and
 /// anything that is not JSON is 400, both naming `body`.
 pub fn json(bytes: &[u8]) -> Result<Value, ApiError> {
-    if bytes.len() > MAX_BODY {
-        return Err(too_large());
+    json_within(bytes, MAX_BODY)
+}
+
+/// [`json`] for a service whose bodies may be larger (the AI's prompts): `max` bytes at most.
+pub fn json_within(bytes: &[u8], max: usize) -> Result<Value, ApiError> {
+    if bytes.len() > max {
+        return Err(too_large_at(max));
     }
     if bytes.is_empty() {
         return Ok(Value::Object(Map::new()));
@@ -181,10 +186,15 @@ pub fn unprocessable(field: &str, message: impl Into<String>) -> ApiError {
 
 /// The 413 for a body over [`MAX_BODY`], naming `body`.
 pub fn too_large() -> ApiError {
+    too_large_at(MAX_BODY)
+}
+
+/// The 413 for a body over `max` bytes, naming `body`.
+pub fn too_large_at(max: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",
-        format!("the body is larger than {MAX_BODY} bytes"),
+        format!("the body is larger than {max} bytes"),
         Some("body".into()),
     )
 }
